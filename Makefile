@@ -1,0 +1,36 @@
+# The two commands a newcomer types: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint types unit demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## test: lint, types and every test (unit, integration, end-to-end, browser)
+test: $(STAMP) lint types
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+## demo: the whole system on an embedded Postgres; prints the page's URL
+demo: $(STAMP)
+	$(BIN)/errands demo
+
+## bench: the worker benchmark against Procrastinate and PgQueuer
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/worker_bench.py
+
+clean:
+	rm -rf $(VENV) .pgdata-test .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,23 @@
+"""The ``errands`` command line. Every option can also be set from an ``ERRANDS_*``
+environment variable, named in its ``--help``."""
+
+from __future__ import annotations
+
+import click
+
+from errands import __version__
+from errands.cli import database, worker
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="errands")
+def main() -> None:
+    """errands: local-first background jobs for Python.
+
+    A job is a row: clients create it, it syncs to Postgres, a worker runs it and
+    writes its state, progress and result back into the same row.
+    """
+
+
+main.add_command(database.migrate)
+main.add_command(worker.worker)

@@ -1,0 +1,46 @@
+"""Options and helpers shared by the commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+stderr = Console(stderr=True)
+
+
+def database_url_option(function: F) -> F:
+    """``--database-url`` / ``ERRANDS_DATABASE_URL``."""
+    return click.option(
+        "--database-url",
+        envvar="ERRANDS_DATABASE_URL",
+        show_envvar=True,
+        required=True,
+        metavar="URL",
+        help="Postgres connection URL, e.g. postgresql://user@host/db.",
+    )(function)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error the way every command does, and exit non-zero."""
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Readable, timestamped logs on standard error."""
+    level = logging.DEBUG if verbose else logging.INFO
+    if stderr.is_terminal:
+        handler: logging.Handler = RichHandler(console=stderr, show_path=False)
+        logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
+                            handlers=[handler], force=True)
+    else:  # one line per record, for log files and process supervisors
+        logging.basicConfig(level=level, force=True,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")

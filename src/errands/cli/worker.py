@@ -1,0 +1,96 @@
+"""``errands worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+import sys
+
+import click
+
+from errands.cli.options import database_url_option, fail, setup_logging
+from errands.registry import Registry
+from errands.worker import Worker, WorkerSettings
+
+
+def load_registry(spec: str) -> Registry:
+    """Import ``module:attribute`` (``attribute`` defaults to ``registry``)."""
+    module_name, _, attribute = spec.partition(":")
+    attribute = attribute or "registry"
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # like `python -m`: modules in the working directory
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        fail(f"cannot import {module_name!r}: {exc}", code=2)
+    except Exception as exc:  # noqa: BLE001 -- the user's module failed while importing
+        fail(f"importing {module_name!r} raised {type(exc).__name__}: {exc}", code=2)
+    registry = getattr(module, attribute, None)
+    if not isinstance(registry, Registry):
+        found = "nothing" if registry is None else type(registry).__name__
+        fail(f"{spec!r} should name an errands.Registry, but it is {found}", code=2)
+    if not len(registry):
+        fail(f"{spec!r} has no handlers; register some with @registry.job(...)", code=2)
+    return registry
+
+
+@click.command()
+@click.argument("registry", metavar="MODULE:REGISTRY", envvar="ERRANDS_REGISTRY")
+@database_url_option
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=10, show_default=True,
+              envvar="ERRANDS_CONCURRENCY", show_envvar=True,
+              help="How many jobs run at once.")
+@click.option("--queue", "-q", "queues", multiple=True, envvar="ERRANDS_QUEUES",
+              show_envvar=True, help="Only take jobs from this queue (repeatable; "
+              "the variable takes a space-separated list). Default: every queue.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.01), default=1.0,
+              show_default=True, envvar="ERRANDS_POLL_INTERVAL", show_envvar=True,
+              help="Seconds between polls when no notification arrives.")
+@click.option("--lease", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
+              envvar="ERRANDS_LEASE", show_envvar=True,
+              help="Seconds after its last heartbeat that a worker counts as dead "
+              "and its jobs are re-queued.")
+@click.option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=None,
+              envvar="ERRANDS_HEARTBEAT_INTERVAL", show_envvar=True,
+              help="Seconds between heartbeats. Default: a sixth of the lease.")
+@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0,
+              show_default=True, envvar="ERRANDS_SHUTDOWN_TIMEOUT", show_envvar=True,
+              help="On SIGTERM, seconds to let running jobs finish before re-queueing "
+              "them.")
+@click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
+def worker(
+    registry: str,
+    database_url: str,
+    concurrency: int,
+    queues: tuple[str, ...],
+    poll_interval: float,
+    lease: float,
+    heartbeat_interval: float | None,
+    shutdown_timeout: float,
+    verbose: bool,
+) -> None:
+    """Run the jobs whose kinds MODULE:REGISTRY handles.
+
+    MODULE:REGISTRY names an errands.Registry, e.g. myapp.jobs:registry. The worker
+    wakes on notifications within milliseconds, polls as a fallback, and stops
+    gracefully on SIGTERM or Ctrl-C (press it twice to stop at once).
+    """
+    setup_logging(verbose)
+    loaded = load_registry(registry)
+    settings = WorkerSettings(
+        concurrency=concurrency,
+        queues=queues or None,
+        poll_interval=poll_interval,
+        lease=lease,
+        heartbeat_interval=heartbeat_interval or lease / 6,
+        shutdown_timeout=shutdown_timeout,
+    )
+    asyncio.run(_run(Worker(loaded, database_url, settings)))
+
+
+async def _run(running: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, running.stop)
+    await running.run()

@@ -1,0 +1,126 @@
+-- Every query errands runs against the job tables, by name. Values are always
+-- parameters; identifiers are fixed here.
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS errands_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+
+-- name: applied_migrations
+SELECT version FROM errands_migrations ORDER BY version
+
+-- name: record_migration
+INSERT INTO errands_migrations (version, name) VALUES (%s, %s)
+
+-- name: enqueue
+INSERT INTO background_jobs
+    (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
+     priority, queue)
+VALUES
+    (%(id)s, now(), %(kind)s, %(payload)s, %(owner)s, %(max_attempts)s, %(timeout)s,
+     coalesce(%(run_at)s, now()), %(priority)s, %(queue)s)
+ON CONFLICT (id) DO NOTHING
+
+-- name: register_worker
+INSERT INTO errands_workers (id, hostname, pid, queues, kinds, lease_expires_at)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(kinds)s,
+        now() + make_interval(secs => %(lease)s))
+
+-- name: heartbeat
+UPDATE errands_workers SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+WHERE id = %(id)s
+RETURNING id
+
+-- name: unregister_worker
+DELETE FROM errands_workers WHERE id = %(id)s
+
+-- name: claim_jobs
+-- Highest priority first, then oldest run_at; rows another worker is claiming are
+-- skipped, not waited for.
+WITH claimable AS (
+    SELECT id FROM background_jobs
+    WHERE state = 'queued'
+      AND run_at <= now()
+      AND kind = ANY(%(kinds)s)
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE background_jobs AS j
+SET state = 'running',
+    attempts = j.attempts + 1,
+    lease_owner = %(worker)s,
+    started_at = now(),
+    error = NULL
+FROM claimable
+WHERE j.id = claimable.id
+RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.timeout_seconds,
+          j.cancelled, j.priority
+
+-- name: finish_jobs
+-- Ends a batch of jobs in one statement. Only the worker holding a job may end it:
+-- a worker whose lease was lost and taken over cannot overwrite the new attempt.
+UPDATE background_jobs AS j
+SET state = f.state,
+    result = f.result,
+    error = f.error,
+    progress = CASE WHEN f.state = 'completed' THEN 1 ELSE j.progress END,
+    run_at = coalesce(now() + make_interval(secs => f.retry_in), j.run_at),
+    lease_owner = CASE WHEN f.state = 'queued' THEN NULL ELSE j.lease_owner END,
+    finished_at = CASE WHEN f.state = 'queued' THEN NULL ELSE now() END
+FROM unnest(%(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
+            %(retry_in)s::float8[])
+     AS f (id, state, result, error, retry_in)
+WHERE j.id = f.id AND j.lease_owner = %(worker)s AND j.state = 'running'
+
+-- name: write_progress
+UPDATE background_jobs AS j
+SET progress = p.progress, progress_message = coalesce(p.message, j.progress_message)
+FROM unnest(%(ids)s::uuid[], %(progress)s::real[], %(messages)s::text[])
+     AS p (id, progress, message)
+WHERE j.id = p.id AND j.lease_owner = %(worker)s AND j.state = 'running'
+
+-- name: cancel_requested
+SELECT id FROM background_jobs
+WHERE id = ANY(%(ids)s::uuid[]) AND cancelled AND state = 'running'
+
+-- name: recover_orphans
+-- Jobs whose worker stopped heartbeating go back to the queue (or fail, if that was
+-- their last attempt). The attempt that was lost still counts, so a job that kills its
+-- worker every time cannot loop forever.
+WITH lost AS (
+    SELECT j.id FROM background_jobs j
+    WHERE j.state = 'running'
+      AND NOT EXISTS (
+          SELECT 1 FROM errands_workers w
+          WHERE w.id = j.lease_owner AND w.lease_expires_at > now())
+    FOR UPDATE OF j SKIP LOCKED
+)
+UPDATE background_jobs AS j
+SET state = CASE WHEN j.cancelled THEN 'cancelled'
+                 WHEN j.attempts >= j.max_attempts THEN 'failed'
+                 ELSE 'queued' END,
+    error = jsonb_build_object(
+        'type', 'WorkerLost',
+        'message', 'worker ' || coalesce(j.lease_owner, '?')
+                   || ' stopped heartbeating during attempt ' || j.attempts,
+        'attempt', j.attempts),
+    lease_owner = NULL,
+    run_at = now(),
+    finished_at = CASE WHEN j.cancelled OR j.attempts >= j.max_attempts THEN now() END
+FROM lost
+WHERE j.id = lost.id
+RETURNING j.id, j.state
+
+-- name: forget_dead_workers
+DELETE FROM errands_workers WHERE lease_expires_at < now() - interval '1 hour'
+
+-- name: queued_unknown_kinds
+SELECT kind, count(*) AS count FROM background_jobs
+WHERE state = 'queued'
+  AND kind <> ALL(%(kinds)s)
+  AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
+GROUP BY kind ORDER BY kind

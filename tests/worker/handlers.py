@@ -1,0 +1,77 @@
+"""Handlers the worker tests run in real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import errands
+
+registry = errands.Registry()
+
+
+@registry.job("default")
+def default(ctx: errands.JobContext, payload: Any) -> Any:
+    """The recipe's job: echo the payload."""
+    return {"echo": payload}
+
+
+@registry.job("add")
+async def add(ctx: errands.JobContext, payload: dict[str, int]) -> int:
+    await ctx.progress(0.5, "adding")
+    return payload["a"] + payload["b"]
+
+
+@registry.job("flaky", retry_backoff=0.05)
+def flaky(ctx: errands.JobContext, payload: dict[str, int]) -> str:
+    """Fails until its attempt reaches payload['succeed_on']."""
+    if ctx.attempt < payload["succeed_on"]:
+        raise RuntimeError(f"failure on attempt {ctx.attempt}")
+    return f"ok on attempt {ctx.attempt}"
+
+
+@registry.job("sleep_async")
+async def sleep_async(ctx: errands.JobContext, payload: dict[str, Any]) -> str:
+    """Sleeps in small steps, reporting progress, and notes each start in a file."""
+    _mark(payload)
+    steps = int(payload.get("steps", 10))
+    for step in range(steps):
+        await asyncio.sleep(float(payload.get("step", 0.1)))
+        await ctx.progress((step + 1) / steps, f"step {step + 1}")
+    return "slept"
+
+
+@registry.job("sleep_sync")
+def sleep_sync(ctx: errands.JobContext, payload: dict[str, Any]) -> str:
+    """Like sleep_async, in a thread."""
+    _mark(payload)
+    steps = int(payload.get("steps", 10))
+    for step in range(steps):
+        time.sleep(float(payload.get("step", 0.1)))
+        ctx.progress((step + 1) / steps, f"step {step + 1}")
+    return "slept"
+
+
+@registry.job("bad_result")
+def bad_result(ctx: errands.JobContext, payload: Any) -> Any:
+    return {"when": object()}
+
+
+@registry.job("exits")
+def exits(ctx: errands.JobContext, payload: Any) -> Any:
+    raise SystemExit(3)
+
+
+@registry.job("interrupts")
+async def interrupts(ctx: errands.JobContext, payload: Any) -> Any:
+    raise KeyboardInterrupt
+
+
+def _mark(payload: dict[str, Any]) -> None:
+    """Append this process's pid to payload['marks'], if given: who ran the job, how often."""
+    if "marks" in payload:
+        with Path(payload["marks"]).open("a") as marks:
+            marks.write(f"{os.getpid()}\n")
