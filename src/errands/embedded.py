@@ -22,5 +22,5 @@ def embedded_postgres(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
-        server = pgserver.get_server(data_dir, cleanup_mode=None)
+        server = pgserver.get_server(data_dir, cleanup_mode=None)  # type: ignore[attr-defined]
     return str(server.get_uri())

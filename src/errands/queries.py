@@ -9,25 +9,21 @@ from __future__ import annotations
 import re
 from functools import cache
 from importlib import resources
-from typing import LiteralString, cast
+from typing import LiteralString
 
 _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def read_sql(name: str) -> LiteralString:
     """Return the text of a file shipped in ``errands/sql``."""
-    text = resources.files("errands").joinpath("sql", name).read_text(encoding="utf-8")
     # The files ship inside the package: they are as trusted as literals in the code.
-    return cast(LiteralString, text)
+    return resources.files("errands").joinpath("sql", name).read_text(encoding="utf-8")
 
 
 def parse_blocks(text: str) -> dict[str, LiteralString]:
     """Split a file of ``-- name:`` blocks into a dict of name -> query."""
     parts = _NAME.split(text)
-    return {
-        name: cast(LiteralString, body.strip())
-        for name, body in zip(parts[1::2], parts[2::2], strict=True)
-    }
+    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 @cache

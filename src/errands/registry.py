@@ -138,4 +138,3 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._handlers)
-

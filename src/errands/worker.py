@@ -181,8 +181,11 @@ class Worker:
         """Wait for running jobs; past the shutdown timeout, abort the rest."""
         if not self._running:
             return
-        log.info("waiting up to %.0fs for %d running job(s)", self.settings.shutdown_timeout,
-                 len(self._running))
+        log.info(
+            "waiting up to %.0fs for %d running job(s)",
+            self.settings.shutdown_timeout,
+            len(self._running),
+        )
         tasks = [r.task for r in self._running.values()]
         _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
         if pending:
@@ -330,11 +333,18 @@ class Worker:
         }
         if ctx.attempt < ctx.max_attempts:
             delay = retry_delay(handler.retry_backoff, ctx.attempt)
-            log.info("job %s failed (attempt %d of %d), retrying in %.1fs: %s",
-                     ctx.job_id, ctx.attempt, ctx.max_attempts, delay, error["message"])
+            log.info(
+                "job %s failed (attempt %d of %d), retrying in %.1fs: %s",
+                ctx.job_id,
+                ctx.attempt,
+                ctx.max_attempts,
+                delay,
+                error["message"],
+            )
             return _Outcome(ctx.job_id, "queued", error=json.dumps(error), retry_in=delay)
-        log.warning("job %s failed after %d attempt(s): %s", ctx.job_id, ctx.attempt,
-                    error["message"])
+        log.warning(
+            "job %s failed after %d attempt(s): %s", ctx.job_id, ctx.attempt, error["message"]
+        )
         return _Outcome(ctx.job_id, "failed", error=json.dumps(error))
 
     def _finish(self, outcome: _Outcome) -> None:
@@ -442,9 +452,7 @@ class Worker:
             if not self._running:
                 continue
             try:
-                rows = await self._execute(
-                    query("cancel_requested"), {"ids": list(self._running)}
-                )
+                rows = await self._execute(query("cancel_requested"), {"ids": list(self._running)})
             except psycopg.Error as exc:
                 log.warning("checking for cancellations failed: %s", exc)
                 continue
@@ -476,17 +484,14 @@ class Worker:
                             self._on_notify(notify.channel, notify.payload)
                         await conn.execute("SELECT 1")  # health check
             except psycopg.Error as exc:
-                log.warning("listener lost its connection (%s); reconnecting in %.1fs", exc,
-                            delay)
+                log.warning("listener lost its connection (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == CANCEL_CHANNEL:
             self._cancel_hint.set()
-        elif self.settings.queues is None or set(payload.split(",")) & set(
-            self.settings.queues
-        ):
+        elif self.settings.queues is None or set(payload.split(",")) & set(self.settings.queues):
             self._wakeup.set()
 
 
@@ -496,7 +501,7 @@ def retry_delay(base: float, attempt: int) -> float:
     The delay is drawn from the upper half of the window ("equal jitter"), so retries
     spread out but never come sooner than half the nominal delay.
     """
-    nominal = min(MAX_RETRY_DELAY, base * 2 ** (attempt - 1))
+    nominal = min(MAX_RETRY_DELAY, base * 2.0 ** (attempt - 1))
     return nominal / 2 + random.uniform(0, nominal / 2)
 
 

@@ -39,8 +39,10 @@ def setup_logging(verbose: bool = False) -> None:
     level = logging.DEBUG if verbose else logging.INFO
     if stderr.is_terminal:
         handler: logging.Handler = RichHandler(console=stderr, show_path=False)
-        logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]",
-                            handlers=[handler], force=True)
+        logging.basicConfig(
+            level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True
+        )
     else:  # one line per record, for log files and process supervisors
-        logging.basicConfig(level=level, force=True,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=level, force=True, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )

@@ -38,26 +38,62 @@ def load_registry(spec: str) -> Registry:
 @click.command()
 @click.argument("registry", metavar="MODULE:REGISTRY", envvar="ERRANDS_REGISTRY")
 @database_url_option
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=10, show_default=True,
-              envvar="ERRANDS_CONCURRENCY", show_envvar=True,
-              help="How many jobs run at once.")
-@click.option("--queue", "-q", "queues", multiple=True, envvar="ERRANDS_QUEUES",
-              show_envvar=True, help="Only take jobs from this queue (repeatable; "
-              "the variable takes a space-separated list). Default: every queue.")
-@click.option("--poll-interval", type=click.FloatRange(min=0.01), default=1.0,
-              show_default=True, envvar="ERRANDS_POLL_INTERVAL", show_envvar=True,
-              help="Seconds between polls when no notification arrives.")
-@click.option("--lease", type=click.FloatRange(min=0.5), default=30.0, show_default=True,
-              envvar="ERRANDS_LEASE", show_envvar=True,
-              help="Seconds after its last heartbeat that a worker counts as dead "
-              "and its jobs are re-queued.")
-@click.option("--heartbeat-interval", type=click.FloatRange(min=0.05), default=None,
-              envvar="ERRANDS_HEARTBEAT_INTERVAL", show_envvar=True,
-              help="Seconds between heartbeats. Default: a sixth of the lease.")
-@click.option("--shutdown-timeout", type=click.FloatRange(min=0), default=30.0,
-              show_default=True, envvar="ERRANDS_SHUTDOWN_TIMEOUT", show_envvar=True,
-              help="On SIGTERM, seconds to let running jobs finish before re-queueing "
-              "them.")
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    envvar="ERRANDS_CONCURRENCY",
+    show_envvar=True,
+    help="How many jobs run at once.",
+)
+@click.option(
+    "--queue",
+    "-q",
+    "queues",
+    multiple=True,
+    envvar="ERRANDS_QUEUES",
+    show_envvar=True,
+    help="Only take jobs from this queue (repeatable; "
+    "the variable takes a space-separated list). Default: every queue.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    envvar="ERRANDS_POLL_INTERVAL",
+    show_envvar=True,
+    help="Seconds between polls when no notification arrives.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=0.5),
+    default=30.0,
+    show_default=True,
+    envvar="ERRANDS_LEASE",
+    show_envvar=True,
+    help="Seconds after its last heartbeat that a worker counts as dead "
+    "and its jobs are re-queued.",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    envvar="ERRANDS_HEARTBEAT_INTERVAL",
+    show_envvar=True,
+    help="Seconds between heartbeats. Default: a sixth of the lease.",
+)
+@click.option(
+    "--shutdown-timeout",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    envvar="ERRANDS_SHUTDOWN_TIMEOUT",
+    show_envvar=True,
+    help="On SIGTERM, seconds to let running jobs finish before re-queueing them.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def worker(
     registry: str,

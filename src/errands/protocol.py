@@ -1,0 +1,277 @@
+"""The sync protocol, version 1: defined once, imported by the service and the client.
+
+Read path (shapes)::
+
+    GET /v1/shapes/{table}?offset=-1&where=[...]            snapshot page(s)
+    GET /v1/shapes/{table}?offset=O&where=[...]             changes since O, at once
+    GET /v1/shapes/{table}?offset=O&where=[...]&live=true   long-poll (held <= ~20 s)
+    GET /v1/shapes/{table}/stream?offset=O&where=[...]      the same as server-sent events
+
+Every answer is a :class:`ShapeResponse`: messages to apply atomically, and the offset to
+ask from next. A page of a snapshot ends without ``up-to-date``; the client asks again
+from the returned offset until a response carries ``up-to-date``. A ``must-refetch``
+message (HTTP 409) tells the client to drop its synced rows of the shape and start again
+from ``-1``, keeping its outbox.
+
+Write path (mutations)::
+
+    POST /v1/mutations   MutationBatch -> MutationResponse
+
+Errors are ``{"error": {"code": ..., "message": ...}}`` with a 4xx status for anything
+the caller sent wrong; the codes are :class:`ErrorCode`.
+
+Offsets are Postgres snapshots (``xmin:xmax:xip``) tagged with the database's
+generation. They are opaque to applications, but the client decodes them for one thing:
+to know when a shape has caught up with its own acknowledged mutation
+(:meth:`Offset.covers`), so that its pending overlay can go without flicker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VERSION = 1
+PREFIX = f"/v{VERSION}"
+START = "-1"
+"""The offset that asks for a shape's snapshot from the beginning."""
+
+MAX_BATCH = 1000
+"""Most mutations in one batch."""
+MAX_PAYLOAD_BYTES = 256 * 1024
+"""Largest JSON payload of one job."""
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Largest request body."""
+LIVE_HOLD_SECONDS = 20.0
+"""Longest a live request is held before the server answers up-to-date."""
+
+JOBS_TABLE = "background_jobs"
+
+JOB_COLUMNS: tuple[str, ...] = (
+    "id",
+    "timestamp",
+    "kind",
+    "payload",
+    "owner",
+    "state",
+    "cancelled",
+    "completed",
+    "progress",
+    "progress_message",
+    "result",
+    "error",
+    "attempts",
+    "max_attempts",
+    "run_at",
+    "priority",
+    "queue",
+    "received_at",
+    "started_at",
+    "finished_at",
+)
+"""The columns of a job row as shapes deliver it (values as JSON: uuid and timestamps
+as strings, ISO 8601 with time zone)."""
+
+CLIENT_INSERT_COLUMNS = frozenset({"id", "timestamp", "kind", "payload", "cancelled"})
+"""The columns a client may set when it inserts a job; the server sets the rest."""
+CLIENT_UPDATE_COLUMNS = frozenset({"cancelled"})
+"""The columns a client may update (and ``cancelled`` only to true)."""
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable error and rejection codes."""
+
+    BAD_REQUEST = "bad_request"
+    INVALID_JSON = "invalid_json"
+    VALIDATION_ERROR = "validation_error"
+    UNKNOWN_TABLE = "unknown_table"
+    UNKNOWN_COLUMN = "unknown_column"
+    BAD_OFFSET = "bad_offset"
+    MUST_REFETCH = "must_refetch"
+    UNAUTHORIZED = "unauthorized"
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 -- an error code, not a secret
+    FORBIDDEN = "forbidden"
+    FORBIDDEN_COLUMN = "forbidden_column"
+    FORBIDDEN_OPERATION = "forbidden_operation"
+    NOT_FOUND = "not_found"
+    ALREADY_EXISTS = "already_exists"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_ALLOWED = "method_not_allowed"
+    UNAVAILABLE = "unavailable"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorDetail(_Model):
+    """What went wrong, for programs (``code``) and people (``message``)."""
+
+    code: ErrorCode
+    message: str
+
+
+class ErrorResponse(_Model):
+    """The body of every 4xx/5xx answer."""
+
+    error: ErrorDetail
+
+
+# -- shapes -----------------------------------------------------------------------------
+
+FilterOp = Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "is_null", "not_null"]
+
+
+class Filter(_Model):
+    """One condition of a shape: ``column op value``. A shape's filters are ANDed."""
+
+    column: str
+    op: FilterOp = "eq"
+    value: Any = None
+
+
+class UpsertMessage(_Model):
+    """The full current state of a row in the shape."""
+
+    type: Literal["upsert"] = "upsert"
+    key: str
+    row: dict[str, Any]
+
+
+class DeleteMessage(_Model):
+    """A row left the shape: deleted, or changed so that it no longer matches."""
+
+    type: Literal["delete"] = "delete"
+    key: str
+
+
+class ControlMessage(_Model):
+    """``up-to-date``: the client has everything up to the response's offset.
+    ``must-refetch``: drop the shape's rows and start again from offset -1."""
+
+    type: Literal["up-to-date", "must-refetch"]
+
+
+Message = Annotated[UpsertMessage | DeleteMessage | ControlMessage, Field(discriminator="type")]
+
+
+class ShapeResponse(_Model):
+    """One answer on the read path; apply ``messages`` atomically, then ask from
+    ``offset``."""
+
+    messages: list[Message]
+    offset: str
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether this answer brings the client up to date."""
+        return any(m.type == "up-to-date" for m in self.messages)
+
+    @property
+    def must_refetch(self) -> bool:
+        """Whether the client must drop the shape's rows and start from -1."""
+        return any(m.type == "must-refetch" for m in self.messages)
+
+
+# -- mutations --------------------------------------------------------------------------
+
+
+class Mutation(_Model):
+    """One local change, uploaded. ``id`` is generated by the client once and reused on
+    every retry: the server applies a mutation id at most once."""
+
+    id: str = Field(min_length=1, max_length=100)
+    table: str
+    op: Literal["insert", "update", "delete"]
+    key: str
+    values: dict[str, Any] = Field(default_factory=dict)
+
+
+class MutationBatch(_Model):
+    """Mutations applied in one transaction, in order."""
+
+    mutations: list[Mutation] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class MutationResult(_Model):
+    """What became of one mutation. ``replayed`` is true when the id had been applied by
+    an earlier request (a retry): nothing was applied twice."""
+
+    id: str
+    status: Literal["applied", "rejected"]
+    replayed: bool = False
+    code: ErrorCode | None = None
+    message: str | None = None
+
+
+class MutationResponse(_Model):
+    """Per-mutation results, and the batch's transaction id: the effects are visible in
+    any shape whose offset :meth:`Offset.covers` it."""
+
+    results: list[MutationResult]
+    txid: int
+    offset: str
+
+
+class WhoAmI(_Model):
+    """The caller, as the service sees the token."""
+
+    user: str
+    operator: bool
+    generation: str
+
+
+# -- offsets ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Offset:
+    """A position in a shape's history: a Postgres snapshot of one database generation.
+
+    Encoded as ``GENERATION_XMIN_XMAX_XIP1.XIP2...`` (``XIP`` empty when no transaction
+    was in progress), optionally followed by ``~KEY`` while a snapshot is paged: the
+    last key already sent.
+    """
+
+    generation: str
+    xmin: int
+    xmax: int
+    xip: tuple[int, ...] = ()
+    after_key: str | None = None
+
+    def encode(self) -> str:
+        """The offset as it travels on the wire."""
+        xip = ".".join(str(x) for x in self.xip)
+        text = f"{self.generation}_{self.xmin}_{self.xmax}_{xip}"
+        return f"{text}~{self.after_key}" if self.after_key is not None else text
+
+    @classmethod
+    def decode(cls, text: str) -> Offset:
+        """Parse an offset; ``ValueError`` if it is not one."""
+        body, sep, after_key = text.partition("~")
+        parts = body.split("_")
+        if len(parts) != 4 or not parts[0].isalnum():
+            raise ValueError(f"not an offset: {text[:80]!r}")
+        generation, xmin, xmax, xip = parts
+        try:
+            xips = tuple(int(x) for x in xip.split(".")) if xip else ()
+            offset = cls(generation, int(xmin), int(xmax), xips, after_key if sep else None)
+        except ValueError:
+            raise ValueError(f"not an offset: {text[:80]!r}") from None
+        if not 0 < offset.xmin <= offset.xmax or any(
+            not offset.xmin <= x < offset.xmax for x in offset.xips_sorted
+        ):
+            raise ValueError(f"not an offset: {text[:80]!r}")
+        return offset
+
+    @property
+    def xips_sorted(self) -> tuple[int, ...]:
+        """The in-progress transaction ids, sorted."""
+        return tuple(sorted(self.xip))
+
+    def covers(self, txid: int) -> bool:
+        """Whether the effects of transaction ``txid`` are visible at this offset."""
+        return txid < self.xmin or (txid < self.xmax and txid not in self.xip)
