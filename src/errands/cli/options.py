@@ -13,7 +13,8 @@ from rich.logging import RichHandler
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-stderr = Console(stderr=True)
+# soft_wrap: a message is one line however narrow the terminal (or log file) is.
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 def database_url_option(function: F) -> F:

@@ -1,0 +1,96 @@
+"""Small tools the tests share: waiting for a condition, running errands processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+class ErrandsProcess:
+    """``errands ARGS`` running as a real subprocess, its output kept in a file (a pipe
+    nobody reads would fill up and stall the process)."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 -- closed in stop()
+            "w+", prefix="errands-", suffix=".log"
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "errands", *args],
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        """The process id."""
+        return self.process.pid
+
+    def output(self) -> str:
+        """Everything the process has printed so far."""
+        return Path(self._log.name).read_text()
+
+    def running(self) -> bool:
+        """Whether the process is still alive."""
+        return self.process.poll() is None
+
+    def wait_for_output(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until the process has printed ``text``; fail early if it exits."""
+
+        def printed() -> bool:
+            if text in self.output():
+                return True
+            assert self.running(), f"process exited early:\n{self.output()}"
+            return False
+
+        wait_for(printed, timeout, what=f"{text!r} from errands {' '.join(self.args)}")
+
+    def send(self, signum: int) -> None:
+        """Send a signal if the process still runs."""
+        if self.running():
+            self.process.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        """Stop the process (with ``signum``, then SIGKILL after ``timeout``); its exit
+        status."""
+        self.send(signum)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return self.process.returncode
+
+    def close(self) -> None:
+        """Kill the process if need be and forget its output."""
+        self.stop(signal.SIGKILL)
+        self._log.close()

@@ -1,0 +1,89 @@
+"""``errands migrate`` and ``errands worker`` as a user runs them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import pytest
+
+import errands
+from tests.helpers import ROOT, ErrandsProcess
+from tests.worker.conftest import FAST, wait_for_state
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os  # noqa: PLC0415
+
+    return subprocess.run(
+        [sys.executable, "-m", "errands", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_migrate_twice_says_up_to_date(empty_database_url: str) -> None:
+    first = run("migrate", "--database-url", empty_database_url)
+    assert first.returncode == 0, first.stderr
+    assert "applied migration 0001" in first.stderr
+    second = run("migrate", env={"ERRANDS_DATABASE_URL": empty_database_url})
+    assert second.returncode == 0
+    assert "up to date" in second.stderr
+
+
+def test_migrate_an_unreachable_database_fails_clearly() -> None:
+    result = run("migrate", "--database-url", "postgresql://nobody@127.0.0.1:1/none")
+    assert result.returncode == 1
+    assert "error: could not migrate the database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("no_such_module:registry", "cannot import 'no_such_module'"),
+        ("tests.worker.handlers:nothing", "should name an errands.Registry, but it is nothing"),
+        ("tests.worker.handlers:add", "should name an errands.Registry, but it is function"),
+    ],
+)
+def test_a_bad_registry_argument_is_a_clear_error(spec: str, message: str) -> None:
+    result = run("worker", spec, "--database-url", "postgresql://unused@127.0.0.1:1/x")
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_without_a_database_says_how_to_give_one() -> None:
+    result = run("worker", "tests.worker.handlers:registry")
+    assert result.returncode == 2
+    assert "--database-url" in result.stderr
+    assert "ERRANDS_DATABASE_URL" in result.stderr
+
+
+def test_worker_help_names_every_environment_variable() -> None:
+    result = run("worker", "--help")
+    assert result.returncode == 0
+    for variable in ("ERRANDS_DATABASE_URL", "ERRANDS_CONCURRENCY", "ERRANDS_QUEUES"):
+        assert variable in result.stdout
+
+
+def test_the_worker_takes_its_options_from_the_environment(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    worker = ErrandsProcess(
+        "worker", *FAST, env={"ERRANDS_DATABASE_URL": database_url,
+                              "ERRANDS_REGISTRY": "tests.worker.handlers:registry",
+                              "ERRANDS_CONCURRENCY": "3"}
+    )  # fmt: skip
+    try:
+        worker.wait_for_output("concurrency 3")
+        job_id = errands.enqueue(conn, "add", {"a": 20, "b": 22})
+        assert wait_for_state(conn, job_id, "completed")["result"] == 42
+    finally:
+        worker.close()
