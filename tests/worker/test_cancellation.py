@@ -37,7 +37,8 @@ def test_a_cancelled_queued_job_never_starts(
 
 def test_a_row_inserted_already_cancelled_never_starts(conn: psycopg.Connection[Any]) -> None:
     conn.execute(
-        "INSERT INTO background_jobs (id, payload, cancelled) VALUES (gen_random_uuid(), '{}', true)"
+        "INSERT INTO background_jobs (id, payload, cancelled)"
+        " VALUES (gen_random_uuid(), '{}', true)"
     )
     row = conn.execute("SELECT state, finished_at FROM background_jobs").fetchone()
     assert row is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import psycopg
@@ -59,7 +60,7 @@ def test_retries_back_off_exponentially(
             (job_id,),
         )
     ]
-    gaps = [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
     # The handler's base is 0.05 s: waits of at least 0.025, 0.05 and 0.1 s, growing.
     assert len(gaps) == 3
     assert gaps[0] >= 0.025
