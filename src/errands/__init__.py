@@ -4,14 +4,22 @@ A job is a row. Clients create it in a local replica, it syncs to Postgres, a wo
 runs it and writes state, progress and result back into the same row.
 """
 
+from errands.client import AsyncClient, Client, Job, Status
 from errands.exceptions import (
     ConfigurationError,
     ErrandsError,
     HandlerNotFound,
     JobCancelled,
+    JobNotFound,
     JobTimeout,
     MigrationError,
     PayloadError,
+    ReplicaError,
+    ReplicaMismatch,
+    ServerUnreachable,
+    SyncError,
+    Unauthorized,
+    WaitTimeout,
 )
 from errands.jobs import enqueue, enqueue_many
 from errands.migrations import migrate
@@ -21,15 +29,26 @@ from errands.worker import Worker, WorkerSettings
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "ConfigurationError",
     "ErrandsError",
     "HandlerNotFound",
+    "Job",
     "JobCancelled",
     "JobContext",
+    "JobNotFound",
     "JobTimeout",
     "MigrationError",
     "PayloadError",
     "Registry",
+    "ReplicaError",
+    "ReplicaMismatch",
+    "ServerUnreachable",
+    "Status",
+    "SyncError",
+    "Unauthorized",
+    "WaitTimeout",
     "Worker",
     "WorkerSettings",
     "__version__",

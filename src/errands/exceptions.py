@@ -10,6 +10,13 @@ is the default message, so ``raise ConfigurationError()`` still says something u
     * MigrationError -- the database schema cannot be brought up to date.
     * JobCancelled -- raised inside a handler once its job's cancellation was requested.
     * JobTimeout -- a handler ran past its job's timeout.
+    * JobNotFound -- the client's replica has no job with this id.
+    * WaitTimeout (also a TimeoutError) -- ``Client.wait`` gave up before the job ended.
+    * ReplicaError -- the client's SQLite replica file is unusable (corrupt, not a replica).
+        * ReplicaMismatch -- the replica belongs to another server or user.
+    * SyncError -- the sync service could not be used.
+        * ServerUnreachable -- no answer from the sync service (the client retries).
+        * Unauthorized -- the sync service refused the client's token.
 """
 
 from __future__ import annotations
@@ -49,3 +56,31 @@ class JobCancelled(ErrandsError):
 
 class JobTimeout(ErrandsError):
     """The handler ran past its job's timeout."""
+
+
+class JobNotFound(ErrandsError):
+    """The replica has no job with this id; check the id, or sync and try again."""
+
+
+class WaitTimeout(ErrandsError, TimeoutError):
+    """The job did not end within the timeout; it may still be running."""
+
+
+class ReplicaError(ErrandsError):
+    """The replica file is unusable; move it aside and start with a new one."""
+
+
+class ReplicaMismatch(ReplicaError):
+    """The replica belongs to another server or user; use another replica file."""
+
+
+class SyncError(ErrandsError):
+    """The sync service could not be used."""
+
+
+class ServerUnreachable(SyncError):
+    """The sync service did not answer; local changes wait in the outbox."""
+
+
+class Unauthorized(SyncError):
+    """The sync service refused the token; pass a valid one (--token or ERRANDS_TOKEN)."""

@@ -1,0 +1,106 @@
+"""``AsyncClient``: the same as ``Client``, for asyncio programs.
+
+Syncing runs as a task in the application's event loop (no extra thread). SQLite calls
+are short but do touch the disk (a local write waits for fsync), so they run in worker
+threads (``asyncio.to_thread``) and never block the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from types import TracebackType
+from typing import Any
+
+from errands.client.client import ClientBase, sync_once
+from errands.client.job import Job
+
+
+class AsyncClient(ClientBase):
+    """A local-first client of the errands sync service, with ``async`` methods.
+
+    Takes the same arguments as :class:`errands.Client`. ``subscribe`` callbacks are
+    plain functions, called from whichever thread made the change (a worker thread for
+    local writes, the event loop's thread for incoming rows); use
+    ``loop.call_soon_threadsafe`` to get back into the loop if you need to.
+    """
+
+    _task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        """Start syncing as a task of the running event loop. Returns at once."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._connection.run())
+
+    async def disconnect(self) -> None:
+        """Stop syncing, until :meth:`connect`."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def sync(self) -> None:
+        """One round: push the outbox, pull until up to date."""
+        await sync_once(self.replica, self.server, self.token)
+
+    async def submit(self, kind: str, payload: Any = None) -> Job:
+        """Create a job locally (instant, offline too); it uploads when connected."""
+        job_id = await asyncio.to_thread(self.replica.insert_job, kind, payload)
+        job = await self.get(job_id)
+        assert job is not None
+        return job
+
+    async def cancel(self, job_id: str) -> Job:
+        """Request the job's cancellation, locally first; JobNotFound if unknown."""
+        return await asyncio.to_thread(self.replica.request_cancel, str(job_id))
+
+    async def jobs(self, limit: int = 10) -> list[Job]:
+        """The newest jobs first, pending ones included."""
+        return await asyncio.to_thread(self.replica.jobs, limit)
+
+    async def get(self, job_id: str) -> Job | None:
+        """One job, or None."""
+        return await asyncio.to_thread(self.replica.get, str(job_id))
+
+    async def wait(self, job_id: str, timeout: float = 30.0) -> Job:
+        """Wait until the job has ended and return it; WaitTimeout after ``timeout``."""
+        job_id = str(job_id)
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(changed.set)
+
+        deadline = time.monotonic() + timeout
+        self.replica.add_listener(wake)
+        try:
+            while True:
+                changed.clear()
+                job = await asyncio.to_thread(self._finished, job_id)
+                if job is not None:
+                    return job
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._timed_out(job_id, timeout)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), remaining)
+        finally:
+            self.replica.remove_listener(wake)
+
+    async def close(self) -> None:
+        """Stop syncing and close the replica."""
+        await self.disconnect()
+        await asyncio.to_thread(self.replica.close)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,196 @@
+"""``Client``: the jobs a program can see, live; submit and cancel, offline first."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from errands.client.connection import Connection, Status
+from errands.client.job import Job
+from errands.client.live import Callback, LiveQueries
+from errands.client.replica import Replica
+from errands.client.sync import SyncSession, make_http
+from errands.exceptions import WaitTimeout
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+
+
+def default_replica() -> Path:
+    """``$XDG_DATA_HOME/errands/replica.db`` (``~/.local/share/errands/replica.db``)."""
+    data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(data) / "errands" / "replica.db"
+
+
+async def sync_once(replica: Replica, server: str, token: str | None) -> None:
+    """One round against ``server``: check identity, push the outbox, pull to up-to-date."""
+    async with make_http(server, token) as http:
+        await SyncSession(replica, http).round()
+
+
+class ClientBase:
+    """What Client and AsyncClient share: the replica, its connection and live queries."""
+
+    def __init__(
+        self,
+        replica: str | Path | None = None,
+        server: str = DEFAULT_SERVER,
+        token: str | None = None,
+    ) -> None:
+        path = Path(replica) if replica is not None else default_replica()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.server = server
+        self.token = token
+        self.replica = Replica(path)
+        self._connection = Connection(self.replica, server, token)
+        self._live = LiveQueries(self.replica)
+
+    @property
+    def status(self) -> Status:
+        """``connected``, or ``disconnected`` and why; how many changes wait for upload."""
+        pending, rejected = self.replica.counts()
+        connection = self._connection
+        return Status(connection.connected, connection.reason or None, pending, rejected)
+
+    def subscribe(self, callback: Callback, limit: int = 10) -> Callable[[], None]:
+        """Call ``callback(jobs)`` now with ``jobs(limit)``, then whenever that list may
+        have changed (a local write, or rows arriving from the server); return a function
+        that unsubscribes.
+
+        The callback runs in the thread that made the change -- the caller's for a local
+        write, the sync thread for incoming rows -- so keep it short, and hand work over
+        to your own thread or event loop (``loop.call_soon_threadsafe``) if needed."""
+        return self._live.subscribe(callback, limit)
+
+    def _finished(self, job_id: str) -> Job | None:
+        """The job if it has ended; raise the sync's fatal error if there is one."""
+        job = self.replica.get(job_id)
+        if job is not None and job.done:
+            return job
+        if self._connection.fatal is not None:
+            raise self._connection.fatal
+        return None
+
+    def _timed_out(self, job_id: str, timeout: float) -> WaitTimeout:
+        job = self.replica.get(job_id)
+        where = "is not in the replica" if job is None else f"is still {job.state}"
+        return WaitTimeout(f"job {job_id} {where} after {timeout:g}s ({self.status})")
+
+
+class Client(ClientBase):
+    """A local-first client of the errands sync service.
+
+    ``replica`` is the SQLite file that keeps the jobs (default: :func:`default_replica`),
+    ``server`` the sync service's URL, ``token`` a bearer token (None for a server run
+    with ``--insecure``). Reads and writes are local and never wait for the network;
+    :meth:`connect` syncs in a background thread. Use it as a context manager, or call
+    :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        replica: str | Path | None = None,
+        server: str = DEFAULT_SERVER,
+        token: str | None = None,
+    ) -> None:
+        super().__init__(replica, server, token)
+        self._changes = threading.Condition()
+        self.replica.add_listener(self._wake_waiters)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _wake_waiters(self) -> None:
+        with self._changes:
+            self._changes.notify_all()
+
+    def connect(self) -> None:
+        """Start syncing in a background thread: upload the outbox whenever it has
+        entries, follow the jobs live, reconnect with backoff. Returns at once."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        started = threading.Event()
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._task = asyncio.current_task()
+            started.set()
+            with contextlib.suppress(asyncio.CancelledError):  # disconnect() cancels it
+                await self._connection.run()
+
+        self._thread = threading.Thread(
+            target=asyncio.run, args=(main(),), name="errands-sync", daemon=True
+        )
+        self._thread.start()
+        started.wait()
+
+    def disconnect(self) -> None:
+        """Stop syncing, until :meth:`connect`. Local reads and writes go on working."""
+        thread, loop, task = self._thread, self._loop, self._task
+        if thread is None or loop is None or task is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop ended: a fatal error stopped it
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join()
+        self._thread = self._loop = self._task = None
+
+    def sync(self) -> None:
+        """One round, in the caller's thread: push the outbox, pull until up to date.
+        Raises ServerUnreachable, Unauthorized or ReplicaMismatch."""
+        asyncio.run(sync_once(self.replica, self.server, self.token))
+
+    def submit(self, kind: str, payload: Any = None) -> Job:
+        """Create a job locally (instant, offline too); it uploads when connected.
+        PayloadError if ``payload`` is not JSON."""
+        job = self.replica.get(self.replica.insert_job(kind, payload))
+        assert job is not None
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Request the job's cancellation, locally first; JobNotFound if unknown.
+        Nothing happens to a job that has already ended."""
+        return self.replica.request_cancel(str(job_id))
+
+    def jobs(self, limit: int = 10) -> list[Job]:
+        """The newest jobs first, pending ones included."""
+        return self.replica.jobs(limit)
+
+    def get(self, job_id: str) -> Job | None:
+        """One job, or None."""
+        return self.replica.get(str(job_id))
+
+    def wait(self, job_id: str, timeout: float = 30.0) -> Job:
+        """Wait until the job is completed, failed or cancelled (or rejected) and return
+        it; WaitTimeout after ``timeout`` seconds. Needs :meth:`connect` (or another
+        thread calling :meth:`sync`) to see the server's progress."""
+        job_id = str(job_id)
+        deadline = time.monotonic() + timeout
+        with self._changes:
+            while (job := self._finished(job_id)) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self._timed_out(job_id, timeout)
+                self._changes.wait(remaining)
+        return job
+
+    def close(self) -> None:
+        """Stop syncing and close the replica."""
+        self.disconnect()
+        self.replica.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,167 @@
+"""Staying in sync: a push loop and a live pull loop, reconnecting with backoff.
+
+:class:`Connection` is a coroutine runner, not a thread: ``Client`` runs it in a thread
+of its own, ``AsyncClient`` as a task in the application's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from errands.client.replica import Replica
+from errands.client.sync import SyncSession, make_http
+from errands.exceptions import ErrandsError, ReplicaMismatch, Unauthorized
+
+log = logging.getLogger("errands.client")
+
+FATAL = (Unauthorized, ReplicaMismatch)
+"""Errors that retrying cannot fix: the connection stops and says why."""
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where the client stands: ``connected``, or ``disconnected`` with a reason; how
+    many local changes wait for upload, and how many the server rejected."""
+
+    connected: bool
+    reason: str | None = None
+    pending: int = 0
+    rejected: int = 0
+
+    @property
+    def state(self) -> str:
+        """``"connected"`` or ``"disconnected"``."""
+        return "connected" if self.connected else "disconnected"
+
+    def __str__(self) -> str:
+        where = "connected" if self.connected else f"disconnected ({self.reason})"
+        return f"{where}, {self.pending} pending"
+
+
+class Backoff:
+    """Exponential backoff with full jitter: wait a random time between 0 and
+    ``min(cap, base * 2**attempt)``, so reconnecting clients spread out."""
+
+    def __init__(
+        self, base: float = 0.1, cap: float = 10.0, rng: Callable[[], float] = random.random
+    ) -> None:
+        self.base = base
+        self.cap = cap
+        self.rng = rng
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        """The time to wait before the next attempt."""
+        ceiling: float = min(self.cap, self.base * 2.0**self.attempt)
+        self.attempt = min(self.attempt + 1, 60)  # 2**60 * base is past any cap
+        return self.rng() * ceiling
+
+    def reset(self) -> None:
+        """After a success: start again from short waits."""
+        self.attempt = 0
+
+
+class Connection:
+    """Keeps one replica in sync with one server until cancelled.
+
+    ``run()`` pushes the outbox whenever it has entries and follows the jobs shape with
+    long-polls; any failure drops the connection, waits (:class:`Backoff`) and starts
+    again. A refused token or a replica of another server stops it: retrying cannot
+    help, and ``fatal`` says why.
+    """
+
+    def __init__(
+        self, replica: Replica, server: str, token: str | None, backoff: Backoff | None = None
+    ) -> None:
+        self.replica = replica
+        self.server = server
+        self.token = token
+        self.backoff = backoff or Backoff()
+        self.connected = False
+        self.reason = "not connected"
+        self.fatal: ErrandsError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._outbox_changed: asyncio.Event | None = None
+        replica.add_listener(self.poke)
+
+    def poke(self) -> None:
+        """The replica changed: wake the push loop (from any thread)."""
+        loop, event = self._loop, self._outbox_changed
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    async def run(self) -> None:
+        """Sync until cancelled, or until a fatal error (then return; see ``fatal``)."""
+        self._loop = asyncio.get_running_loop()
+        self._outbox_changed = asyncio.Event()
+        self.fatal = None
+        self.reason = "connecting"
+        try:
+            while True:
+                try:
+                    await self._connected_session()
+                except FATAL as exc:
+                    log.error("sync stopped: %s", exc)
+                    self.fatal = exc
+                    self._drop(str(exc))
+                    return
+                except ErrandsError as exc:
+                    self._drop(str(exc))
+                except Exception as exc:  # a bug must not stop syncing for good
+                    log.exception("sync: unexpected error")
+                    self._drop(f"unexpected error: {type(exc).__name__}: {exc}")
+                delay = self.backoff.next_delay()
+                log.info("sync: %s; retrying in %.2fs", self.reason, delay)
+                await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            self._drop("disconnected by the application")
+            raise
+        finally:
+            self._loop = None
+
+    def _drop(self, reason: str) -> None:
+        self.connected = False
+        self.reason = reason
+        self.replica.notify()
+
+    async def _connected_session(self) -> None:
+        async with make_http(self.server, self.token) as http:
+            session = SyncSession(self.replica, http)
+            await session.check_identity()
+            self.connected = True
+            self.reason = ""
+            self.backoff.reset()
+            self.replica.notify()
+            log.info("sync: connected to %s", self.server)
+            await _first_failure(self._push_forever(session), self._pull_forever(session))
+
+    async def _push_forever(self, session: SyncSession) -> None:
+        assert self._outbox_changed is not None
+        while True:
+            self._outbox_changed.clear()
+            await session.push()
+            await self._outbox_changed.wait()
+
+    @staticmethod
+    async def _pull_forever(session: SyncSession) -> None:
+        up_to_date = False
+        while True:
+            up_to_date = await session.pull(live=up_to_date)
+
+
+async def _first_failure(*coroutines: Coroutine[Any, Any, None]) -> None:
+    """Run the coroutines together until one fails; cancel the others; raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
