@@ -1,0 +1,208 @@
+"""The page's ASGI app: the page itself, a small JSON API, and a live event stream.
+
+Routes::
+
+    GET  /                          the page
+    GET  /static/...                its script and styles
+    GET  /api/kinds                 the kinds the page offers, with example payloads
+    GET  /api/jobs                  {"jobs": [...], "status": {...}}: the most recent jobs
+    POST /api/jobs                  {"kind", "payload"} -> 201 the new job
+    POST /api/jobs/{id}/cancel      -> the job, its cancellation requested
+    GET  /api/status                connectivity and uploads waiting
+    PUT  /api/connectivity          {"online": bool} -> the status
+    GET  /api/events                server-sent events: the jobs and status, on every change
+
+Errors are ``{"error": {"code", "message"}}`` with a 4xx status, as on the sync service.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException
+
+from errands.exceptions import ErrandsError
+from errands.protocol import MAX_PAYLOAD_BYTES, ErrorCode
+from errands.ui.kinds import Kind
+from errands.ui.live import LiveView
+from errands.ui.views import ClientStatus, JobRow, job_view, status_view
+
+STATIC = Path(__file__).parent / "static"
+
+
+class PageClient(Protocol):
+    """What the page needs of :class:`errands.Client`."""
+
+    @property
+    def status(self) -> ClientStatus: ...
+
+    def jobs(self, limit: int = ...) -> Sequence[JobRow]: ...
+    def get(self, job_id: Any) -> JobRow | None: ...
+    def submit(self, kind: str, payload: Any = ...) -> JobRow: ...
+    def cancel(self, job_id: Any) -> Any: ...
+    def connect(self) -> Any: ...
+    def disconnect(self) -> Any: ...
+    def subscribe(self, callback: Callable[..., Any], limit: int = ...) -> Callable[[], Any]: ...
+
+
+class ApiError(Exception):
+    """A request the page's API refuses, with its status and machine-readable code."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitRequest(_Body):
+    """A new job: its kind and its JSON payload."""
+
+    kind: str
+    payload: Any = None
+
+
+class ConnectivityRequest(_Body):
+    """Switch the client's sync on or off."""
+
+    online: bool
+
+
+def create_app(
+    client: PageClient, kinds: Sequence[Kind], *, limit: int = 50, online: bool = True
+) -> FastAPI:
+    """The page's app, reading and writing through ``client``.
+
+    ``kinds`` are offered in the page's kind choice (and only they are accepted);
+    ``limit`` is how many of the most recent jobs the table shows; ``online`` says
+    whether the caller has connected the client (the switch starts in that position).
+    """
+    offered = {kind.name: kind for kind in kinds}
+    switch = {"online": online}
+
+    def status() -> dict[str, Any]:
+        return status_view(client.status, enabled=switch["online"])
+
+    def snapshot() -> dict[str, Any]:
+        return {"jobs": [job_view(job) for job in client.jobs(limit=limit)], "status": status()}
+
+    live = LiveView(snapshot)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await live.start()
+        unsubscribe = client.subscribe(live.changed, limit=limit)
+        try:
+            yield
+        finally:
+            unsubscribe()
+            await live.stop()
+
+    app = FastAPI(title="errands: background jobs", lifespan=lifespan, docs_url=None)
+    _add_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/kinds")
+    def list_kinds() -> dict[str, Any]:
+        return {"kinds": [{"name": k.name, "example": k.example} for k in kinds]}
+
+    @app.get("/api/jobs")
+    def list_jobs() -> dict[str, Any]:
+        return snapshot()
+
+    @app.post("/api/jobs", status_code=201)
+    def submit(request: SubmitRequest) -> dict[str, Any]:
+        if request.kind not in offered:
+            names = ", ".join(sorted(offered))
+            message = f"unknown kind {request.kind!r}; use one of {names}"
+            raise ApiError(400, ErrorCode.VALIDATION_ERROR, message)
+        size = len(json.dumps(request.payload, separators=(",", ":")).encode())
+        if size > MAX_PAYLOAD_BYTES:
+            raise ApiError(
+                413,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}",
+            )
+        try:
+            job = client.submit(request.kind, request.payload)
+        except ErrandsError as exc:
+            raise ApiError(400, ErrorCode.VALIDATION_ERROR, exc.message) from None
+        return job_view(job)
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: uuid.UUID) -> dict[str, Any]:
+        job = client.get(job_id)
+        if job is None:
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"no job {job_id} in this replica")
+        if job_view(job)["ended"]:
+            raise ApiError(409, ErrorCode.BAD_REQUEST, f"job {job_id} has already ended")
+        client.cancel(job_id)
+        cancelled = client.get(job_id)
+        return job_view(cancelled or job)
+
+    @app.get("/api/status")
+    def get_status() -> dict[str, Any]:
+        return status()
+
+    @app.put("/api/connectivity")
+    def set_connectivity(request: ConnectivityRequest) -> dict[str, Any]:
+        if request.online:
+            client.connect()
+        else:
+            client.disconnect()
+        switch["online"] = request.online
+        live.changed()
+        return status()
+
+    @app.get("/api/events")
+    def events() -> StreamingResponse:
+        return StreamingResponse(
+            live.stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def error(status: int, code: ErrorCode, message: str) -> JSONResponse:
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = exc.errors()
+        if any(problem.get("type") == "json_invalid" for problem in problems):
+            return error(400, ErrorCode.INVALID_JSON, "the request body is not valid JSON")
+        described = "; ".join(
+            f"{'.'.join(str(part) for part in problem.get('loc', ()))}: {problem.get('msg')}"
+            for problem in problems
+        )
+        return error(400, ErrorCode.VALIDATION_ERROR, described or "the request is not valid")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.NOT_ALLOWED}
+        return error(exc.status_code, codes.get(exc.status_code, ErrorCode.BAD_REQUEST), exc.detail)

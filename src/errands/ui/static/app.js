@@ -1,0 +1,317 @@
+// errands: the Background Jobs page. Plain JavaScript, no build step.
+// The page server pushes the jobs and the client's status on every change (SSE);
+// this script only renders them and sends the user's actions to the JSON API.
+"use strict";
+
+const $ = (selector) => document.querySelector(selector);
+
+const ui = {
+  form: $("#submit-form"),
+  kind: $("#kind"),
+  payload: $("#payload"),
+  payloadError: $("#payload-error"),
+  submit: $("#submit"),
+  submitNote: $("#submit-note"),
+  rows: $("#jobs"),
+  empty: $("#empty"),
+  template: $("#row-template"),
+  live: $("#live"),
+  wifi: $("#connectivity"),
+  wifiState: $("#connectivity-state"),
+  wifiDetail: $("#connectivity-detail"),
+  pendingCount: $("#pending-count"),
+};
+
+const ICONS = {
+  check: '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="12" cy="12" r="10" fill="currentColor" opacity=".14"/><path d="M7.5 12.5l3 3 6-7" fill="none" stroke="currentColor" stroke-width="2.4" stroke-linecap="round" stroke-linejoin="round"/></svg>',
+  dash: '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="12" cy="12" r="10" fill="currentColor" opacity=".14"/><path d="M8 12h8" stroke="currentColor" stroke-width="2.4" stroke-linecap="round"/></svg>',
+  error: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M12 3.2 22 20.5H2z" fill="currentColor" opacity=".14" stroke="currentColor" stroke-width="1.8" stroke-linejoin="round"/><path d="M12 9.5v5" stroke="currentColor" stroke-width="2.2" stroke-linecap="round"/><circle cx="12" cy="17.4" r="1.2" fill="currentColor"/></svg>',
+  clock: '<svg viewBox="0 0 24 24" aria-hidden="true"><circle cx="12" cy="12" r="9" fill="none" stroke="currentColor" stroke-width="1.8"/><path d="M12 7.5V12l3 2" fill="none" stroke="currentColor" stroke-width="1.8" stroke-linecap="round"/></svg>',
+  retry: '<svg viewBox="0 0 24 24" aria-hidden="true"><path d="M20 11a8 8 0 1 0-2.3 5.7M20 5v6h-6" fill="none" stroke="currentColor" stroke-width="1.9" stroke-linecap="round" stroke-linejoin="round"/></svg>',
+};
+
+const state = { kinds: [], lastExample: "", rendered: false };
+
+// -- the JSON API ------------------------------------------------------------------------
+
+async function api(method, path, body) {
+  const options = { method, headers: {} };
+  if (body !== undefined) {
+    options.headers["Content-Type"] = "application/json";
+    options.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch {
+    throw new Error("The page server did not answer. Is `errands ui` still running?");
+  }
+  const data = await response.json().catch(() => null);
+  if (!response.ok) {
+    throw new Error(data?.error?.message || `The request failed (HTTP ${response.status}).`);
+  }
+  return data;
+}
+
+// -- submitting --------------------------------------------------------------------------
+
+function pretty(value) {
+  return JSON.stringify(value, null, 2);
+}
+
+/** The payload as a value, or an error message saying why it is not valid JSON. */
+function readPayload() {
+  const text = ui.payload.value.trim();
+  if (text === "") return { value: {} };
+  try {
+    return { value: JSON.parse(text) };
+  } catch (error) {
+    return { error: `The payload is not valid JSON: ${error.message}` };
+  }
+}
+
+function showPayloadError(message) {
+  ui.payloadError.textContent = message || "";
+  ui.payloadError.hidden = !message;
+  ui.payload.setAttribute("aria-invalid", message ? "true" : "false");
+}
+
+async function loadKinds() {
+  const { kinds } = await api("GET", "/api/kinds");
+  state.kinds = kinds;
+  ui.kind.replaceChildren(
+    ...kinds.map((kind) => new Option(kind.name, kind.name)),
+  );
+  useExample();
+}
+
+/** Put the chosen kind's example in the editor, unless the user has edited it. */
+function useExample() {
+  const kind = state.kinds.find((k) => k.name === ui.kind.value);
+  const untouched = ui.payload.value.trim() === "" || ui.payload.value === state.lastExample;
+  if (kind && untouched) {
+    state.lastExample = pretty(kind.example);
+    ui.payload.value = state.lastExample;
+    showPayloadError("");
+  }
+}
+
+async function submitJob(event) {
+  event.preventDefault();
+  ui.submitNote.textContent = "";
+  const payload = readPayload();
+  if (payload.error) {
+    showPayloadError(payload.error);
+    ui.payload.focus();
+    return;
+  }
+  showPayloadError("");
+  ui.submit.disabled = true;
+  try {
+    const job = await api("POST", "/api/jobs", { kind: ui.kind.value, payload: payload.value });
+    ui.submitNote.textContent = `Submitted ${job.short_id}.`;
+  } catch (error) {
+    showPayloadError(error.message);
+  } finally {
+    ui.submit.disabled = false;
+  }
+}
+
+// -- connectivity ------------------------------------------------------------------------
+
+function renderStatus(status) {
+  const online = status.connected;
+  const wanted = status.enabled;
+  const mode = online ? "online" : wanted ? "connecting" : "offline";
+  ui.wifi.disabled = false;
+  ui.wifi.dataset.state = mode;
+  ui.wifi.setAttribute("aria-checked", String(wanted));
+  ui.wifi.setAttribute("aria-label", `Sync ${wanted ? "on" : "off"}: ${mode}`);
+  ui.wifiState.textContent = { online: "Online", connecting: "Reconnecting…", offline: "Offline" }[mode];
+  const detail = !online && status.reason
+    ? `${wanted ? "Can't reach the server" : "Sync is off"}: ${status.reason}. New jobs wait on this machine.`
+    : "";
+  ui.wifiDetail.textContent = detail;
+  ui.wifiDetail.hidden = !detail;
+  const waiting = status.pending;
+  ui.pendingCount.hidden = waiting === 0;
+  ui.pendingCount.textContent = `${waiting} ${waiting === 1 ? "change" : "changes"} to upload`;
+}
+
+async function toggleConnectivity() {
+  const online = ui.wifi.getAttribute("aria-checked") !== "true";
+  ui.wifi.disabled = true;
+  try {
+    renderStatus(await api("PUT", "/api/connectivity", { online }));
+  } catch (error) {
+    ui.wifiDetail.textContent = error.message;
+    ui.wifiDetail.hidden = false;
+  } finally {
+    ui.wifi.disabled = false;
+  }
+}
+
+// -- the jobs table ----------------------------------------------------------------------
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+const dateFormat = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function progressHtml(job) {
+  const percent = Math.floor(job.progress * 100);
+  switch (job.state) {
+    case "completed":
+      return `<span class="state state-done" title="Completed">${ICONS.check}100%</span>`;
+    case "cancelled":
+      return `<span class="state state-cancelled" title="Cancelled">${ICONS.dash}Cancelled</span>`;
+    case "failed":
+    case "rejected": {
+      const attempts = job.state === "failed" && job.attempts
+        ? `<span class="state-sub">after ${job.attempts} ${job.attempts === 1 ? "attempt" : "attempts"}</span>` : "";
+      const label = job.state === "failed" ? "Failed" : "Rejected";
+      return `<span class="state state-failed" title="${label}">${ICONS.error}<span>${label}${attempts}</span></span>`;
+    }
+    case "running": {
+      const message = job.cancel_requested ? "Cancelling…" : job.progress_message || "Running";
+      return `<div class="progress${job.cancel_requested ? " is-cancelling" : ""}">
+          <div class="progress-top"><span class="percent">${percent}%</span>
+            <span class="progress-message" title="${escapeHtml(message)}">${escapeHtml(message)}</span></div>
+          <div class="bar" role="progressbar" aria-label="Progress" aria-valuemin="0" aria-valuemax="100"
+               aria-valuenow="${percent}"><div class="bar-fill" style="width:${percent}%"></div></div>
+        </div>`;
+    }
+    default: {
+      if (job.error && job.attempts > 0) {
+        const of = job.max_attempts ? ` of ${job.max_attempts}` : "";
+        return `<span class="state state-retrying">${ICONS.retry}<span>Retrying<span class="state-sub">attempt ${job.attempts}${of} failed</span></span></span>`;
+      }
+      const label = job.pending ? "Waiting to upload" : job.cancel_requested ? "Cancelling…" : "Queued";
+      return `<span class="state state-waiting">${ICONS.clock}${label}</span>`;
+    }
+  }
+}
+
+function resultHtml(job) {
+  if (job.state === "cancelled") return '<span class="result-cancelled">cancelled</span>';
+  if (job.state === "rejected") {
+    return `<span class="result-error">${escapeHtml(job.rejected || "the server refused this job")}</span>`;
+  }
+  if (job.state === "failed" && job.error) {
+    const type = job.error.type ? `<span class="error-type">${escapeHtml(job.error.type)}:</span> ` : "";
+    const trace = job.error.traceback
+      ? `<details class="traceback"><summary>Traceback</summary><pre>${escapeHtml(job.error.traceback)}</pre></details>` : "";
+    return `<div class="result-error">${type}${escapeHtml(job.error.message)}</div>${trace}`;
+  }
+  if (job.state === "completed") {
+    // One line with spaces (it wraps between values) when short; indented when long.
+    // JSON escapes newlines inside strings, so only the layout's own newlines go.
+    const oneLine = JSON.stringify(job.result, null, 1).replace(/\n\s*/g, " ");
+    const text = oneLine.length > 80 ? pretty(job.result) : oneLine;
+    return `<code class="result-json">${escapeHtml(text)}</code>`;
+  }
+  return "";
+}
+
+/** Set a cell's HTML only when it changed, so focus and open <details> survive updates. */
+function setHtml(element, html) {
+  if (element.dataset.html !== html) {
+    element.dataset.html = html;
+    element.innerHTML = html;
+  }
+}
+
+function createRow(job) {
+  const row = ui.template.content.firstElementChild.cloneNode(true);
+  row.dataset.id = job.id;
+  row.querySelector(".cancel").addEventListener("click", () => cancelJob(row));
+  if (state.rendered) row.classList.add("fresh");  // it arrived while the page was open
+  return row;
+}
+
+function updateRow(row, job) {
+  row.dataset.state = job.state;
+  row.classList.toggle("is-pending", job.pending);
+  const id = row.querySelector(".job-id");
+  id.textContent = job.short_id;
+  id.title = job.id;
+  row.querySelector(".job-kind").textContent = job.kind;
+  row.querySelector(".badge-pending").hidden = !job.pending;
+  row.querySelector(".badge-pending").title = "Saved on this machine; it uploads when the sync is back.";
+
+  const when = new Date(job.timestamp);
+  const time = row.querySelector("time");
+  time.dateTime = job.timestamp;
+  time.title = when.toLocaleString();
+  const today = when.toDateString() === new Date().toDateString();
+  setHtml(time, `${timeFormat.format(when)}${today ? "" : `<span class="date">${dateFormat.format(when)}</span>`}`);
+
+  setHtml(row.querySelector(".cell-progress"), progressHtml(job));
+  setHtml(row.querySelector(".cell-result"), resultHtml(job));
+
+  const cancel = row.querySelector(".cancel");
+  cancel.disabled = job.ended || job.cancel_requested;
+  cancel.setAttribute("aria-label", `Cancel job ${job.short_id}`);
+  cancel.title = job.ended ? "This job has ended" : job.cancel_requested ? "Cancellation requested" : "Ask the worker to stop this job";
+}
+
+function renderJobs(jobs) {
+  const existing = new Map([...ui.rows.children].map((row) => [row.dataset.id, row]));
+  jobs.forEach((job, index) => {
+    let row = existing.get(job.id);
+    if (row) existing.delete(job.id);
+    else row = createRow(job);
+    updateRow(row, job);
+    if (ui.rows.children[index] !== row) ui.rows.insertBefore(row, ui.rows.children[index] || null);
+  });
+  for (const row of existing.values()) row.remove();
+  state.rendered = true;
+  ui.empty.hidden = jobs.length > 0;
+}
+
+async function cancelJob(row) {
+  const button = row.querySelector(".cancel");
+  button.disabled = true;
+  try {
+    await api("POST", `/api/jobs/${row.dataset.id}/cancel`);
+  } catch (error) {
+    button.title = error.message;
+    ui.submitNote.textContent = error.message;
+  }
+}
+
+// -- live updates ------------------------------------------------------------------------
+
+function setLive(live, text) {
+  ui.live.dataset.live = String(live);
+  ui.live.textContent = text;
+}
+
+function listen() {
+  const events = new EventSource("/api/events");
+  events.addEventListener("jobs", (event) => {
+    const view = JSON.parse(event.data);
+    renderJobs(view.jobs);
+    renderStatus(view.status);
+    setLive(true, "Live");
+  });
+  events.addEventListener("open", () => setLive(true, "Live"));
+  events.addEventListener("error", () => setLive(false, "Page server unreachable, retrying…"));
+}
+
+// -- start -------------------------------------------------------------------------------
+
+ui.form.addEventListener("submit", submitJob);
+ui.kind.addEventListener("change", useExample);
+ui.payload.addEventListener("input", () => {
+  if (!ui.payloadError.hidden) showPayloadError(readPayload().error || "");
+});
+ui.payload.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) ui.form.requestSubmit();
+});
+ui.wifi.addEventListener("click", toggleConnectivity);
+
+loadKinds().catch((error) => showPayloadError(error.message));
+listen();
