@@ -63,6 +63,7 @@ class Job:
         values["progress"] = float(row.get("progress") or 0.0)
         values.setdefault("state", "queued")
         values.setdefault("kind", "default")
+        values.setdefault("payload", None)
         return cls(**values, pending=pending, rejected=rejected)
 
 

@@ -1,0 +1,140 @@
+"""Unit tests of one piece each: the sync session against a scripted HTTP transport
+(httpx.MockTransport), and the backoff. The end-to-end tests use the real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from errands.client.connection import Backoff
+from errands.client.replica import Replica
+from errands.client.sync import SyncSession
+from errands.exceptions import ReplicaMismatch, ServerUnreachable, Unauthorized
+from errands.protocol import START, Offset
+
+Handler = Callable[[httpx.Request], httpx.Response]
+ME = {"user": "alice", "operator": False, "generation": "gen1"}
+
+
+def session(replica: Replica, handler: Handler) -> SyncSession:
+    http = httpx.AsyncClient(base_url="http://sync.test", transport=httpx.MockTransport(handler))
+    return SyncSession(replica, http)
+
+
+def error(status: int, code: str, message: str = "no") -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": code, "message": message}})
+
+
+@pytest.fixture
+def replica(tmp_path: Path) -> Replica:
+    return Replica(tmp_path / "replica.db")
+
+
+def test_identity_is_recorded_then_enforced(replica: Replica) -> None:
+    me = dict(ME)
+    sync = session(replica, lambda request: httpx.Response(200, json=me))
+    asyncio.run(sync.check_identity())
+    assert (replica.meta("generation"), replica.meta("user")) == ("gen1", "alice")
+
+    me["generation"] = "gen2"
+    with pytest.raises(ReplicaMismatch, match="another server"):
+        asyncio.run(sync.check_identity())
+    me.update(generation="gen1", user="bob")
+    with pytest.raises(ReplicaMismatch, match="belongs to user 'alice'"):
+        asyncio.run(sync.check_identity())
+    assert (replica.meta("generation"), replica.meta("user")) == ("gen1", "alice")
+
+
+def test_a_refused_token_is_unauthorized(replica: Replica) -> None:
+    sync = session(replica, lambda request: error(401, "unauthorized", "bad signature"))
+    with pytest.raises(Unauthorized, match="bad signature"):
+        asyncio.run(sync.round())
+
+
+def test_no_server_is_unreachable_and_the_outbox_stays(replica: Replica) -> None:
+    replica.insert_job("add", {})
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused")
+
+    with pytest.raises(ServerUnreachable, match="connection refused"):
+        asyncio.run(session(replica, refuse).push())
+    assert replica.counts() == (1, 0)
+
+
+def test_a_batch_refused_whole_is_retried_one_by_one(replica: Replica) -> None:
+    """One bad mutation never wedges the outbox: it alone is rejected."""
+    good_first = replica.insert_job("add", {"n": 1})
+    bad = replica.insert_job("boom", {"n": 2})
+    good_last = replica.insert_job("add", {"n": 3})
+    batches: list[list[str]] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        mutations = json.loads(request.content)["mutations"]
+        batches.append([m["key"] for m in mutations])
+        if any(m["values"]["kind"] == "boom" for m in mutations):
+            return error(422, "validation_error", "boom is not allowed")
+        results = [{"id": m["id"], "status": "applied"} for m in mutations]
+        return httpx.Response(200, json={"results": results, "txid": 9, "offset": "gen1_9_9_"})
+
+    sent = asyncio.run(session(replica, server).push())
+    assert sent == 3
+    assert batches == [[good_first, bad, good_last], [good_first], [bad], [good_last]]
+    rejected = replica.get(bad)
+    assert rejected is not None
+    assert rejected.state == "rejected"
+    assert rejected.rejected is not None
+    assert "boom is not allowed" in rejected.rejected
+    assert replica.counts() == (0, 1)
+
+
+def test_must_refetch_starts_again_from_the_snapshot(replica: Replica) -> None:
+    replica.insert_job("add", {})
+    at = Offset("gen1", 5, 5).encode()
+    row = {
+        "id": "00000000-0000-7000-8000-000000000001",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+    }
+    answers: list[Any] = [
+        {
+            "messages": [{"type": "upsert", "key": row["id"], "row": row}, {"type": "up-to-date"}],
+            "offset": at,
+        },
+        error(409, "must_refetch", "offset too old"),
+        {"messages": [{"type": "up-to-date"}], "offset": Offset("gen1", 8, 8).encode()},
+    ]
+    asked: list[str] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params["offset"])
+        answer = answers.pop(0)
+        return answer if isinstance(answer, httpx.Response) else httpx.Response(200, json=answer)
+
+    sync = session(replica, server)
+    asyncio.run(sync.pull_until_up_to_date())
+    assert replica.get(row["id"]) is not None
+    assert not asyncio.run(sync.pull(live=True))  # 409: must refetch
+    assert replica.offset() == START
+    asyncio.run(sync.pull_until_up_to_date())
+    assert asked == [START, at, START]
+    assert replica.get(row["id"]) is None  # the new snapshot no longer has it
+    assert replica.counts() == (1, 0)  # the outbox is kept
+
+
+def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
+    top = Backoff(base=0.1, cap=1.0, rng=lambda: 1.0)
+    assert [round(top.next_delay(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    top.reset()
+    assert top.next_delay() == pytest.approx(0.1)
+    bottom = Backoff(base=0.1, cap=1.0, rng=lambda: 0.0)
+    assert {bottom.next_delay() for _ in range(5)} == {0.0}
+    real = Backoff(base=0.1, cap=1.0)
+    delays = [real.next_delay() for _ in range(200)]
+    assert all(0 <= d <= 1.0 for d in delays)
+    assert len(set(delays)) > 100  # jittered, not a fixed schedule
