@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from errands import __version__
-from errands.cli import database, worker
+from errands.cli import client, database, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,3 +21,7 @@ def main() -> None:
 
 main.add_command(database.migrate)
 main.add_command(worker.worker)
+main.add_command(client.submit)
+main.add_command(client.jobs)
+main.add_command(client.cancel)
+main.add_command(client.sync)

@@ -85,7 +85,7 @@ class AsyncClient(ClientBase):
                 if remaining <= 0:
                     raise self._timed_out(job_id, timeout)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), remaining)
+                    await asyncio.wait_for(changed.wait(), min(remaining, 60.0))
         finally:
             self.replica.remove_listener(wake)
 

@@ -176,7 +176,7 @@ class Client(ClientBase):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timed_out(job_id, timeout)
-                self._changes.wait(remaining)
+                self._changes.wait(min(remaining, 60.0))  # a finite wait, for math.inf
         return job
 
     def close(self) -> None:
