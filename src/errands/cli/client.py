@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import click
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -180,19 +181,21 @@ def jobs(limit: int, server: str, replica: str | None, token: str | None) -> Non
 
 def jobs_table(rows: list[Job]) -> Table:
     """The jobs as a rich table."""
-    table = Table("kind", "submitted", "state", "progress", "result")
-    table.add_column("id", overflow="fold", min_width=36)  # whole: `errands cancel` takes it
+    table = Table(box=box.SIMPLE_HEAD)
+    table.add_column("id", no_wrap=True, min_width=36)  # whole: `errands cancel` takes it
+    for name in ("kind", "submitted", "state", "progress", "result"):
+        table.add_column(name)
     for job in rows:
         state = job.state + (" (cancel requested)" if job.cancelled and not job.done else "")
         if job.pending:
             state += " [dim](not uploaded)[/]"
         table.add_row(
+            job.id,
             job.kind,
-            job.timestamp.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            job.timestamp.astimezone().strftime("%m-%d %H:%M:%S"),
             state,
             f"{job.progress:.0%}",
             outcome(job),
-            job.id,
         )
     return table
 
