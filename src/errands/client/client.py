@@ -12,7 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from errands.client.connection import Connection, Status
+from errands.client.connection import Backoff, Connection, Status
 from errands.client.job import Job
 from errands.client.live import Callback, LiveQueries
 from errands.client.replica import Replica
@@ -42,13 +42,15 @@ class ClientBase:
         replica: str | Path | None = None,
         server: str = DEFAULT_SERVER,
         token: str | None = None,
+        *,
+        max_backoff: float = 10.0,
     ) -> None:
         path = Path(replica) if replica is not None else default_replica()
         path.parent.mkdir(parents=True, exist_ok=True)
         self.server = server
         self.token = token
         self.replica = Replica(path)
-        self._connection = Connection(self.replica, server, token)
+        self._connection = Connection(self.replica, server, token, Backoff(cap=max_backoff))
         self._live = LiveQueries(self.replica)
 
     @property
@@ -88,7 +90,8 @@ class Client(ClientBase):
 
     ``replica`` is the SQLite file that keeps the jobs (default: :func:`default_replica`),
     ``server`` the sync service's URL, ``token`` a bearer token (None for a server run
-    with ``--insecure``). Reads and writes are local and never wait for the network;
+    with ``--insecure``); ``max_backoff`` caps the wait, in seconds, between reconnection
+    attempts. Reads and writes are local and never wait for the network;
     :meth:`connect` syncs in a background thread. Use it as a context manager, or call
     :meth:`close`.
     """
@@ -98,8 +101,10 @@ class Client(ClientBase):
         replica: str | Path | None = None,
         server: str = DEFAULT_SERVER,
         token: str | None = None,
+        *,
+        max_backoff: float = 10.0,
     ) -> None:
-        super().__init__(replica, server, token)
+        super().__init__(replica, server, token, max_backoff=max_backoff)
         self._changes = threading.Condition()
         self.replica.add_listener(self._wake_waiters)
         self._thread: threading.Thread | None = None
