@@ -7,6 +7,7 @@ import click
 
 from errands import __version__
 from errands.cli import client, database, worker
+from errands.cli import ui as ui_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,3 +26,5 @@ main.add_command(client.submit)
 main.add_command(client.jobs)
 main.add_command(client.cancel)
 main.add_command(client.sync)
+main.add_command(ui_commands.ui)
+main.add_command(ui_commands.demo)

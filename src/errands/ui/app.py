@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,28 +31,14 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
-from errands.exceptions import ErrandsError
+from errands.client import Client
+from errands.exceptions import ErrandsError, JobNotFound
 from errands.protocol import MAX_PAYLOAD_BYTES, ErrorCode
 from errands.ui.kinds import Kind
 from errands.ui.live import LiveView
-from errands.ui.views import ClientStatus, JobRow, job_view, status_view
+from errands.ui.views import job_view, status_view
 
 STATIC = Path(__file__).parent / "static"
-
-
-class PageClient(Protocol):
-    """What the page needs of :class:`errands.Client`."""
-
-    @property
-    def status(self) -> ClientStatus: ...
-
-    def jobs(self, limit: int = ...) -> Sequence[JobRow]: ...
-    def get(self, job_id: Any) -> JobRow | None: ...
-    def submit(self, kind: str, payload: Any = ...) -> JobRow: ...
-    def cancel(self, job_id: Any) -> Any: ...
-    def connect(self) -> Any: ...
-    def disconnect(self) -> Any: ...
-    def subscribe(self, callback: Callable[..., Any], limit: int = ...) -> Callable[[], Any]: ...
 
 
 class ApiError(Exception):
@@ -83,7 +69,7 @@ class ConnectivityRequest(_Body):
 
 
 def create_app(
-    client: PageClient, kinds: Sequence[Kind], *, limit: int = 50, online: bool = True
+    client: Client, kinds: Sequence[Kind], *, limit: int = 50, online: bool = True
 ) -> FastAPI:
     """The page's app, reading and writing through ``client``.
 
@@ -149,14 +135,13 @@ def create_app(
 
     @app.post("/api/jobs/{job_id}/cancel")
     def cancel(job_id: uuid.UUID) -> dict[str, Any]:
-        job = client.get(job_id)
-        if job is None:
-            raise ApiError(404, ErrorCode.NOT_FOUND, f"no job {job_id} in this replica")
-        if job_view(job)["ended"]:
+        job = client.get(str(job_id))
+        if job is not None and job.done:
             raise ApiError(409, ErrorCode.BAD_REQUEST, f"job {job_id} has already ended")
-        client.cancel(job_id)
-        cancelled = client.get(job_id)
-        return job_view(cancelled or job)
+        try:
+            return job_view(client.cancel(str(job_id)))
+        except JobNotFound:
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"no job {job_id} in this replica") from None
 
     @app.get("/api/status")
     def get_status() -> dict[str, Any]:

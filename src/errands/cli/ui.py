@@ -1,0 +1,142 @@
+"""``errands ui`` (the Background Jobs page) and ``errands demo`` (the whole system)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import click
+import uvicorn
+
+from errands.cli.client import client_options, open_client
+from errands.cli.options import fail, setup_logging
+from errands.demo.runner import DemoSettings, run_demo
+from errands.exceptions import ConfigurationError
+from errands.ui import Kind, create_app, parse_kind
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, or a clear error if the address is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port", code=2)
+    sock.listen(128)
+    return sock
+
+
+def page_url(sock: socket.socket) -> str:
+    """The URL a browser on this machine opens."""
+    host, port = sock.getsockname()[:2]
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
+    return f"http://{shown}:{port}/"
+
+
+@click.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar="ERRANDS_UI_PORT",
+    show_envvar=True,
+    help="The page's port (0: any free port).",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="ERRANDS_UI_HOST",
+    show_envvar=True,
+    help="The address to listen on. The page has no login: keep it on 127.0.0.1.",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="NAME[=JSON]",
+    envvar="ERRANDS_UI_KINDS",
+    show_envvar=True,
+    help="A kind the page offers, with an example payload for its editor (repeatable; "
+    "the variable takes a space-separated list). Default: default={}.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="How many of the most recent jobs the table shows.",
+)
+@click.option("--verbose", "-v", is_flag=True, help="Log every request.")
+@client_options
+def ui(
+    port: int,
+    host: str,
+    kinds: tuple[str, ...],
+    limit: int,
+    verbose: bool,
+    server: str,
+    replica: str | None,
+    token: str | None,
+) -> None:
+    """Serve the Background Jobs page: submit jobs, watch their progress live, cancel
+    them, and switch the sync off and on. It works on the local replica, so it keeps
+    working while the sync service is unreachable."""
+    setup_logging(verbose)
+    try:
+        offered = [parse_kind(spec) for spec in kinds] or [Kind("default")]
+    except ConfigurationError as exc:
+        fail(exc.message, code=2)
+    sock = bind(host, port)
+    with open_client(server, replica, token) as client:
+        client.connect()
+        app = create_app(client, offered, limit=limit)
+        config = uvicorn.Config(
+            app,
+            log_level="info" if verbose else "warning",
+            access_log=verbose,
+            # Open event streams never end on their own: give them a moment, then close.
+            timeout_graceful_shutdown=1,
+        )
+        click.echo(f"errands ui: the Background Jobs page is at {page_url(sock)}")
+        sys.stdout.flush()
+        uvicorn.Server(config).run(sockets=[sock])
+
+
+@click.command()
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    envvar="ERRANDS_UI_PORT",
+    show_envvar=True,
+    help="The page's port (0: any free port).",
+)
+@click.option(
+    "--database-url",
+    envvar="ERRANDS_DATABASE_URL",
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="Use this Postgres instead of the embedded one.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".errands"),
+    show_default=True,
+    envvar="ERRANDS_DATA_DIR",
+    show_envvar=True,
+    help="Where the embedded Postgres, the page's replica and the logs live.",
+)
+def demo(port: int, database_url: str | None, data_dir: Path) -> None:
+    """Run the whole system on this machine: Postgres (embedded unless --database-url),
+    the sync service (--insecure), a worker with the demo's handlers, and the page.
+    Ctrl-C stops everything; the data stays in --data-dir for the next run."""
+    sys.exit(run_demo(DemoSettings(port=port, database_url=database_url, data_dir=data_dir)))
