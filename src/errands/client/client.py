@@ -152,7 +152,7 @@ class Client(ClientBase):
 
     def submit(self, kind: str, payload: Any = None) -> Job:
         """Create a job locally (instant, offline too); it uploads when connected.
-        PayloadError if ``payload`` is not JSON."""
+        ``payload`` defaults to ``{}``; PayloadError if it is not JSON."""
         job = self.replica.get(self.replica.insert_job(kind, payload))
         assert job is not None
         return job

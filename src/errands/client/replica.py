@@ -33,6 +33,8 @@ from errands.protocol import (
 )
 from errands.queries import parse_blocks
 
+MAX_KIND_LENGTH = 200
+"""The longest kind the sync service accepts."""
 SCHEMA_VERSION = 1
 """Bumped whenever replica.sql changes incompatibly; an older errands refuses a newer file."""
 
@@ -143,9 +145,11 @@ class Replica:
     # -- local writes -----------------------------------------------------------------
 
     def insert_job(self, kind: str, payload: Any) -> str:
-        """Record a new job and its upload; return its id."""
-        if not isinstance(kind, str) or not kind:
-            raise ValueError("a job's kind must be a non-empty string")
+        """Record a new job and its upload; return its id. No payload (None) means ``{}``,
+        as for a row inserted without one."""
+        if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_LENGTH:
+            raise ValueError(f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters")
+        payload = {} if payload is None else payload
         text = dump_json(payload)
         if len(text.encode()) > MAX_PAYLOAD_BYTES:
             raise PayloadError(
