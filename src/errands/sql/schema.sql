@@ -30,9 +30,11 @@ CREATE TABLE background_jobs (
     finished_at timestamptz
 );
 
--- The claim query walks this index in order and skips locked rows.
+-- The claim query walks this index in its order and stops at LIMIT (queue and kind
+-- are filters: a leading queue column would force a sort of every queued row when a
+-- worker serves all queues).
 CREATE INDEX background_jobs_claim_idx
-    ON background_jobs (queue, priority DESC, run_at, id) WHERE state = 'queued';
+    ON background_jobs (priority DESC, run_at, id) WHERE state = 'queued';
 CREATE INDEX background_jobs_running_idx
     ON background_jobs (lease_owner) WHERE state = 'running';
 CREATE INDEX background_jobs_owner_idx ON background_jobs (owner, "timestamp" DESC);
