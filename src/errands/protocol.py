@@ -101,6 +101,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
+    INTERNAL = "internal_error"
 
 
 class _Model(BaseModel):

@@ -1,0 +1,197 @@
+"""``errands server`` (the sync service) and ``errands token`` (a bearer token for it)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+import psycopg
+import uvicorn
+
+from errands.cli.options import database_url_option, fail, setup_logging, stderr
+from errands.migrations import pending
+from errands.protocol import LIVE_HOLD_SECONDS
+from errands.sync import ServiceSettings, create_app, make_token
+from errands.sync.auth import DEFAULT_TOKEN_LIFETIME, INSECURE_USER, MAX_USER_LENGTH
+
+F = TypeVar("F", bound=Callable[..., Any])
+SHUTDOWN_GRACE = 3
+
+
+def _secret_option(required: bool) -> Callable[[F], F]:
+    return click.option(
+        "--secret",
+        envvar="ERRANDS_SECRET",
+        show_envvar=True,
+        required=required,
+        metavar="SECRET",
+        help="The shared secret that signs tokens (HS256); keep it out of shell history.",
+    )
+
+
+def _seconds(name: str, default: float, help_text: str, *, minimum: float = 0.01) -> Any:
+    return click.option(
+        f"--{name}",
+        type=click.FloatRange(min=minimum),
+        default=default,
+        show_default=True,
+        envvar=f"ERRANDS_{name.upper().replace('-', '_')}",
+        show_envvar=True,
+        help=help_text,
+    )
+
+
+@click.command()
+@database_url_option
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, envvar="ERRANDS_HOST", show_envvar=True
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    envvar="ERRANDS_PORT",
+    show_envvar=True,
+    help="0 picks a free port (the ready line names it).",
+)
+@_secret_option(required=False)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    envvar="ERRANDS_INSECURE",
+    show_envvar=True,
+    help=f"No tokens: every caller is the user {INSECURE_USER!r}. Development only.",
+)
+@_seconds("live-hold", LIVE_HOLD_SECONDS, "Longest a live request waits for a change.")
+@_seconds("poll-interval", 1.0, "Seconds between polls when no notification arrives.")
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    envvar="ERRANDS_PAGE_SIZE",
+    show_envvar=True,
+    help="Rows per snapshot page.",
+)
+@_seconds(
+    "retention",
+    7 * 24 * 3600.0,
+    "Seconds tombstones are kept; clients offline longer refetch their shapes.",
+    minimum=0,
+)
+@_seconds("prune-interval", 300.0, "Seconds between tombstone prunes.")
+@click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
+def server(
+    database_url: str,
+    host: str,
+    port: int,
+    secret: str | None,
+    insecure: bool,
+    live_hold: float,
+    poll_interval: float,
+    page_size: int,
+    retention: float,
+    prune_interval: float,
+    verbose: bool,
+) -> None:
+    """Run the sync service: shapes out, mutations in, under /v1.
+
+    Prints "errands server listening on http://HOST:PORT" once it accepts requests.
+    The OpenAPI document is at /openapi.json, and readable at /docs.
+    """
+    setup_logging(verbose)
+    if insecure and secret:
+        fail("give --secret or --insecure, not both", code=2)
+    if not insecure and not secret:
+        fail("give --secret (or ERRANDS_SECRET), or --insecure for development", code=2)
+    _check_database(database_url)
+    if insecure:
+        stderr.print(
+            f"[bold red]WARNING: INSECURE MODE[/] -- no tokens are checked; every caller is "
+            f"the user {INSECURE_USER!r}. Never expose this service beyond this machine.",
+            highlight=False,
+        )
+    settings = ServiceSettings(
+        live_hold=live_hold,
+        poll_interval=poll_interval,
+        page_size=page_size,
+        retention=retention,
+        prune_interval=prune_interval,
+    )
+    app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
+    listener = _bind(host, port)
+    config = uvicorn.Config(
+        app,
+        log_level="debug" if verbose else "warning",
+        access_log=verbose,
+        timeout_graceful_shutdown=SHUTDOWN_GRACE,
+    )
+    if not asyncio.run(_serve(uvicorn.Server(config), listener)):
+        fail("the service did not start; see the log above")
+
+
+def _check_database(database_url: str) -> None:
+    try:
+        missing = pending(database_url)
+    except psycopg.Error as exc:
+        fail(f"cannot use the database: {str(exc).strip()}")
+    if missing:
+        fail("the database is not migrated; run: errands migrate --database-url URL")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM
+        )[0]
+        listener = socket.socket(family, kind, proto)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return listener
+
+
+async def _serve(running: uvicorn.Server, listener: socket.socket) -> bool:
+    """Serve until stopped; False if the service never started."""
+    serving = asyncio.create_task(running.serve(sockets=[listener]))
+    while not running.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if running.started:
+        host, port = listener.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(f"errands server listening on http://{shown}:{port}")
+    await serving
+    return running.started
+
+
+@click.command()
+@_secret_option(required=True)
+@click.option(
+    "--user",
+    "-u",
+    required=True,
+    envvar="ERRANDS_USER",
+    show_envvar=True,
+    help="Who the token is for: the owner of the jobs it creates.",
+)
+@click.option("--operator", is_flag=True, help="May see and act on every user's jobs.")
+@click.option(
+    "--expires-in",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TOKEN_LIFETIME,
+    show_default=True,
+    metavar="SECONDS",
+    envvar="ERRANDS_TOKEN_EXPIRES_IN",
+    show_envvar=True,
+    help="How long the token stays valid.",
+)
+def token(secret: str, user: str, operator: bool, expires_in: int) -> None:
+    """Print a bearer token for the sync service started with the same secret."""
+    if not user.strip() or len(user) > MAX_USER_LENGTH:
+        fail(f"--user must have 1 to {MAX_USER_LENGTH} characters", code=2)
+    click.echo(make_token(secret, user, operator=operator, expires_in=expires_in))

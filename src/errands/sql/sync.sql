@@ -1,0 +1,89 @@
+-- The queries of the sync service, by name. Values are always parameters. The shape
+-- queries are templates: {row}, {permission} and {shape_filter} are filled by
+-- errands.sync.shapes with psycopg.sql compositions of whitelisted column names.
+
+-- name: read_position
+-- The first statement of a shape read: it fixes the repeatable-read snapshot, which
+-- pg_current_snapshot() then returns, so the offset describes exactly what was read.
+SELECT generation, pruned_below::text, pg_current_snapshot()::text
+FROM errands_sync_state
+
+-- name: current_position
+SELECT generation, pg_current_snapshot()::text FROM errands_sync_state
+
+-- name: snapshot_page
+SELECT id::text AS key, {row} AS row
+FROM background_jobs
+WHERE {permission}
+  AND ({shape_filter}) IS TRUE
+  AND (%(after)s::uuid IS NULL OR id > %(after)s::uuid)
+ORDER BY id
+LIMIT %(limit)s
+
+-- name: changes
+-- Every row version and tombstone written by a transaction the old snapshot could not
+-- see. A changed row that no longer matches the filter leaves the shape (a delete).
+SELECT id::text AS key, ({shape_filter}) IS TRUE AS in_shape, {row} AS row
+FROM background_jobs
+WHERE _txid >= %(xmin)s::xid8
+  AND NOT pg_visible_in_snapshot(_txid, %(since)s::pg_snapshot)
+  AND {permission}
+UNION ALL
+SELECT key, false, NULL
+FROM errands_tombstones
+WHERE table_name = 'background_jobs'
+  AND _txid >= %(xmin)s::xid8
+  AND NOT pg_visible_in_snapshot(_txid, %(since)s::pg_snapshot)
+  AND {permission}
+ORDER BY 1
+
+-- name: batch_txid
+SELECT pg_current_xact_id()::text
+
+-- name: claim_mutation
+-- Blocks while another transaction holds the same id, then does nothing if that one
+-- committed: the mutation is then a replay.
+INSERT INTO errands_sync_mutations (owner, id) VALUES (%(owner)s, %(id)s)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: recorded_mutation
+SELECT status, code, message FROM errands_sync_mutations
+WHERE owner = %(owner)s AND id = %(id)s
+
+-- name: record_rejection
+UPDATE errands_sync_mutations SET status = 'rejected', code = %(code)s, message = %(message)s
+WHERE owner = %(owner)s AND id = %(id)s
+
+-- name: insert_job
+-- Only the client-owned columns come from the client; owner comes from the token and
+-- everything else from the column defaults.
+INSERT INTO background_jobs (id, "timestamp", kind, payload, cancelled, owner)
+VALUES (%(id)s, coalesce(%(timestamp)s, now()), coalesce(%(kind)s, 'default'),
+        coalesce(%(payload)s, '{}'::jsonb), coalesce(%(cancelled)s, false), %(owner)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+
+-- name: cancel_job
+UPDATE background_jobs SET cancelled = true
+WHERE id = %(id)s AND (owner = %(owner)s OR %(operator)s)
+RETURNING id
+
+-- name: delete_job
+DELETE FROM background_jobs WHERE id = %(id)s RETURNING id
+
+-- name: check_generation
+SELECT errands_sync_check_generation()
+
+-- name: prune
+SELECT errands_sync_prune(make_interval(secs => %(retention)s))
+
+-- name: listen
+-- The channel the trigger errands_sync_notify() sends on.
+LISTEN errands_sync
+
+-- name: ping
+SELECT 1
+
+-- name: use_utc
+SET TIME ZONE 'UTC'

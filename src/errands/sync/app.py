@@ -1,0 +1,306 @@
+"""The sync service as an ASGI application: :func:`create_app`.
+
+Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``)::
+
+    GET  /v1/me                      who the token says the caller is
+    GET  /v1/shapes/{table}          snapshot pages, changes, or a long poll (live=true)
+    GET  /v1/shapes/{table}/stream   the same as server-sent events, continuously
+    POST /v1/mutations               a batch of mutations
+    GET  /v1/stats                   fan-out counters (operators only)
+
+The service keeps no state of its own beyond caches: run as many copies as needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import Response, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel
+
+from errands import __version__
+from errands.exceptions import ConfigurationError
+from errands.migrations import pending
+from errands.protocol import (
+    LIVE_HOLD_SECONDS,
+    MAX_BODY_BYTES,
+    PREFIX,
+    START,
+    ErrorResponse,
+    MutationBatch,
+    MutationResponse,
+    ShapeResponse,
+    WhoAmI,
+)
+from errands.queries import query
+from errands.sync.auth import Authenticator, Caller
+from errands.sync.errors import BodyLimit, Forbidden, install_error_handlers
+from errands.sync.fanout import FanoutStats, ShapeHub
+from errands.sync.filters import parse_filters
+from errands.sync.mutations import apply_batch
+from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
+
+log = logging.getLogger("errands.sync")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How the service behaves; the defaults suit production, tests shorten them."""
+
+    live_hold: float = LIVE_HOLD_SECONDS
+    poll_interval: float = 1.0
+    page_size: int = 1000
+    retention: float = 7 * 24 * 3600.0
+    prune_interval: float = 300.0
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+
+
+class ServiceStats(BaseModel):
+    """Fan-out counters since the service started: change batches (notifications and
+    polls), shape queries run, and live readers waiting now."""
+
+    change_batches: int
+    notifications: int
+    polls: int
+    shape_queries: int
+    waiting: int
+    listening: bool
+
+
+@dataclass
+class Service:
+    """What the routes share: the pool, the fan-out hub, the authenticator, settings."""
+
+    pool: AsyncConnectionPool[Any]
+    hub: ShapeHub
+    auth: Authenticator
+    settings: ServiceSettings
+    generation: str = ""
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed request"},
+    401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
+}
+_SHAPE_ERRORS: dict[int | str, dict[str, Any]] = _ERRORS | {
+    404: {"model": ErrorResponse, "description": "Unknown table"},
+    409: {"model": ShapeResponse, "description": "must-refetch: start again from -1"},
+}
+_bearer = HTTPBearer(auto_error=False, description="errands token (errands token --help)")
+
+
+def create_app(
+    database_url: str,
+    *,
+    secret: str | None = None,
+    insecure: bool = False,
+    settings: ServiceSettings | None = None,
+) -> FastAPI:
+    """The sync service for the database at ``database_url``.
+
+    Tokens are checked with ``secret``; ``insecure=True`` instead treats every request
+    as the one user ``local`` (not an operator), for development only.
+    """
+    if not insecure and not secret:
+        raise ConfigurationError("give the service a token secret, or run it insecure")
+    settings = settings or ServiceSettings()
+    auth = Authenticator(secret, insecure=insecure)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await _start(database_url, auth, settings)
+        app.state.service = service
+        maintenance = asyncio.create_task(_maintain(service))
+        try:
+            yield
+        finally:
+            maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
+            await service.hub.stop()
+            await service.pool.close()
+
+    app = FastAPI(
+        title="errands sync service",
+        version=__version__,
+        summary="Shapes out, mutations in: the sync protocol of errands, version 1.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    _routes(app)
+    return app
+
+
+async def _configure(conn: AsyncConnection[Any]) -> None:
+    # Timestamps leave as ISO 8601 in UTC whatever the server's TimeZone is.
+    await conn.execute(query("use_utc", SYNC_QUERIES))
+
+
+async def _start(database_url: str, auth: Authenticator, settings: ServiceSettings) -> Service:
+    missing = await asyncio.to_thread(pending, database_url)
+    if missing:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        raise ConfigurationError(f"the database is not migrated ({names}); run errands migrate")
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        database_url,
+        min_size=settings.pool_min_size,
+        max_size=settings.pool_max_size,
+        kwargs={"autocommit": True, "prepare_threshold": None},
+        configure=_configure,
+        open=False,
+    )
+    await pool.open(wait=True)
+    hub = ShapeHub(
+        pool, database_url, page_size=settings.page_size, poll_interval=settings.poll_interval
+    )
+    service = Service(pool, hub, auth, settings)
+    await _check_generation(service)
+    hub.start()
+    return service
+
+
+async def _check_generation(service: Service) -> None:
+    async with service.pool.connection() as conn:
+        row = await (await conn.execute(query("check_generation", SYNC_QUERIES))).fetchone()
+    assert row is not None
+    if service.generation and row[0] != service.generation:
+        log.warning("the database is a new generation (restored?): clients will refetch")
+    service.generation = row[0]
+
+
+async def _maintain(service: Service) -> None:
+    """Prune tombstones past the retention, and notice a restored database."""
+    retention = service.settings.retention
+    while True:
+        try:
+            await _check_generation(service)
+            async with service.pool.connection() as conn:
+                cursor = await conn.execute(query("prune", SYNC_QUERIES), {"retention": retention})
+                row = await cursor.fetchone()
+            if row and row[0]:
+                log.info("pruned %d tombstones older than %.0f s", row[0], retention)
+        except Exception:  # the service serves on; maintenance retries later
+            log.exception("sync maintenance failed; retrying later")
+        await asyncio.sleep(service.settings.prune_interval)
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
+
+
+def _caller(
+    service: ServiceDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    return service.auth.caller(credentials.credentials if credentials else None)
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+OffsetParam = Annotated[
+    str,
+    Query(
+        max_length=10_000,
+        description="-1 for the start, else the offset of the previous answer.",
+    ),
+]
+WhereParam = Annotated[
+    str | None,
+    Query(
+        max_length=100_000,
+        description='Filters as a JSON list: [{"column": "state", "op": "eq", '
+        '"value": "queued"}]. The caller\'s permission filter is always added.',
+    ),
+]
+
+
+def _shape(table: str, where: str | None, caller: Caller) -> Shape:
+    return Shape(table, parse_filters(where), caller.owner_filter)
+
+
+def _json(body: bytes) -> Response:
+    return Response(content=body, media_type="application/json")
+
+
+def _routes(app: FastAPI) -> None:
+    @app.get(f"{PREFIX}/me", response_model=WhoAmI, responses=_ERRORS)
+    async def me(service: ServiceDep, caller: CallerDep) -> WhoAmI:
+        """Who the service takes the caller to be, and the database's generation."""
+        return WhoAmI(user=caller.user, operator=caller.operator, generation=service.generation)
+
+    @app.get(f"{PREFIX}/shapes/{{table}}", response_model=ShapeResponse, responses=_SHAPE_ERRORS)
+    async def shape(
+        service: ServiceDep,
+        caller: CallerDep,
+        table: str,
+        offset: OffsetParam = START,
+        where: WhereParam = None,
+        live: bool = False,
+    ) -> Response:
+        """A page of the snapshot (offset -1, then the returned offsets until
+        up-to-date), or the changes since an offset. With live=true and nothing new,
+        the answer waits for a change (at most the service's hold, ~20 s)."""
+        parsed = parse_offset(offset)
+        wanted = _shape(table, where, caller)
+        if live:
+            hold = service.settings.live_hold
+            return _json((await service.hub.live(wanted, parsed, offset, hold)).body)
+        return _json((await service.hub.read(wanted, parsed, offset)).body)
+
+    @app.get(
+        f"{PREFIX}/shapes/{{table}}/stream",
+        response_class=StreamingResponse,
+        responses=_SHAPE_ERRORS
+        | {200: {"content": {"text/event-stream": {}}, "description": "ShapeResponse events"}},
+    )
+    async def stream(
+        service: ServiceDep,
+        caller: CallerDep,
+        table: str,
+        offset: OffsetParam = START,
+        where: WhereParam = None,
+    ) -> StreamingResponse:
+        """Server-sent events: one ShapeResponse (JSON) per event, for as long as the
+        client listens. A stale offset is refused (409) before the stream starts."""
+        parsed = parse_offset(offset)
+        wanted = _shape(table, where, caller)
+        answers = service.hub.stream(wanted, parsed, offset, service.settings.live_hold)
+        first = await anext(answers)  # errors become a status, not a broken stream
+
+        async def events() -> AsyncIterator[bytes]:
+            yield b"data: " + first.body + b"\n\n"
+            async for answer in answers:
+                yield b"data: " + answer.body + b"\n\n"
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    @app.post(f"{PREFIX}/mutations", response_model=MutationResponse, responses=_ERRORS)
+    async def mutations(
+        service: ServiceDep, caller: CallerDep, batch: MutationBatch
+    ) -> MutationResponse:
+        """Apply a batch of mutations in one transaction, each at most once per id."""
+        return await apply_batch(service.pool, caller, batch)
+
+    @app.get(f"{PREFIX}/stats", response_model=ServiceStats, responses=_ERRORS)
+    async def stats(service: ServiceDep, caller: CallerDep) -> ServiceStats:
+        """Fan-out counters, for operators: shape queries per change batch should not
+        grow with the number of clients."""
+        if not caller.operator:
+            raise Forbidden("only operators may read the service's counters")
+        counters: FanoutStats = service.hub.stats
+        return ServiceStats(**vars(counters))

@@ -1,0 +1,202 @@
+"""Fan-out: one query per shape and offset per change batch, shared by every reader.
+
+A *change batch* is anything that may have changed a synced table: a NOTIFY on
+``errands_sync`` (sent once per writing statement by a trigger), or the polling
+interval passing (notifications are hints; a lost one must not stall anyone). Each
+batch starts a new *epoch*. The first reader of a (shape, offset) in an epoch starts
+the query; every other reader of the same shape and offset in that epoch awaits the
+same result, encoded to JSON once. Live readers whose answer had no changes sleep until
+the next batch, so N clients waiting on one shape cost one query per batch, not N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from errands.protocol import Offset, ShapeResponse
+from errands.queries import query
+from errands.sync.shapes import SYNC_QUERIES, Shape, read_shape
+
+log = logging.getLogger("errands.sync")
+
+LISTENER_CHECK_INTERVAL = 10.0
+MAX_RECONNECT_DELAY = 30.0
+
+
+@dataclass(frozen=True)
+class ShapeRead:
+    """A shared answer: the response, its JSON, and whether it carries any change."""
+
+    response: ShapeResponse
+    body: bytes
+    has_changes: bool
+
+    @classmethod
+    def of(cls, response: ShapeResponse) -> ShapeRead:
+        """Wrap a response, encoding it once for every reader."""
+        changes = not response.up_to_date or any(
+            m.type in {"upsert", "delete"} for m in response.messages
+        )
+        return cls(response, response.model_dump_json().encode(), changes)
+
+
+@dataclass
+class FanoutStats:
+    """Counters that show the fan-out at work."""
+
+    change_batches: int = 0
+    notifications: int = 0
+    polls: int = 0
+    shape_queries: int = 0
+    waiting: int = 0
+    listening: bool = False
+
+
+@dataclass
+class _Pending:
+    epoch: int
+    task: asyncio.Task[ShapeRead] = field(repr=False)
+
+
+class ShapeHub:
+    """Serves shape reads, sharing each query among the readers of one epoch."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Any],
+        conninfo: str,
+        *,
+        page_size: int,
+        poll_interval: float,
+    ) -> None:
+        self.pool = pool
+        self.conninfo = conninfo
+        self.page_size = page_size
+        self.poll_interval = poll_interval
+        self.stats = FanoutStats()
+        self.epoch = 0
+        self._next_batch = asyncio.Event()
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start listening for notifications and polling."""
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="errands-sync-listener"),
+            asyncio.create_task(self._poll(), name="errands-sync-poller"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop listening and polling."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def change_batch(self) -> None:
+        """Something may have changed: later reads run a new query, and live readers
+        wake up to run it."""
+        self.epoch += 1
+        self.stats.change_batches += 1
+        self._pending.clear()
+        woken, self._next_batch = self._next_batch, asyncio.Event()
+        woken.set()
+
+    async def read(self, shape: Shape, offset: Offset | None, text: str) -> ShapeRead:
+        """The answer for ``shape`` from ``offset`` (its wire form is ``text``), shared
+        with every other reader of the same shape and offset in this epoch."""
+        key = (shape.key, text)
+        pending = self._pending.get(key)
+        if pending is None or pending.epoch != self.epoch:
+            task = asyncio.create_task(self._query(shape, offset))
+            pending = _Pending(self.epoch, task)
+            self._pending[key] = pending
+            task.add_done_callback(lambda done: self._forget_failure(key, done))
+        # A reader that goes away must not cancel the query the others wait for.
+        return await asyncio.shield(pending.task)
+
+    async def live(self, shape: Shape, offset: Offset | None, text: str, hold: float) -> ShapeRead:
+        """The first answer with changes, or up-to-date after ``hold`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hold
+        while True:
+            epoch, next_batch = self.epoch, self._next_batch
+            answer = await self.read(shape, offset, text)
+            remaining = deadline - loop.time()
+            if answer.has_changes or remaining <= 0:
+                return answer
+            if self.epoch == epoch:
+                self.stats.waiting += 1
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(next_batch.wait(), remaining)
+                finally:
+                    self.stats.waiting -= 1
+
+    async def stream(
+        self, shape: Shape, offset: Offset | None, text: str, hold: float
+    ) -> AsyncIterator[ShapeRead]:
+        """Answers, one after another, for as long as the caller iterates."""
+        answer = await self.read(shape, offset, text)
+        while True:
+            yield answer
+            text = answer.response.offset
+            offset = Offset.decode(text)
+            if answer.response.up_to_date:
+                answer = await self.live(shape, offset, text, hold)
+            else:  # the next page of a snapshot
+                answer = await self.read(shape, offset, text)
+
+    async def _query(self, shape: Shape, offset: Offset | None) -> ShapeRead:
+        self.stats.shape_queries += 1
+        async with self.pool.connection() as conn:
+            response = await read_shape(conn, shape, offset, self.page_size)
+        return ShapeRead.of(response)
+
+    def _forget_failure(self, key: tuple[str, str], task: asyncio.Task[ShapeRead]) -> None:
+        # A failed read (say, the database restarting) is not cached for the epoch.
+        if task.cancelled() or task.exception() is not None:
+            pending = self._pending.get(key)
+            if pending is not None and pending.task is task:
+                del self._pending[key]
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            self.stats.polls += 1
+            self.change_batch()
+
+    async def _listen(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self._listen_once()
+            except psycopg.Error as exc:
+                log.warning("sync listener lost its connection (%s); polling until back", exc)
+            if self.stats.listening:  # it had worked: retry soon
+                delay = 0.5
+            self.stats.listening = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_RECONNECT_DELAY)
+
+    async def _listen_once(self) -> None:
+        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+            await conn.execute(query("listen", SYNC_QUERIES))
+            self.stats.listening = True
+            # Notifications sent while nobody listened are lost: sweep once.
+            self.change_batch()
+            while True:
+                async for _ in conn.notifies(timeout=LISTENER_CHECK_INTERVAL):
+                    self.stats.notifications += 1
+                    self.change_batch()
+                await conn.execute(query("ping", SYNC_QUERIES))  # a dead connection raises
