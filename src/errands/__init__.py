@@ -21,7 +21,7 @@ from errands.exceptions import (
     Unauthorized,
     WaitTimeout,
 )
-from errands.jobs import enqueue, enqueue_many
+from errands.jobs import enqueue, enqueue_async, enqueue_many
 from errands.migrations import migrate
 from errands.registry import JobContext, Registry
 from errands.worker import Worker, WorkerSettings
@@ -53,6 +53,7 @@ __all__ = [
     "WorkerSettings",
     "__version__",
     "enqueue",
+    "enqueue_async",
     "enqueue_many",
     "migrate",
 ]

@@ -66,6 +66,21 @@ def enqueue(
     return job_id
 
 
+async def enqueue_async(
+    conn: psycopg.AsyncConnection[Any],
+    kind: str,
+    payload: Any = None,
+    *,
+    id: uuid.UUID | None = None,  # noqa: A002 -- the column's name
+    **options: Any,
+) -> uuid.UUID:
+    """:func:`enqueue` for an asyncio connection."""
+    job_id = id or uuid7()
+    params = _params(kind, {} if payload is None else payload, JobOptions(**options), job_id)
+    await conn.execute(query("enqueue"), params)
+    return job_id
+
+
 def enqueue_many(
     conn: psycopg.Connection[Any], kind: str, payloads: Iterable[Any], **options: Any
 ) -> list[uuid.UUID]:

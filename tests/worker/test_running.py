@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import psycopg
+import pytest
 
 import errands
 from tests.worker.conftest import StartWorker, events, job, wait_for_state
@@ -121,3 +123,25 @@ def test_handlers_raising_base_exceptions_fail_the_job_not_the_worker(
     after = errands.enqueue(conn, "add", {"a": 1, "b": 1})
     assert wait_for_state(conn, after, "completed")["result"] == 2
     assert worker.running()
+
+
+def test_enqueue_refuses_a_payload_that_is_not_json(conn: psycopg.Connection[Any]) -> None:
+    with pytest.raises(errands.PayloadError, match="not JSON-serialisable"):
+        errands.enqueue(conn, "add", {"when": object()})
+    assert conn.execute("SELECT count(*) FROM background_jobs").fetchone() == (0,)
+
+
+def test_enqueue_async_inserts_in_the_callers_transaction(database_url: str) -> None:
+    async def enqueue_then_roll_back() -> tuple[uuid.UUID, uuid.UUID]:
+        async with await psycopg.AsyncConnection.connect(database_url) as aconn:
+            kept = await errands.enqueue_async(aconn, "add", {"a": 1, "b": 1})
+            await aconn.commit()
+            dropped = await errands.enqueue_async(aconn, "add", {"a": 1, "b": 1})
+            await aconn.rollback()
+            return kept, dropped
+
+    kept, dropped = asyncio.run(enqueue_then_roll_back())
+    with psycopg.connect(database_url) as conn:
+        found = conn.execute("SELECT id FROM background_jobs").fetchall()
+    assert found == [(kept,)]
+    assert dropped != kept
