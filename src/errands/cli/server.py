@@ -15,7 +15,12 @@ from errands.cli.options import database_url_option, fail, setup_logging, stderr
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
 from errands.sync import ServiceSettings, create_app, make_token
-from errands.sync.auth import DEFAULT_TOKEN_LIFETIME, INSECURE_USER, MAX_USER_LENGTH
+from errands.sync.auth import (
+    DEFAULT_TOKEN_LIFETIME,
+    INSECURE_USER,
+    MAX_USER_LENGTH,
+    RECOMMENDED_SECRET_BYTES,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 SHUTDOWN_GRACE = 3
@@ -32,7 +37,9 @@ def _secret_option(required: bool) -> Callable[[F], F]:
     )
 
 
-def _seconds(name: str, default: float, help_text: str, *, minimum: float = 0.01) -> Any:
+def _seconds(
+    name: str, default: float, help_text: str, *, minimum: float = 0.01
+) -> Callable[[F], F]:
     return click.option(
         f"--{name}",
         type=click.FloatRange(min=minimum),
@@ -109,6 +116,12 @@ def server(
     if not insecure and not secret:
         fail("give --secret (or ERRANDS_SECRET), or --insecure for development", code=2)
     _check_database(database_url)
+    if secret and len(secret.encode()) < RECOMMENDED_SECRET_BYTES:
+        stderr.print(
+            f"[yellow]warning:[/] the secret is shorter than {RECOMMENDED_SECRET_BYTES} bytes;"
+            " use a long random one in production (e.g. openssl rand -hex 32)",
+            highlight=False,
+        )
     if insecure:
         stderr.print(
             f"[bold red]WARNING: INSECURE MODE[/] -- no tokens are checked; every caller is "
@@ -130,7 +143,9 @@ def server(
         access_log=verbose,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
-    if not asyncio.run(_serve(uvicorn.Server(config), listener)):
+    running = _Server(config)
+    asyncio.run(running.serve(sockets=[listener]))
+    if not running.started:
         fail("the service did not start; see the log above")
 
 
@@ -145,9 +160,7 @@ def _check_database(database_url: str) -> None:
 
 def _bind(host: str, port: int) -> socket.socket:
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM
-        )[0]
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         listener = socket.socket(family, kind, proto)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
@@ -156,17 +169,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return listener
 
 
-async def _serve(running: uvicorn.Server, listener: socket.socket) -> bool:
-    """Serve until stopped; False if the service never started."""
-    serving = asyncio.create_task(running.serve(sockets=[listener]))
-    while not running.started and not serving.done():
-        await asyncio.sleep(0.02)
-    if running.started:
-        host, port = listener.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else host
-        click.echo(f"errands server listening on http://{shown}:{port}")
-    await serving
-    return running.started
+class _Server(uvicorn.Server):
+    """uvicorn, announcing the address it listens on once it accepts requests."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and sockets:
+            host, port = sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            click.echo(f"errands server listening on http://{shown}:{port}")
 
 
 @click.command()
