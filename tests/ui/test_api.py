@@ -1,0 +1,182 @@
+"""The page's JSON API and event stream, in process, on a real Client with no server
+(everything the page does is local first). Bad input gets a 4xx with a clear message,
+and nothing is submitted."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import errands
+from errands.protocol import MAX_PAYLOAD_BYTES, START, ShapeResponse, UpsertMessage
+from errands.ui import Kind, create_app, parse_kind
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[errands.Client]:
+    with socket.socket() as probe:  # a port nobody listens on: the client stays offline
+        probe.bind(("127.0.0.1", 0))
+        server = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with errands.Client(replica=tmp_path / "replica.db", server=server) as replica_client:
+        yield replica_client
+
+
+@pytest.fixture
+def api(client: errands.Client) -> Iterator[TestClient]:
+    kinds = [Kind("primes", {"n": 10}), Kind("fails")]
+    with TestClient(create_app(client, kinds, limit=5, online=False)) as test_client:
+        yield test_client
+
+
+def assert_error(response: object, status: int, code: str, words: str) -> None:
+    assert getattr(response, "status_code", None) == status
+    error = response.json()["error"]  # type: ignore[attr-defined]
+    assert error["code"] == code
+    assert words in error["message"]
+
+
+def test_submit_lists_and_cancels_locally(api: TestClient, client: errands.Client) -> None:
+    created = api.post("/api/jobs", json={"kind": "primes", "payload": {"n": 50}})
+    assert created.status_code == 201
+    job = created.json()
+    assert (job["kind"], job["payload"], job["state"], job["pending"]) == (
+        "primes",
+        {"n": 50},
+        "queued",
+        True,
+    )
+    assert job["id"].replace("-", "").endswith(job["short_id"])
+    stored = client.get(job["id"])
+    assert stored is not None
+    assert stored.payload == {"n": 50}
+
+    listed = api.get("/api/jobs").json()
+    assert [row["id"] for row in listed["jobs"]] == [job["id"]]
+    assert listed["status"] == {
+        "enabled": False,
+        "connected": False,
+        "reason": "not connected",
+        "pending": 1,
+        "rejected": 0,
+    }
+
+    cancelled = api.post(f"/api/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200
+    assert cancelled.json()["cancel_requested"] is True
+    stored = client.get(job["id"])
+    assert stored is not None
+    assert stored.cancelled
+
+
+def test_the_table_shows_the_newest_jobs_up_to_the_limit(
+    api: TestClient, client: errands.Client
+) -> None:
+    ids = [client.submit("primes", {"n": i}).id for i in range(7)]
+    shown = [row["id"] for row in api.get("/api/jobs").json()["jobs"]]
+    assert shown == ids[::-1][:5]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "words"),
+    [
+        ('{"kind": "primes", "payload": {"n": 1,}', 400, "invalid_json", "not valid JSON"),
+        ('{"payload": {}}', 400, "validation_error", "kind"),
+        ('{"kind": "primes", "extra": 1}', 400, "validation_error", "extra"),
+        ('{"kind": "resize", "payload": {}}', 400, "validation_error", "unknown kind 'resize'"),
+        ('["primes"]', 400, "validation_error", "body"),
+        (
+            json.dumps({"kind": "primes", "payload": "x" * MAX_PAYLOAD_BYTES}),
+            413,
+            "payload_too_large",
+            "limit",
+        ),
+    ],
+)
+def test_bad_submissions_are_refused_and_submit_nothing(
+    api: TestClient, client: errands.Client, body: str, status: int, code: str, words: str
+) -> None:
+    response = api.post("/api/jobs", content=body, headers={"Content-Type": "application/json"})
+    assert_error(response, status, code, words)
+    assert client.jobs() == []
+    assert client.status.pending == 0
+
+
+def test_cancel_refuses_unknown_malformed_and_ended_jobs(
+    api: TestClient, client: errands.Client
+) -> None:
+    unknown = "01900000-0000-7000-8000-000000000000"
+    assert_error(api.post(f"/api/jobs/{unknown}/cancel"), 404, "not_found", unknown)
+    assert_error(api.post("/api/jobs/nope/cancel"), 400, "validation_error", "UUID")
+    ended = "01900000-0000-7000-8000-000000000001"
+    row = {"id": ended, "timestamp": "2026-01-01T00:00:00+00:00", "state": "completed"}
+    client.replica.apply(
+        ShapeResponse(messages=[UpsertMessage(key=ended, row=row)], offset="g_5_5_"), START
+    )
+    assert_error(api.post(f"/api/jobs/{ended}/cancel"), 409, "bad_request", "already ended")
+    stored = client.get(ended)
+    assert stored is not None
+    assert not stored.cancelled
+
+
+def test_unknown_routes_and_methods_answer_in_the_error_format(api: TestClient) -> None:
+    assert_error(api.get("/api/nothing"), 404, "not_found", "Not Found")
+    assert_error(api.delete("/api/jobs"), 405, "method_not_allowed", "Not Allowed")
+
+
+def test_the_page_and_its_assets_are_served(api: TestClient) -> None:
+    page = api.get("/")
+    assert page.status_code == 200
+    assert "Submit new job" in page.text
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert api.get(asset).status_code == 200
+    kinds = api.get("/api/kinds").json()["kinds"]
+    assert kinds == [{"name": "primes", "example": {"n": 10}}, {"name": "fails", "example": {}}]
+
+
+def test_the_connectivity_switch_connects_and_disconnects(
+    api: TestClient, client: errands.Client
+) -> None:
+    on = api.put("/api/connectivity", json={"online": True}).json()
+    assert on["enabled"] is True
+    off = api.put("/api/connectivity", json={"online": False}).json()
+    assert off == {**off, "enabled": False, "reason": "disconnected by the application"}
+    assert_error(
+        api.put("/api/connectivity", json={"online": "maybe"}), 400, "validation_error", "online"
+    )
+
+
+def test_the_event_stream_starts_with_the_current_view(
+    api: TestClient, client: errands.Client
+) -> None:
+    job = client.submit("primes", {"n": 3})
+    with api.stream("GET", "/api/events") as events:
+        assert events.headers["content-type"].startswith("text/event-stream")
+        lines = events.iter_lines()
+        assert next(lines) == "event: jobs"
+        data = next(lines)
+    view = json.loads(data.removeprefix("data: "))
+    assert [row["id"] for row in view["jobs"]] == [job.id]
+    assert view["status"]["pending"] == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind"),
+    [
+        ("primes", Kind("primes", {})),
+        ('primes={"n": 5}', Kind("primes", {"n": 5})),
+        (" fails =[1]", Kind("fails", [1])),
+    ],
+)
+def test_kinds_parse_from_the_command_line(spec: str, kind: Kind) -> None:
+    assert parse_kind(spec) == kind
+
+
+@pytest.mark.parametrize("spec", ["", "=1", "primes={n: 5}"])
+def test_bad_kinds_say_why(spec: str) -> None:
+    with pytest.raises(errands.ConfigurationError):
+        parse_kind(spec)
