@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from errands.exceptions import HandlerNotFound, JobCancelled
+from errands.payloads import printable
 
 Payload: TypeAlias = Any
 Handler: TypeAlias = Callable[["JobContext", Payload], Any]
@@ -46,7 +47,7 @@ class JobContext:
         self.check()
         value = min(1.0, max(0.0, float(fraction)))
         with self._lock:
-            self._reported = (value, message)
+            self._reported = (value, None if message is None else printable(str(message)))
         return _Checkpoint()
 
     def check(self) -> None:

@@ -36,7 +36,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from errands.exceptions import JobCancelled, JobTimeout
-from errands.payloads import dump_json
+from errands.payloads import dump_json, printable
 from errands.queries import query
 from errands.registry import JobContext, JobHandler, Registry
 
@@ -292,6 +292,10 @@ class Worker:
                 rows = await self._transaction(self._finish_statement(finished), claim)
             else:
                 rows = await self._transaction(claim)
+        except psycopg.DataError:
+            self._finished[:0] = finished
+            await self._flush()  # sorts out the outcome Postgres refused
+            return 0
         except BaseException:
             self._finished[:0] = finished
             raise
@@ -356,8 +360,8 @@ class Worker:
     ) -> _Outcome:
         error = {
             "type": type(exc).__name__,
-            "message": str(exc) or type(exc).__name__,
-            "traceback": "".join(traceback.format_exception(type(exc), exc, tb)),
+            "message": printable(str(exc) or type(exc).__name__),
+            "traceback": printable("".join(traceback.format_exception(type(exc), exc, tb))),
             "attempt": ctx.attempt,
         }
         if ctx.attempt < ctx.max_attempts:
@@ -394,9 +398,22 @@ class Worker:
             return
         try:
             await self._transaction(self._finish_statement(finished))
+        except psycopg.DataError:
+            await self._finish_one_by_one(finished)
         except BaseException:
             self._finished[:0] = finished  # written by the next flush or claim
             raise
+
+    async def _finish_one_by_one(self, finished: list[_Outcome]) -> None:
+        """Write outcomes singly, failing the job whose outcome Postgres refuses, so that
+        one unstorable result can never wedge the others."""
+        for outcome in finished:
+            try:
+                await self._transaction(self._finish_statement([outcome]))
+            except psycopg.DataError as exc:
+                error = {"type": "StorageError", "message": printable(f"cannot store: {exc}")}
+                failed = _Outcome(outcome.job_id, "failed", error=json.dumps(error))
+                await self._transaction(self._finish_statement([failed]))
 
     def _take_finished(self) -> list[_Outcome]:
         finished, self._finished = self._finished, []

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import errands
 from errands.exceptions import ErrandsError, HandlerNotFound, JobCancelled, PayloadError
 from errands.ids import uuid7
-from errands.payloads import dump_json
+from errands.payloads import dump_json, printable
 from errands.queries import parse_blocks, queries
 from errands.worker import MAX_RETRY_DELAY, retry_delay
 
@@ -114,3 +114,17 @@ def test_worker_settings_reject_nonsense() -> None:
         errands.WorkerSettings(concurrency=0)
     with pytest.raises(ValueError, match="heartbeat"):
         errands.WorkerSettings(lease=1, heartbeat_interval=2)
+
+
+@pytest.mark.parametrize("value", [{"x": "nul \x00"}, ["\ud800"]])
+def test_dump_json_refuses_what_jsonb_cannot_store(value: object) -> None:
+    with pytest.raises(PayloadError):
+        dump_json(value)
+
+
+def test_dump_json_keeps_an_escaped_backslash_before_u0000() -> None:
+    assert dump_json("\\u0000") == '"\\\\u0000"'
+
+
+def test_printable_escapes_nul_and_lone_surrogates() -> None:
+    assert printable("a\x00b\ud800") == "a\\x00b\\ud800"

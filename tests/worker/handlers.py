@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,21 @@ def _mark(payload: dict[str, Any]) -> None:
     if "marks" in payload:
         with Path(payload["marks"]).open("a") as marks:
             marks.write(f"{os.getpid()}\n")
+
+
+@registry.job("nul_result")
+def nul_result(ctx: errands.JobContext, payload: Any) -> Any:
+    ctx.progress(0.5, "a NUL \x00 in the message")
+    return {"text": "a NUL \x00 in the result"}
+
+
+@registry.job("nul_error")
+def nul_error(ctx: errands.JobContext, payload: Any) -> Any:
+    raise ValueError("a NUL \x00 and a lone surrogate \ud800 in the message")
+
+
+@registry.job("huge_number")
+def huge_number(ctx: errands.JobContext, payload: Any) -> Any:
+    """Valid JSON that Postgres' numeric cannot hold (more than 131,072 digits)."""
+    sys.set_int_max_str_digits(0)
+    return 10**140_000

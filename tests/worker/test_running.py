@@ -145,3 +145,29 @@ def test_enqueue_async_inserts_in_the_callers_transaction(database_url: str) -> 
         found = conn.execute("SELECT id FROM background_jobs").fetchall()
     assert found == [(kept,)]
     assert dropped != kept
+
+
+def test_what_postgres_cannot_store_fails_the_job_not_the_worker(
+    conn: psycopg.Connection[Any], start_worker: StartWorker
+) -> None:
+    start_worker()
+    bad_result = errands.enqueue(conn, "nul_result", {}, max_attempts=1)
+    bad_error = errands.enqueue(conn, "nul_error", {}, max_attempts=1)
+    row = wait_for_state(conn, bad_result, "failed")
+    assert "NUL character" in row["error"]["message"]
+    row = wait_for_state(conn, bad_error, "failed")
+    assert row["error"]["message"].startswith("a NUL \\x00 and a lone surrogate")
+    after = errands.enqueue(conn, "add", {"a": 1, "b": 1})
+    assert wait_for_state(conn, after, "completed")["result"] == 2
+
+
+def test_a_result_postgres_refuses_fails_that_job_and_no_other(
+    conn: psycopg.Connection[Any], start_worker: StartWorker
+) -> None:
+    start_worker("--concurrency", "4")
+    refused = errands.enqueue(conn, "huge_number", {}, max_attempts=1)
+    others = errands.enqueue_many(conn, "add", [{"a": i, "b": 0} for i in range(10)])
+    row = wait_for_state(conn, refused, "failed")
+    assert row["error"]["type"] == "StorageError"
+    for i, job_id in enumerate(others):
+        assert wait_for_state(conn, job_id, "completed")["result"] == i
