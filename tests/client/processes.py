@@ -7,13 +7,10 @@ import contextlib
 import re
 import signal
 import socket
-import subprocess
 import threading
 from collections.abc import Callable
 
-import httpx
-
-from tests.helpers import errands_process, stop, wait_for
+from tests.helpers import ErrandsProcess
 
 SECRET = "client-tests-secret"
 
@@ -33,12 +30,12 @@ class SyncServer:
         self.extra = extra
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[str] | None = None
+        self.process: ErrandsProcess | None = None
         self.output = ""
 
     def start(self) -> SyncServer:
-        """Start it and wait until it answers HTTP."""
-        self.process = errands_process(
+        """Start it and wait until it accepts requests."""
+        self.process = ErrandsProcess(
             "server",
             "--database-url",
             self.database_url,
@@ -48,31 +45,25 @@ class SyncServer:
             str(self.port),
             "--secret",
             SECRET,
+            "--poll-interval",
+            "0.2",
             *self.extra,
         )
-        wait_for(self._answers, timeout=30, what=f"the sync service on {self.url}")
+        self.process.wait_for_output(f"listening on {self.url}", timeout=30)
         return self
-
-    def _answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"the server exited: {stop(self.process)}")
-        try:
-            httpx.get(f"{self.url}/v1/me", timeout=1)
-        except httpx.TransportError:
-            return False
-        return True
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop it (if running) and keep what it printed."""
         if self.process is not None:
-            self.output += stop(self.process, sig)
+            self.process.stop(sig)
+            self.output += self.process.output()
+            self.process.close()
             self.process = None
 
 
-def start_worker(database_url: str) -> subprocess.Popen[str]:
+def start_worker(database_url: str) -> ErrandsProcess:
     """``errands worker`` with the worker tests' handlers and short intervals."""
-    return errands_process(
+    return ErrandsProcess(
         "worker",
         "tests.worker.handlers:registry",
         "--database-url",
@@ -86,10 +77,12 @@ def start_worker(database_url: str) -> subprocess.Popen[str]:
 
 def token(user: str, secret: str = SECRET) -> str:
     """A bearer token from the real ``errands token`` command."""
-    process = errands_process("token", "--secret", secret, "--user", user)
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    return output.strip().splitlines()[-1]
+    process = ErrandsProcess("token", "--secret", secret, "--user", user)
+    try:
+        assert process.process.wait(30) == 0, process.output()
+        return process.output().strip().splitlines()[-1]
+    finally:
+        process.close()
 
 
 _REQUEST = re.compile(rb"(GET|POST) (/v1/\S+) HTTP/1\.1")
