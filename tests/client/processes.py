@@ -93,13 +93,16 @@ class Proxy:
 
     ``on_mutation_answer``, if set, is called when the service starts answering a
     ``POST /v1/mutations``; the answer is then dropped, never reaching the client --
-    the moment between upload and acknowledgement.
+    the moment between upload and acknowledgement. While ``uploads`` is clear, uploads
+    are held back (everything else goes through).
     """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.requests: list[str] = []
         self.on_mutation_answer: Callable[[], None] | None = None
+        self.uploads = threading.Event()
+        self.uploads.set()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._sockets: list[socket.socket] = []
@@ -107,6 +110,7 @@ class Proxy:
 
     def close(self) -> None:
         """Stop accepting and cut every connection."""
+        self.uploads.set()
         self._listener.close()
         for sock in list(self._sockets):
             with contextlib.suppress(OSError):
@@ -142,6 +146,7 @@ class Proxy:
                         self.requests.append(f"{method.decode()} {path.decode()}")
                         if method == b"POST" and path.startswith(b"/v1/mutations"):
                             posted.set()
+                            self.uploads.wait()
                 elif posted.is_set() and self.on_mutation_answer is not None:
                     self.on_mutation_answer()
                     return

@@ -1,7 +1,8 @@
-"""Submit one job and sync it, in a process of its own, so that a test can kill it.
+"""Submit jobs and sync them, in a process of its own, so that a test can kill it.
 
-``python -m tests.client.submitter REPLICA SERVER TOKEN KIND PAYLOAD_JSON`` prints the
-job's id as soon as it is saved locally, then ``synced`` once the upload is acknowledged.
+``python -m tests.client.submitter REPLICA SERVER TOKEN KIND PAYLOAD_JSON [--loop]``
+prints each job's id as soon as it is saved locally, then syncs; with ``--loop`` it
+does so again and again until killed, else it prints ``synced`` and exits.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import errands
 
 def main() -> None:
     replica, server, token, kind, payload = sys.argv[1:6]
+    loop = sys.argv[6:] == ["--loop"]
     with errands.Client(replica=replica, server=server, token=token) as client:
-        job = client.submit(kind, json.loads(payload))
-        print(job.id, flush=True)
-        client.sync()
+        while True:
+            job = client.submit(kind, json.loads(payload))
+            print(job.id, flush=True)
+            client.sync()
+            if not loop:
+                break
     print("synced", flush=True)
 
 

@@ -66,8 +66,9 @@ class ClientBase:
         that unsubscribes.
 
         The callback runs in the thread that made the change -- the caller's for a local
-        write, the sync thread for incoming rows -- so keep it short, and hand work over
-        to your own thread or event loop (``loop.call_soon_threadsafe``) if needed."""
+        write, one of the client's background sync threads for incoming rows -- one call
+        at a time per subscription. Keep it short, and hand work over to your own thread
+        or event loop (``loop.call_soon_threadsafe``) if needed."""
         return self._live.subscribe(callback, limit)
 
     def _finished(self, job_id: str) -> Job | None:

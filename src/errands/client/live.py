@@ -29,8 +29,8 @@ class LiveQueries:
     After every committed change to the replica (a local write, or a sync batch) each
     subscription's query runs again, and its callback gets the new list if it differs
     from the last one delivered. Callbacks run in the thread that made the change: the
-    application's thread for local writes, the sync thread for incoming rows. An
-    exception in a callback is logged, never raised into the writer."""
+    application's thread for local writes, a background sync thread for incoming rows.
+    An exception in a callback is logged, never raised into the writer."""
 
     def __init__(self, replica: Replica) -> None:
         self.replica = replica

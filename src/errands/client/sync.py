@@ -163,10 +163,8 @@ class SyncSession:
                 timeout=LIVE_TIMEOUT if live else REQUEST_TIMEOUT,
             )
             response = ShapeResponse.model_validate(body)
-        except _MustRefetch:
-            log.warning(
-                "the server asked for a refetch of %s; rebuilding the synced rows", JOBS_TABLE
-            )
+        except _MustRefetch as exc:
+            log.warning("must-refetch (%s): rebuilding the synced rows of %s", exc, JOBS_TABLE)
             response = ShapeResponse(messages=[ControlMessage(type="must-refetch")], offset=START)
         except ValidationError as exc:
             raise SyncError(f"the server sent a shape response errands cannot read: {exc}") from exc
