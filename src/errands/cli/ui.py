@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -88,6 +89,8 @@ def ui(
     them, and switch the sync off and on. It works on the local replica, so it keeps
     working while the sync service is unreachable."""
     setup_logging(verbose)
+    if not verbose:  # one line per long-poll is noise; reconnections are still logged
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         offered = [parse_kind(spec) for spec in kinds] or [Kind("default")]
     except ConfigurationError as exc:

@@ -31,6 +31,8 @@ from errands.migrations import migrate
 
 STOP_TIMEOUT = 10.0
 """Seconds the children get to stop after SIGTERM before they are killed."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""The signals that stop the demo (SIGINT is Ctrl-C)."""
 START_TIMEOUT = 60.0
 """Seconds a child gets to start answering."""
 
@@ -98,8 +100,9 @@ class Children:
             child.check_alive()
 
     def stop(self) -> None:
-        """SIGTERM to each (the page first), wait, SIGKILL whoever is left."""
-        previous = signal.signal(signal.SIGINT, self._kill_now)
+        """SIGTERM to each (the page first), wait, SIGKILL whoever is left; another
+        Ctrl-C or SIGTERM meanwhile kills them at once."""
+        previous = {signum: signal.signal(signum, self._kill_now) for signum in STOP_SIGNALS}
         try:
             for child in reversed(self.running):
                 with contextlib.suppress(ProcessLookupError):
@@ -114,7 +117,8 @@ class Children:
                     child.process.kill()
                 child.process.wait()
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _kill_now(self, _signum: int, _frame: FrameType | None) -> None:
         self._hurry = True
@@ -125,7 +129,8 @@ def run_demo(settings: DemoSettings) -> int:
     data_dir = settings.data_dir.resolve()
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Explicitly: a shell starts background jobs with SIGINT ignored, which Python keeps.
+    previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
     try:
         with contextlib.ExitStack() as stack:
             database_url = settings.database_url
@@ -146,7 +151,8 @@ def run_demo(settings: DemoSettings) -> int:
         click.secho(f"error: {exc}", fg="red", err=True)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     say("stopped; the data stays for the next run")
     return 0
 
@@ -211,11 +217,11 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """A pgserver Postgres that stops when the demo does (unlike
     :func:`errands.embedded.embedded_postgres`, which leaves it running for the next
     test session)."""
-    import pgserver  # noqa: PLC0415 -- heavy, and not needed with --database-url
-
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
+        import pgserver  # noqa: PLC0415 -- heavy, and not needed with --database-url
+
         server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         yield str(server.get_uri())
@@ -254,5 +260,5 @@ def say(message: str) -> None:
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM stops the demo the way Ctrl-C does."""
+    """Stop the demo: SIGTERM the way Ctrl-C does."""
     raise KeyboardInterrupt

@@ -178,9 +178,9 @@ function progressHtml(job) {
       const message = job.cancel_requested ? "Cancelling…" : job.progress_message || "Running";
       return `<div class="progress${job.cancel_requested ? " is-cancelling" : ""}">
           <div class="progress-top"><span class="percent">${percent}%</span>
-            <span class="progress-message" title="${escapeHtml(message)}">${escapeHtml(message)}</span></div>
-          <div class="bar" role="progressbar" aria-label="Progress" aria-valuemin="0" aria-valuemax="100"
-               aria-valuenow="${percent}"><div class="bar-fill" style="width:${percent}%"></div></div>
+            <div class="bar" role="progressbar" aria-label="Progress" aria-valuemin="0" aria-valuemax="100"
+                 aria-valuenow="${percent}"><div class="bar-fill" style="width:${percent}%"></div></div></div>
+          <span class="progress-message" title="${escapeHtml(message)}">${escapeHtml(message)}</span>
         </div>`;
     }
     default: {
