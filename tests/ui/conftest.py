@@ -1,0 +1,153 @@
+"""Real processes for the page's browser tests -- a Postgres database, ``errands
+server --insecure`` and ``errands worker`` with the demo's handlers, shared by a
+module's tests; ``errands ui`` with a fresh replica for each test -- and Chromium."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.conftest import create_database, drop_database
+from tests.helpers import ROOT, ErrandsProcess, wait_for
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+KINDS = ('random_progress={"delay": 0.1}', 'primes={"n": 100000}', "fails={}")
+"""The kinds the page under test offers (the demo's handlers), with quick examples."""
+
+
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers(url: str, process: ErrandsProcess) -> bool:
+    """Whether ``url`` answers HTTP; fails at once if the process has exited."""
+    assert process.running(), f"errands {' '.join(process.args)} exited:\n{process.output()}"
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def jobs_database(server_url: str, template_db: str) -> Iterator[str]:
+    """A migrated database shared by the module's tests."""
+    url = create_database(server_url, template_db)
+    yield url
+    drop_database(server_url, url)
+
+
+@pytest.fixture(scope="module")
+def sync_service(jobs_database: str) -> Iterator[str]:
+    """``errands server --insecure`` on a free port; its URL."""
+    port = free_port()
+    server = ErrandsProcess(
+        "server",
+        "--insecure",
+        "--database-url",
+        jobs_database,
+        "--port",
+        str(port),
+        "--poll-interval",
+        "0.2",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: answers(f"{url}/v1/me", server), timeout=30, what="the sync service")
+        yield url
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def worker(jobs_database: str) -> Iterator[ErrandsProcess]:
+    """``errands worker`` with the demo's handlers and short intervals."""
+    process = ErrandsProcess(
+        "worker",
+        "errands.demo.handlers:registry",
+        "--database-url",
+        jobs_database,
+        "--poll-interval",
+        "0.2",
+        "--shutdown-timeout",
+        "1",
+    )
+    try:
+        process.wait_for_output("started", timeout=30)
+        yield process
+    finally:
+        process.close()
+
+
+@pytest.fixture
+def page_url(sync_service: str, worker: ErrandsProcess, tmp_path: Path) -> Iterator[str]:
+    """``errands ui`` on a free port with a replica of its own; the page's URL."""
+    kinds = [arg for kind in KINDS for arg in ("--kind", kind)]
+    ui = ErrandsProcess(
+        "ui",
+        "--port",
+        "0",
+        "--server",
+        sync_service,
+        "--replica",
+        str(tmp_path / "replica.db"),
+        *kinds,
+    )
+    try:
+        ui.wait_for_output("the Background Jobs page is at", timeout=30)
+        match = re.search(r"http://\S+/", ui.output())
+        assert match, ui.output()
+        yield match.group(0)
+    finally:
+        ui.close()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, driven by Playwright (which downloads nothing)."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser, page_url: str, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """The page, open and live; a screenshot of how it ended goes to test-artifacts/."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(30_000)
+    tab.goto(page_url)
+    tab.get_by_text("Live", exact=True).wait_for()
+    try:
+        yield tab
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        tab.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
+        context.close()
+
+
+@pytest.fixture
+def db(jobs_database: str) -> Iterator[psycopg.Connection]:
+    """A connection to the jobs database, to see what reached the server."""
+    with psycopg.connect(jobs_database, autocommit=True) as connection:
+        yield connection
