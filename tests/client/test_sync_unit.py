@@ -138,3 +138,12 @@ def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
     delays = [real.next_delay() for _ in range(200)]
     assert all(0 <= d <= 1.0 for d in delays)
     assert len(set(delays)) > 100  # jittered, not a fixed schedule
+
+
+@pytest.mark.parametrize("status", [403, 404, 405, 429, 500, 503])
+def test_an_answer_that_may_pass_is_retried_never_rejected(replica: Replica, status: int) -> None:
+    replica.insert_job("add", {})
+    sync = session(replica, lambda request: error(status, "unavailable", "try later"))
+    with pytest.raises(ServerUnreachable, match=f"answered {status}"):
+        asyncio.run(sync.push())
+    assert replica.counts() == (1, 0)

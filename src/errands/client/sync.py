@@ -42,8 +42,12 @@ BATCH_BYTES = MAX_BODY_BYTES // 2
 """Keep a batch well under the server's body limit (JSON overhead varies)."""
 
 
+REFUSED = frozenset({400, 413, 422})
+"""Statuses that say the request itself is wrong: sending it again cannot help."""
+
+
 class Refused(SyncError):
-    """The server refused a request as wrong (a 4xx other than 401 and 409)."""
+    """The server refused a request as wrong (see REFUSED)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -189,8 +193,9 @@ class SyncSession:
             raise Unauthorized(f"the server refused the token: {message}")
         if answer.status_code == 409 or code == ErrorCode.BAD_OFFSET:
             raise _MustRefetch(message)
-        if 400 <= answer.status_code < 500 and answer.status_code not in (408, 429):
+        if answer.status_code in REFUSED:
             raise Refused(code, message)
+        # Anything else (a 5xx, a 404 from a proxy...) may pass: retried, never rejected.
         raise ServerUnreachable(f"the server answered {answer.status_code}: {message}")
 
 
