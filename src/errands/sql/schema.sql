@@ -221,11 +221,16 @@ BEGIN
     SELECT * INTO state FROM errands_sync_state FOR UPDATE;
     IF state.database_oid <> (SELECT oid FROM pg_database WHERE datname = current_database())
        OR state.pruned_below > pg_current_xact_id() THEN
+        -- Nothing is pruned in the new generation; ids from another cluster's history
+        -- mean nothing here, so rows stamped "in the future" are stamped now.
         UPDATE errands_sync_state
         SET generation = replace(gen_random_uuid()::text, '-', ''),
             database_oid = (SELECT oid FROM pg_database WHERE datname = current_database()),
-            pruned_below = pg_current_xact_id()
+            pruned_below = '1'::xid8
         RETURNING * INTO state;
+        DELETE FROM errands_tombstones WHERE _txid >= pg_current_xact_id();
+        UPDATE background_jobs SET _txid = pg_current_xact_id()
+        WHERE _txid > pg_current_xact_id();
     END IF;
     RETURN state.generation;
 END
