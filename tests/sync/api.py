@@ -13,7 +13,9 @@ from errands.protocol import MutationResponse, ShapeResponse
 JOBS = "/v1/shapes/background_jobs"
 
 
-def mutation(op: str, key: str, values: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def mutation(
+    op: str, key: str, values: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     """One mutation with a fresh id."""
     return {
         "id": extra.get("id", str(uuid.uuid4())),
@@ -40,7 +42,10 @@ def insert(client: httpx.Client, **values: Any) -> str:
 
 
 def read(
-    client: httpx.Client, offset: str = "-1", where: list[dict[str, Any]] | None = None, **params: Any
+    client: httpx.Client,
+    offset: str = "-1",
+    where: list[dict[str, Any]] | None = None,
+    **params: Any,
 ) -> ShapeResponse:
     """One shape read that must succeed."""
     query = {"offset": offset, **params}
