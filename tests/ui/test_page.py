@@ -162,13 +162,23 @@ def test_an_invalid_payload_is_explained_and_nothing_is_submitted(
     expect(alert).to_be_hidden()
 
 
-def test_the_page_fits_a_phone(page: Page) -> None:
+def test_screenshots_at_desktop_and_phone_width(page: Page) -> None:
+    """Jobs in every state, photographed wide and at phone width (test-artifacts/)."""
     submit(page, "primes", '{"n": 20000}')
+    running = submit(page, "random_progress", '{"delay": 1.0}')
+    expect(running.locator(".percent")).to_have_text(re.compile(r"^[1-9]\d%$"), timeout=60_000)
+    page.get_by_role("switch").click()
+    expect(page.locator("#connectivity-state")).to_have_text("Offline")
+    submit(page, "primes", '{"n": 5000000}')
+    expect(page.locator("tr.fresh")).to_have_count(0)  # the new row's highlight faded
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "page-desktop.png")
+
     page.set_viewport_size({"width": 390, "height": 844})
     expect(page.locator(".jobs thead")).to_be_hidden()  # rows become cards
     overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the page is {overflow}px wider than the phone"
-    expect(page.get_by_role("switch")).to_be_visible()
-    expect(page.get_by_role("button", name="Submit job")).to_be_in_viewport()
-    ARTIFACTS.mkdir(exist_ok=True)
+    expect(page.get_by_role("switch")).to_be_in_viewport()
+    expect(page.get_by_role("button", name="Submit job")).to_be_visible()
     page.screenshot(path=ARTIFACTS / "page-phone.png")
+    running.get_by_role("button", name=re.compile("Cancel job")).click()

@@ -227,7 +227,10 @@ function createRow(job) {
   const row = ui.template.content.firstElementChild.cloneNode(true);
   row.dataset.id = job.id;
   row.querySelector(".cancel").addEventListener("click", () => cancelJob(row));
-  if (state.rendered) row.classList.add("fresh");  // it arrived while the page was open
+  if (state.rendered) {  // it arrived while the page was open: highlight it for a moment
+    row.classList.add("fresh");
+    row.addEventListener("animationend", () => row.classList.remove("fresh"), { once: true });
+  }
   return row;
 }
 
