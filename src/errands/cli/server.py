@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 import psycopg
 import uvicorn
+from fastapi import FastAPI
 
 from errands.cli.options import database_url_option, fail, setup_logging, stderr
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
 from errands.sync import ServiceSettings, create_app, make_token
+from errands.sync.app import release_readers
 from errands.sync.auth import (
     DEFAULT_TOKEN_LIFETIME,
     INSECURE_USER,
@@ -24,6 +28,7 @@ from errands.sync.auth import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 SHUTDOWN_GRACE = 3
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _secret_option(required: bool) -> Callable[[F], F]:
@@ -143,7 +148,7 @@ def server(
         access_log=verbose,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
-    running = _Server(config)
+    running = _Server(config, app)
     asyncio.run(running.serve(sockets=[listener]))
     if not running.started:
         fail("the service did not start; see the log above")
@@ -170,7 +175,25 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn, announcing the address it listens on once it accepts requests."""
+    """uvicorn, announcing the address it listens on once it accepts requests, and
+    exiting 0 after a graceful stop on SIGTERM or Ctrl-C (uvicorn re-raises the signal)."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in STOP_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        release_readers(self.app)
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

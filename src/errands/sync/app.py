@@ -142,6 +142,14 @@ def create_app(
     return app
 
 
+def release_readers(app: FastAPI) -> None:
+    """Answer every held live read and end every stream now: call it when the server
+    starts to stop, so that waiting clients do not hold up a graceful shutdown."""
+    service: Service | None = getattr(app.state, "service", None)
+    if service is not None:
+        service.hub.release_readers()
+
+
 async def _configure(conn: AsyncConnection[Any]) -> None:
     # Timestamps leave as ISO 8601 in UTC whatever the server's TimeZone is.
     await conn.execute(query("use_utc", SYNC_QUERIES))

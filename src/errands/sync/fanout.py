@@ -86,6 +86,7 @@ class ShapeHub:
         self._next_batch = asyncio.Event()
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.closing = False
 
     def start(self) -> None:
         """Start listening for notifications and polling."""
@@ -102,6 +103,11 @@ class ShapeHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+
+    def release_readers(self) -> None:
+        """The service is stopping: answer every held live read now, end streams."""
+        self.closing = True
+        self.change_batch()
 
     def change_batch(self) -> None:
         """Something may have changed: later reads run a new query, and live readers
@@ -133,7 +139,7 @@ class ShapeHub:
             epoch, next_batch = self.epoch, self._next_batch
             answer = await self.read(shape, offset, text)
             remaining = deadline - loop.time()
-            if answer.has_changes or remaining <= 0:
+            if answer.has_changes or remaining <= 0 or self.closing:
                 return answer
             if self.epoch == epoch:
                 self.stats.waiting += 1
@@ -150,6 +156,8 @@ class ShapeHub:
         answer = await self.read(shape, offset, text)
         while True:
             yield answer
+            if self.closing:
+                return
             text = answer.response.offset
             offset = Offset.decode(text)
             if answer.response.up_to_date:
