@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
+from types import FrameType
 
 import click
 import uvicorn
@@ -15,6 +17,7 @@ from errands.cli.options import fail, setup_logging
 from errands.demo.runner import DemoSettings, run_demo
 from errands.exceptions import ConfigurationError
 from errands.ui import Kind, create_app, parse_kind
+from errands.ui.live import LiveView
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -103,12 +106,34 @@ def ui(
             app,
             log_level="info" if verbose else "warning",
             access_log=verbose,
-            # Open event streams never end on their own: give them a moment, then close.
-            timeout_graceful_shutdown=1,
+            timeout_graceful_shutdown=2,
         )
         click.echo(f"errands ui: the Background Jobs page is at {page_url(sock)}")
         sys.stdout.flush()
-        uvicorn.Server(config).run(sockets=[sock])
+        # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again
+        # for the handler it found; with this one the command returns normally, so the
+        # client closes (its sync stopped, its replica closed) before the process exits.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _already_handled)
+        PageServer(config, app.state.live).run(sockets=[sock])
+
+
+class PageServer(uvicorn.Server):
+    """uvicorn, ending the page's event streams as soon as it is asked to stop: they
+    never end on their own, so it would wait for them, then cancel them noisily."""
+
+    def __init__(self, config: uvicorn.Config, live: LiveView) -> None:
+        super().__init__(config)
+        self.live = live
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Close the streams, then shut down as uvicorn does."""
+        self.live.close_streams()
+        super().handle_exit(sig, frame)
+
+
+def _already_handled(_signum: int, _frame: FrameType | None) -> None:
+    """uvicorn has already shut down because of this signal."""
 
 
 @click.command()

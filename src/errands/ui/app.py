@@ -99,6 +99,7 @@ def create_app(
             await live.stop()
 
     app = FastAPI(title="errands: background jobs", lifespan=lifespan, docs_url=None)
+    app.state.live = live  # the server ends the event streams when it shuts down
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -48,6 +48,16 @@ class LiveView:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._close_all()
+
+    def close_streams(self) -> None:
+        """End every open stream (the server is shutting down); safe from any thread
+        and from a signal handler."""
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._close_all)
+
+    def _close_all(self) -> None:
         for mailbox in list(self._mailboxes):
             mailbox.close()
 

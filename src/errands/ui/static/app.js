@@ -128,9 +128,9 @@ function renderStatus(status) {
   ui.wifi.setAttribute("aria-checked", String(wanted));
   ui.wifi.setAttribute("aria-label", `Sync ${wanted ? "on" : "off"}: ${mode}`);
   ui.wifiState.textContent = { online: "Online", connecting: "Reconnecting…", offline: "Offline" }[mode];
-  const detail = !online && status.reason
-    ? `${wanted ? "Can't reach the server" : "Sync is off"}: ${status.reason}. New jobs wait on this machine.`
-    : "";
+  const detail = online ? ""
+    : wanted ? `Not syncing: ${status.reason || "connecting"}. New jobs wait on this machine.`
+    : "Sync is off. New jobs wait on this machine until you switch it back on.";
   ui.wifiDetail.textContent = detail;
   ui.wifiDetail.hidden = !detail;
   const waiting = status.pending;

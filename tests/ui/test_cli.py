@@ -1,0 +1,64 @@
+"""``errands ui`` as a command: clear errors for bad options, and a clean stop with a
+page still open."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import ErrandsProcess
+
+
+def run_ui(tmp_path: Path, *args: str) -> ErrandsProcess:
+    """``errands ui`` on a free port with a replica in tmp_path and no server."""
+    with socket.socket() as probe:  # a port nobody listens on: the page stays offline
+        probe.bind(("127.0.0.1", 0))
+        server = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    return ErrandsProcess(
+        "ui", "--server", server, "--replica", str(tmp_path / "replica.db"), *args
+    )
+
+
+def test_a_bad_kind_is_a_usage_error(tmp_path: Path) -> None:
+    ui = run_ui(tmp_path, "--port", "0", "--kind", "primes={n: 1}")
+    try:
+        assert ui.process.wait(30) == 2
+        assert "the example payload of kind 'primes' is not valid JSON" in ui.output()
+        assert "Traceback" not in ui.output()
+    finally:
+        ui.close()
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ui = run_ui(tmp_path, "--port", str(taken.getsockname()[1]))
+        try:
+            assert ui.process.wait(30) == 2
+            assert "choose another --port" in ui.output()
+            assert "Traceback" not in ui.output()
+        finally:
+            ui.close()
+
+
+def test_sigterm_stops_it_cleanly_while_a_page_listens(tmp_path: Path) -> None:
+    ui = run_ui(tmp_path, "--port", "0")
+    try:
+        ui.wait_for_output("the Background Jobs page is at", timeout=30)
+        match = re.search(r"http://\S+/", ui.output())
+        assert match
+        with httpx.stream("GET", f"{match.group(0)}api/events", timeout=30) as events:
+            lines = events.iter_lines()
+            assert next(lines) == "event: jobs"
+            assert ui.stop(signal.SIGTERM, timeout=30) == 0
+            rest = list(lines)  # ends: the server closed the stream (a timeout would raise)
+        assert rest[0].startswith("data: ")
+        assert "Traceback" not in ui.output()
+        assert "ERROR" not in ui.output()
+    finally:
+        ui.close()
