@@ -126,7 +126,6 @@ function renderStatus(status) {
   ui.wifi.disabled = false;
   ui.wifi.dataset.state = mode;
   ui.wifi.setAttribute("aria-checked", String(wanted));
-  ui.wifi.setAttribute("aria-label", `Sync ${wanted ? "on" : "off"}: ${mode}`);
   ui.wifiState.textContent = { online: "Online", connecting: "Reconnecting…", offline: "Offline" }[mode];
   const detail = online ? ""
     : wanted ? `Not syncing: ${status.reason || "connecting"}. New jobs wait on this machine.`
@@ -289,7 +288,7 @@ async function cancelJob(row) {
 
 function setLive(live, text) {
   ui.live.dataset.live = String(live);
-  ui.live.textContent = text;
+  if (ui.live.textContent !== text) ui.live.textContent = text;  // a status region: say it once
 }
 
 function listen() {
