@@ -182,11 +182,11 @@ def test_server_restart_mid_stream_resumes_from_the_offset(
             client.connect()
             first = client.submit("add", {"a": 1, "b": 1})
             assert client.wait(first.id, timeout=60).result == 2
-            before = client.replica.offset()
-            shape_reads = len([r for r in proxy.requests if "/shapes/" in r])
 
             server.stop()
             wait_for(lambda: not client.status.connected, what="the client to notice")
+            before = client.replica.offset()  # nothing moves it while the server is down
+            shape_reads = len([r for r in proxy.requests if "/shapes/" in r])
             second = client.submit("add", {"a": 2, "b": 2})
             server.start()
             assert client.wait(second.id, timeout=60).result == 4
