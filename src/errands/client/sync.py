@@ -192,7 +192,7 @@ class SyncSession:
         if answer.status_code == 401:
             raise Unauthorized(f"the server refused the token: {message}")
         if answer.status_code == 409 or code == ErrorCode.BAD_OFFSET:
-            raise _MustRefetch(message)
+            raise _MustRefetch(message if code != "http_409" else "the offset is no longer usable")
         if answer.status_code in REFUSED:
             raise Refused(code, message)
         # Anything else (a 5xx, a 404 from a proxy...) may pass: retried, never rejected.
