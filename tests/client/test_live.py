@@ -191,3 +191,36 @@ def test_a_client_killed_at_random_instants_loses_and_doubles_nothing(
     assert set(reported) <= set(on_server)
     assert set(on_server) == local
     assert len(reported) >= 8
+
+
+def test_writes_by_another_process_on_the_same_file_upload_and_notify(
+    tmp_path: Path, server: SyncServer, alice: str
+) -> None:
+    """The command line writing to the replica of a running app: the app uploads the
+    job and its subscribers hear of it."""
+    replica = tmp_path / "shared.db"
+    seen: list[list[errands.Job]] = []
+    with errands.Client(replica, server.url, alice) as app:
+        app.connect()
+        wait_for(lambda: app.status.connected)
+        app.subscribe(seen.append)
+        code = ErrandsProcess(
+            "submit",
+            "add",
+            "--payload",
+            '{"a": 1, "b": 2}',
+            "--server",
+            "http://127.0.0.1:9",
+            "--replica",
+            str(replica),
+            "--token",
+            alice,
+        )
+        try:
+            assert code.process.wait(60) == 0, code.output()
+            assert "offline" in code.output()  # it could not upload itself
+        finally:
+            code.close()
+        wait_for(lambda: seen[-1] and not seen[-1][0].pending, what="the app to upload it")
+        with psycopg.connect(server.database_url) as conn:
+            assert conn.execute("SELECT kind FROM background_jobs").fetchall() == [("add",)]

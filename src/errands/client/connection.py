@@ -19,6 +19,8 @@ from errands.exceptions import ErrandsError, ReplicaMismatch, Unauthorized
 
 log = logging.getLogger("errands.client")
 
+WATCH_INTERVAL = 0.5
+"""Seconds between checks for writes to the replica by other processes."""
 FATAL = (Unauthorized, ReplicaMismatch)
 """Errors that retrying cannot fix: the connection stops and says why."""
 
@@ -69,10 +71,11 @@ class Backoff:
 class Connection:
     """Keeps one replica in sync with one server until cancelled.
 
-    ``run()`` pushes the outbox whenever it has entries and follows the jobs shape with
-    long-polls; any failure drops the connection, waits (:class:`Backoff`) and starts
-    again. A refused token or a replica of another server stops it: retrying cannot
-    help, and ``fatal`` says why.
+    ``run()`` pushes the outbox whenever it has entries (written by this process or
+    another one sharing the file) and follows the jobs shape with long-polls; any
+    failure drops the connection, waits (:class:`Backoff`) and starts again. A refused
+    token or a replica of another server stops it: retrying cannot help, and ``fatal``
+    says why.
     """
 
     def __init__(
@@ -138,7 +141,9 @@ class Connection:
             self.backoff.reset()
             self.replica.notify()
             log.info("sync: connected to %s", self.server)
-            await _first_failure(self._push_forever(session), self._pull_forever(session))
+            await _first_failure(
+                self._push_forever(session), self._pull_forever(session), self._watch_file()
+            )
 
     async def _push_forever(self, session: SyncSession) -> None:
         assert self._outbox_changed is not None
@@ -146,6 +151,14 @@ class Connection:
             self._outbox_changed.clear()
             await session.push()
             await self._outbox_changed.wait()
+
+    async def _watch_file(self) -> None:
+        """Notice writes by other processes sharing the replica file (the command line
+        next to a running app): upload them, and tell this process's subscribers."""
+        while True:
+            if await asyncio.to_thread(self.replica.changed_elsewhere):
+                self.replica.notify()
+            await asyncio.sleep(WATCH_INTERVAL)
 
     @staticmethod
     async def _pull_forever(session: SyncSession) -> None:

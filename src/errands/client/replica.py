@@ -58,6 +58,7 @@ class Replica:
         self.path = str(path)
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._data_version: int | None = None
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30
@@ -108,6 +109,15 @@ class Replica:
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener()`` after every committed change, from the writing thread."""
         self._listeners.append(listener)
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another connection (another process, say) committed to the file since
+        the last call."""
+        with self._lock:
+            (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return changed
 
     def remove_listener(self, listener: Listener) -> None:
         """Stop calling ``listener``."""
