@@ -134,3 +134,18 @@ def test_async_client_offline(tmp_path: Path, dead_server: str) -> None:
 
     asyncio.run(main())
     assert Replica(tmp_path / "r.db").counts() == (2, 0)
+
+
+def test_sync_called_from_async_code_still_runs(tmp_path: Path, dead_server: str) -> None:
+    async def from_a_notebook() -> None:
+        client = errands.Client(replica=tmp_path / "r.db", server=dead_server)
+        with client, pytest.raises(errands.ServerUnreachable):
+            client.sync()
+
+    asyncio.run(from_a_notebook())
+
+
+def test_an_unusable_replica_folder_is_a_replica_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(errands.ReplicaError, match="cannot create"):
+        errands.Client(replica=tmp_path / "file" / "r.db")

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,7 +18,7 @@ from errands.client.job import Job
 from errands.client.live import Callback, LiveQueries
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession, make_http
-from errands.exceptions import WaitTimeout
+from errands.exceptions import ReplicaError, WaitTimeout
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -46,7 +47,10 @@ class ClientBase:
         max_backoff: float = 10.0,
     ) -> None:
         path = Path(replica) if replica is not None else default_replica()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReplicaError(f"cannot create the replica's folder {path.parent}: {exc}") from exc
         self.server = server
         self.token = token
         self.replica = Replica(path)
@@ -149,7 +153,15 @@ class Client(ClientBase):
     def sync(self) -> None:
         """One round, in the caller's thread: push the outbox, pull until up to date.
         Raises ServerUnreachable, Unauthorized or ReplicaMismatch."""
-        asyncio.run(sync_once(self.replica, self.server, self.token))
+        round_trip = sync_once(self.replica, self.server, self.token)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no event loop in this thread
+            asyncio.run(round_trip)
+            return
+        # Called from async code (a notebook, say): asyncio.run needs a thread of its own.
+        with ThreadPoolExecutor(1, thread_name_prefix="errands-sync-once") as pool:
+            pool.submit(asyncio.run, round_trip).result()
 
     def submit(self, kind: str, payload: Any = None) -> Job:
         """Create a job locally (instant, offline too); it uploads when connected.
