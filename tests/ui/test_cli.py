@@ -23,14 +23,19 @@ def run_ui(tmp_path: Path, *args: str) -> ErrandsProcess:
     )
 
 
-def test_a_bad_kind_is_a_usage_error(tmp_path: Path) -> None:
-    ui = run_ui(tmp_path, "--port", "0", "--kind", "primes={n: 1}")
+def assert_usage_error(ui: ErrandsProcess, message: str) -> None:
+    """The command exits 2 with ``message`` and no traceback."""
     try:
         assert ui.process.wait(30) == 2
-        assert "the example payload of kind 'primes' is not valid JSON" in ui.output()
+        assert message in ui.output()
         assert "Traceback" not in ui.output()
     finally:
         ui.close()
+
+
+def test_a_bad_kind_is_a_usage_error(tmp_path: Path) -> None:
+    ui = run_ui(tmp_path, "--port", "0", "--kind", "primes={n: 1}")
+    assert_usage_error(ui, "the example payload of kind 'primes' is not valid JSON")
 
 
 def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
@@ -38,12 +43,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         ui = run_ui(tmp_path, "--port", str(taken.getsockname()[1]))
-        try:
-            assert ui.process.wait(30) == 2
-            assert "choose another --port" in ui.output()
-            assert "Traceback" not in ui.output()
-        finally:
-            ui.close()
+        assert_usage_error(ui, "choose another --port")
 
 
 def test_sigterm_stops_it_cleanly_while_a_page_listens(tmp_path: Path) -> None:

@@ -4,12 +4,16 @@ job runs, and Ctrl-C (SIGINT) stops every process it started; the data survives.
 from __future__ import annotations
 
 import re
+import shutil
 import signal
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
+import pytest
 
 from tests.helpers import ErrandsProcess, wait_for
 
@@ -68,19 +72,28 @@ def test_demo_on_a_given_database(database_url: str, tmp_path: Path) -> None:
         demo.close()
 
 
-def test_demo_on_the_embedded_postgres_keeps_its_data(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    demo, url = start_demo("--data-dir", str(data))
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data directory outside pytest's temporary tree: the embedded Postgres runs as
+    another user when the tests run as root, and every pytest session starting on this
+    machine takes the others' permissions away from that tree."""
+    folder = Path(tempfile.mkdtemp(prefix="errands-demo-test-"))
+    yield folder / "data"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_demo_on_the_embedded_postgres_keeps_its_data(data_dir: Path) -> None:
+    demo, url = start_demo("--data-dir", str(data_dir))
     try:
         job = run_primes(url)
         stop_with_ctrl_c(demo)
     finally:
         demo.close()
-    assert not (data / "postgres" / "postmaster.pid").exists(), "Postgres still runs"
-    for replica in data.glob("replica.db*"):  # what comes back must come from Postgres
+    assert not (data_dir / "postgres" / "postmaster.pid").exists(), "Postgres still runs"
+    for replica in data_dir.glob("replica.db*"):  # what comes back must come from Postgres
         replica.unlink()
 
-    again, url = start_demo("--data-dir", str(data))
+    again, url = start_demo("--data-dir", str(data_dir))
     try:
         synced = wait_for(
             lambda: httpx.get(f"{url}api/jobs").json()["jobs"], what="the job to sync back"
@@ -91,4 +104,4 @@ def test_demo_on_the_embedded_postgres_keeps_its_data(tmp_path: Path) -> None:
         stop_with_ctrl_c(again)
     finally:
         again.close()
-    assert not (data / "postgres" / "postmaster.pid").exists(), "Postgres still runs"
+    assert not (data_dir / "postgres" / "postmaster.pid").exists(), "Postgres still runs"

@@ -41,8 +41,7 @@ def page_url(sock: socket.socket) -> str:
     return f"http://{shown}:{port}/"
 
 
-@click.command()
-@click.option(
+page_port_option = click.option(
     "--port",
     type=click.IntRange(0, 65535),
     default=8080,
@@ -51,6 +50,11 @@ def page_url(sock: socket.socket) -> str:
     show_envvar=True,
     help="The page's port (0: any free port).",
 )
+"""``--port``, for ``errands ui`` and ``errands demo``."""
+
+
+@click.command()
+@page_port_option
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -137,15 +141,7 @@ def _already_handled(_signum: int, _frame: FrameType | None) -> None:
 
 
 @click.command()
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    envvar="ERRANDS_UI_PORT",
-    show_envvar=True,
-    help="The page's port (0: any free port).",
-)
+@page_port_option
 @click.option(
     "--database-url",
     envvar="ERRANDS_DATABASE_URL",
