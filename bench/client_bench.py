@@ -3,7 +3,7 @@
     .venv/bin/python bench/client_bench.py [--jobs 200] [--burst 200] [--database-url URL]
 
 On a fresh database it starts a real ``errands server`` (``--insecure``) and a real
-``errands worker`` running this file's no-op handler, connects a ``Client`` and measures:
+``errands worker`` running an echo handler, connects a ``Client`` and measures:
 
 * round trip, one job at a time: ``submit()`` -> the completed row is in the replica
   (local insert, upload, claim, run, write back, change capture, live pull, apply);
@@ -23,60 +23,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psycopg
-from psycopg.conninfo import make_conninfo
 
 import errands
 from errands.migrations import migrate
+from worker_bench import fresh_database, server_url
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-EMBEDDED_DIR = ROOT / ".pgdata-test"
-
-registry = errands.Registry()
-
-
-@registry.job("noop")
-def noop(ctx: errands.JobContext, payload: Any) -> Any:
-    """Returns its payload: the job itself costs nothing, the pipeline is measured."""
-    return payload
-
-
-def server_url(explicit: str | None) -> str:
-    """``--database-url``, else ERRANDS_TEST_DATABASE_URL, else a local server, else
-    an embedded one."""
-    url = explicit or os.environ.get("ERRANDS_TEST_DATABASE_URL")
-    if url:
-        return url
-    try:
-        with psycopg.connect(LOCAL_SERVER, connect_timeout=2):
-            return LOCAL_SERVER
-    except psycopg.Error:
-        from errands.embedded import embedded_postgres  # noqa: PLC0415 -- only if needed
-
-        return embedded_postgres(EMBEDDED_DIR)
-
-
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """A new, migrated database, dropped afterwards."""
-    name = f"errands_client_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"'.encode())
-    url = make_conninfo(admin_url, dbname=name)
-    try:
-        migrate(url)
-        yield url
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'.encode())
+KIND = "default"
+"""The recipe's job, an echo (tests/worker/handlers.py): the pipeline is what is timed."""
 
 
 @contextmanager
@@ -143,11 +102,11 @@ def round_trips(
     totals: list[float] = []
     for n in range(jobs):
         start = time.perf_counter()
-        job = client.submit("noop", {"n": n})
+        job = client.submit(KIND, {"n": n})
         submits.append(time.perf_counter() - start)
         done = client.wait(job.id, timeout=timeout)
         totals.append(time.perf_counter() - start)
-        if done.state != "completed" or done.result != {"n": n}:
+        if done.state != "completed" or done.result != {"echo": {"n": n}}:
             raise SystemExit(f"job {job.id} ended {done.state} with {done.result!r}")
     return submits, totals
 
@@ -155,7 +114,7 @@ def round_trips(
 def burst(client: errands.Client, jobs: int, timeout: float) -> float:
     """Submit ``jobs`` at once; seconds until every result is in the replica."""
     start = time.perf_counter()
-    ids = [client.submit("noop", {"n": n}).id for n in range(jobs)]
+    ids = [client.submit(KIND, {"n": n}).id for n in range(jobs)]
     for job_id in ids:
         if client.wait(job_id, timeout=timeout).state != "completed":
             raise SystemExit(f"job {job_id} did not complete")
@@ -170,16 +129,21 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per job, at most")
     args = parser.parse_args()
 
-    with fresh_database(server_url(args.database_url)) as url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        fresh_database(server_url(args.database_url), "client") as db,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        url = db.url
+        migrate(url)
         port = free_port()
         sync_url = f"http://127.0.0.1:{port}"
         serve = ("server", "--database-url", url, "--port", str(port), "--insecure")
-        work = ("worker", "bench.client_bench:registry", "--database-url", url)
+        work = ("worker", "tests.worker.handlers:registry", "--database-url", url)
         with process(*serve), process(*work, "--concurrency", "16"):
             wait_until_up(sync_url, args.timeout)
             with errands.Client(replica=Path(tmp) / "bench.db", server=sync_url) as client:
                 client.connect()
-                client.wait(client.submit("noop", {}).id, timeout=args.timeout)  # warm up
+                client.wait(client.submit(KIND, {}).id, timeout=args.timeout)  # warm up
                 submits, totals = round_trips(client, args.jobs, args.timeout)
                 burst_seconds = burst(client, args.burst, args.timeout)
     print(f"errands client benchmark ({args.jobs} round trips, one at a time, online)")

@@ -3,28 +3,13 @@ sync service and worker."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.client.processes import SyncServer, start_worker, token
+from tests.client.processes import SyncServer, token
 from tests.helpers import ErrandsProcess, wait_for
-
-
-@pytest.fixture
-def server(database_url: str) -> Iterator[SyncServer]:
-    sync = SyncServer(database_url)
-    yield sync
-    sync.stop()
-
-
-@pytest.fixture
-def worker(database_url: str) -> Iterator[ErrandsProcess]:
-    process = start_worker(database_url)
-    yield process
-    process.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -17,29 +16,9 @@ import pytest
 
 import errands
 from errands.client.replica import Replica
-from tests.client.processes import Proxy, SyncServer, start_worker, token
+from tests.client.processes import Proxy, SyncServer, token
 from tests.conftest import create_database, drop_database
 from tests.helpers import ROOT, ErrandsProcess, wait_for
-
-
-@pytest.fixture
-def server(database_url: str) -> Iterator[SyncServer]:
-    """A sync service, not started yet (tests start it when they want it up)."""
-    sync = SyncServer(database_url)
-    yield sync
-    sync.stop()
-
-
-@pytest.fixture
-def worker(database_url: str) -> Iterator[ErrandsProcess]:
-    process = start_worker(database_url)
-    yield process
-    process.close()
-
-
-@pytest.fixture(scope="module")
-def alice() -> str:
-    return token("alice")
 
 
 def client_for(path: Path, url: str, user_token: str) -> errands.Client:

@@ -12,34 +12,19 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 import errands
-from tests.client.processes import Proxy, SyncServer, start_worker, token
+from tests.client.processes import Proxy, SyncServer
 from tests.helpers import ROOT, ErrandsProcess, wait_for
 
 
-@pytest.fixture
-def server(database_url: str) -> Iterator[SyncServer]:
-    sync = SyncServer(database_url).start()
-    yield sync
-    sync.stop()
-
-
-@pytest.fixture
-def worker(database_url: str) -> Iterator[ErrandsProcess]:
-    process = start_worker(database_url)
-    yield process
-    process.close()
-
-
-@pytest.fixture(scope="module")
-def alice() -> str:
-    return token("alice")
+@pytest.fixture(autouse=True)
+def _server_up(server: SyncServer) -> None:
+    server.start()
 
 
 def test_a_pending_cancel_never_flickers_back(

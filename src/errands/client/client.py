@@ -56,6 +56,12 @@ class ClientBase:
         self.replica = Replica(path)
         self._connection = Connection(self.replica, server, token, Backoff(cap=max_backoff))
         self._live = LiveQueries(self.replica)
+        self._changes = threading.Condition()  # wait() sleeps on it, every change wakes it
+        self.replica.add_listener(self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        with self._changes:
+            self._changes.notify_all()
 
     @property
     def status(self) -> Status:
@@ -101,24 +107,9 @@ class Client(ClientBase):
     :meth:`close`.
     """
 
-    def __init__(
-        self,
-        replica: str | Path | None = None,
-        server: str = DEFAULT_SERVER,
-        token: str | None = None,
-        *,
-        max_backoff: float = 10.0,
-    ) -> None:
-        super().__init__(replica, server, token, max_backoff=max_backoff)
-        self._changes = threading.Condition()
-        self.replica.add_listener(self._wake_waiters)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    def _wake_waiters(self) -> None:
-        with self._changes:
-            self._changes.notify_all()
+    _thread: threading.Thread | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+    _task: asyncio.Task[None] | None = None
 
     def connect(self) -> None:
         """Start syncing in a background thread: upload the outbox whenever it has
