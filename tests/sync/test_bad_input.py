@@ -149,6 +149,10 @@ def test_bad_requests_get_json_errors(alice: httpx.Client) -> None:
         '{"mutations": []}': (400, "validation_error"),
         '{"mutations": [{"id": "x"}]}': (400, "validation_error"),
         '{"mutations": [], "extra": 1}': (400, "validation_error"),
+        json.dumps({"mutations": [mutation("insert", str(uuid.uuid4()), id="a\x00")]}): (
+            400,
+            "validation_error",
+        ),
         json.dumps({"mutations": [mutation("insert", str(uuid.uuid4()))] * (MAX_BATCH + 1)}): (
             400,
             "validation_error",

@@ -100,6 +100,7 @@ def test_bad_tokens_are_refused(service: SyncService) -> None:
         "no expiry": jwt.encode({"sub": "alice"}, SECRET, "HS256"),
         "no subject": jwt.encode({"exp": now + 600}, SECRET, "HS256"),
         "odd operator": jwt.encode(claims | {"operator": "yes"}, SECRET, "HS256"),
+        "NUL subject": jwt.encode(claims | {"sub": "a\x00"}, SECRET, "HS256"),
     }
     for name, token in cases.items():
         answer = _status(service, token)

@@ -46,8 +46,8 @@ def make_token(
     secret: str, user: str, *, operator: bool = False, expires_in: float = DEFAULT_TOKEN_LIFETIME
 ) -> str:
     """A signed token for ``user``, valid for ``expires_in`` seconds."""
-    if not user or len(user) > MAX_USER_LENGTH:
-        raise ValueError(f"the user name must have 1 to {MAX_USER_LENGTH} characters")
+    if not 0 < len(user) <= MAX_USER_LENGTH or "\x00" in user:
+        raise ValueError(f"the user name must have 1 to {MAX_USER_LENGTH} characters, no NUL")
     now = int(time.time())
     claims = {"sub": user, "operator": operator, "iat": now, "exp": now + int(expires_in)}
     with warnings.catch_warnings():
@@ -71,7 +71,7 @@ def verify_token(secret: str, token: str) -> Caller:
         raise Unauthorized(f"the token is not valid: {exc}") from None
     user = claims["sub"]
     operator = claims.get("operator", False)
-    if not isinstance(user, str) or not user or len(user) > MAX_USER_LENGTH:
+    if not isinstance(user, str) or not 0 < len(user) <= MAX_USER_LENGTH or "\x00" in user:
         raise Unauthorized("the token's subject must be a user name")
     if not isinstance(operator, bool):
         raise Unauthorized("the token's operator claim must be true or false")

@@ -39,6 +39,7 @@ from errands.protocol import (
 )
 from errands.queries import query
 from errands.sync.auth import Caller
+from errands.sync.errors import BadRequest
 from errands.sync.filters import check_text, parse_timestamp
 from errands.sync.shapes import SYNC_QUERIES, snapshot_offset
 
@@ -64,6 +65,9 @@ async def apply_batch(
 ) -> MutationResponse:
     """Apply a batch for ``caller``; retried when Postgres resolves a deadlock with a
     concurrent batch by aborting this one."""
+    if any("\x00" in m.id for m in batch.mutations):
+        # The ids are recorded as text, which cannot hold NUL: nothing could be recorded.
+        raise BadRequest("a mutation id contains a NUL character", ErrorCode.VALIDATION_ERROR)
     for attempt in range(BATCH_ATTEMPTS):
         try:
             async with pool.connection() as conn:
