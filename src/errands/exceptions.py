@@ -11,6 +11,7 @@ is the default message, so ``raise ConfigurationError()`` still says something u
     * JobCancelled -- raised inside a handler once its job's cancellation was requested.
     * JobTimeout -- a handler ran past its job's timeout.
     * JobNotFound -- the client's replica has no job with this id.
+    * InvalidKind (also a ValueError) -- a job kind the sync service would refuse.
     * WaitTimeout (also a TimeoutError) -- ``Client.wait`` gave up before the job ended.
     * ReplicaError -- the client's SQLite replica file is unusable (corrupt, not a replica).
         * ReplicaMismatch -- the replica belongs to another server or user.
@@ -60,6 +61,10 @@ class JobTimeout(ErrandsError):
 
 class JobNotFound(ErrandsError):
     """The replica has no job with this id; check the id, or sync and try again."""
+
+
+class InvalidKind(ErrandsError, ValueError):
+    """A job's kind must be a string of 1 to 200 characters."""
 
 
 class WaitTimeout(ErrandsError, TimeoutError):

@@ -10,7 +10,7 @@ import pytest
 
 from errands.client.job import Job
 from errands.client.replica import Replica
-from errands.exceptions import JobNotFound, PayloadError, ReplicaError
+from errands.exceptions import InvalidKind, JobNotFound, PayloadError, ReplicaError
 from errands.protocol import (
     JOB_COLUMNS,
     START,
@@ -99,8 +99,10 @@ def test_payload_that_is_not_json_is_refused_and_nothing_is_written(replica: Rep
         replica.insert_job("add", {"when": object()})
     with pytest.raises(PayloadError):
         replica.insert_job("add", float("nan"))
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(InvalidKind, match="kind"):
         replica.insert_job("", {})
+    with pytest.raises(ValueError, match="kind"):
+        replica.insert_job("k" * 201, {})
     assert replica.jobs() == []
     assert replica.counts() == (0, 0)
 

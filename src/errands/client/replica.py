@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 from errands.client.job import Job, sort_key
-from errands.exceptions import JobNotFound, PayloadError, ReplicaError
+from errands.exceptions import InvalidKind, JobNotFound, PayloadError, ReplicaError
 from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.protocol import (
@@ -158,7 +158,7 @@ class Replica:
         """Record a new job and its upload; return its id. No payload (None) means ``{}``,
         as for a row inserted without one."""
         if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_LENGTH:
-            raise ValueError(f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters")
+            raise InvalidKind(f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters")
         payload = {} if payload is None else payload
         text = dump_json(payload)
         if len(text.encode()) > MAX_PAYLOAD_BYTES:
