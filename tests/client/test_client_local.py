@@ -53,6 +53,7 @@ def test_connecting_to_no_server_says_why_and_disconnect_stays(
         assert client.status.state == "disconnected"
         client.disconnect()
         assert client.status.reason == "disconnected by the application"
+        assert not any(t.name == "errands-sync" for t in threading.enumerate())
         client.submit("add", {})
         assert client.status.reason == "disconnected by the application"
 

@@ -7,6 +7,7 @@ of its own, ``AsyncClient`` as a task in the application's event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Coroutine
@@ -95,8 +96,9 @@ class Connection:
     def poke(self) -> None:
         """The replica changed: wake the push loop (from any thread)."""
         loop, event = self._loop, self._outbox_changed
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: no one waits
+                loop.call_soon_threadsafe(event.set)
 
     async def run(self) -> None:
         """Sync until cancelled, or until a fatal error (then return; see ``fatal``)."""
