@@ -48,6 +48,15 @@ def answers(url: str, process: ErrandsProcess) -> bool:
     return True
 
 
+@pytest.fixture
+def dead_server() -> Iterator[str]:
+    """The URL of a server that refuses connections: its port is held, bound but not
+    listening, so that no other process can take it meanwhile."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"
+
+
 @pytest.fixture(scope="module")
 def jobs_database(server_url: str, template_db: str) -> Iterator[str]:
     """A migrated database shared by the module's tests."""

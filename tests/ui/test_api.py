@@ -5,7 +5,6 @@ and nothing is submitted."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,12 +17,10 @@ from errands.ui import Kind, create_app, parse_kind
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[errands.Client]:
-    with socket.socket() as probe:  # a port nobody listens on: the client stays offline
-        probe.bind(("127.0.0.1", 0))
-        server = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    with errands.Client(replica=tmp_path / "replica.db", server=server) as replica_client:
-        yield replica_client
+def client(tmp_path: Path, dead_server: str) -> Iterator[errands.Client]:
+    """A Client that stays offline."""
+    with errands.Client(replica=tmp_path / "replica.db", server=dead_server) as offline:
+        yield offline
 
 
 @pytest.fixture

@@ -13,11 +13,8 @@ import httpx
 from tests.helpers import ErrandsProcess
 
 
-def run_ui(tmp_path: Path, *args: str) -> ErrandsProcess:
-    """``errands ui`` on a free port with a replica in tmp_path and no server."""
-    with socket.socket() as probe:  # a port nobody listens on: the page stays offline
-        probe.bind(("127.0.0.1", 0))
-        server = f"http://127.0.0.1:{probe.getsockname()[1]}"
+def run_ui(tmp_path: Path, server: str, *args: str) -> ErrandsProcess:
+    """``errands ui`` with a replica in tmp_path."""
     return ErrandsProcess(
         "ui", "--server", server, "--replica", str(tmp_path / "replica.db"), *args
     )
@@ -33,21 +30,21 @@ def assert_usage_error(ui: ErrandsProcess, message: str) -> None:
         ui.close()
 
 
-def test_a_bad_kind_is_a_usage_error(tmp_path: Path) -> None:
-    ui = run_ui(tmp_path, "--port", "0", "--kind", "primes={n: 1}")
+def test_a_bad_kind_is_a_usage_error(tmp_path: Path, dead_server: str) -> None:
+    ui = run_ui(tmp_path, dead_server, "--port", "0", "--kind", "primes={n: 1}")
     assert_usage_error(ui, "the example payload of kind 'primes' is not valid JSON")
 
 
-def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_taken_port_is_a_clear_error(tmp_path: Path, dead_server: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        ui = run_ui(tmp_path, "--port", str(taken.getsockname()[1]))
+        ui = run_ui(tmp_path, dead_server, "--port", str(taken.getsockname()[1]))
         assert_usage_error(ui, "choose another --port")
 
 
-def test_sigterm_stops_it_cleanly_while_a_page_listens(tmp_path: Path) -> None:
-    ui = run_ui(tmp_path, "--port", "0")
+def test_sigterm_stops_it_cleanly_while_a_page_listens(tmp_path: Path, dead_server: str) -> None:
+    ui = run_ui(tmp_path, dead_server, "--port", "0")
     try:
         ui.wait_for_output("the Background Jobs page is at", timeout=30)
         match = re.search(r"http://\S+/", ui.output())
