@@ -105,3 +105,22 @@ def test_demo_on_the_embedded_postgres_keeps_its_data(data_dir: Path) -> None:
     finally:
         again.close()
     assert not (data_dir / "postgres" / "postmaster.pid").exists(), "Postgres still runs"
+
+
+def test_demo_says_when_its_database_cannot_be_reached(tmp_path: Path, dead_server: str) -> None:
+    port = dead_server.rsplit(":", 1)[1]
+    demo = ErrandsProcess(
+        "demo",
+        "--port",
+        "0",
+        "--data-dir",
+        str(tmp_path),
+        "--database-url",
+        f"postgresql://errands@127.0.0.1:{port}/errands",
+    )
+    try:
+        assert demo.process.wait(60) == 1
+        assert "error: cannot prepare the database" in demo.output()
+        assert "Traceback" not in demo.output()
+    finally:
+        demo.close()

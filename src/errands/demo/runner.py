@@ -25,8 +25,10 @@ from typing import IO
 
 import click
 import httpx
+import psycopg
 
 from errands.demo.handlers import EXAMPLES
+from errands.exceptions import ErrandsError
 from errands.migrations import migrate
 
 STOP_TIMEOUT = 10.0
@@ -137,16 +139,19 @@ def run_demo(settings: DemoSettings) -> int:
             if database_url is None:
                 say(f"starting the embedded Postgres (data in {data_dir / 'postgres'})")
                 database_url = stack.enter_context(embedded_postgres(data_dir / "postgres"))
-            migrate(database_url)
+            prepare(database_url)
             children = Children(logs)
             stack.callback(children.stop)
             page = start_everything(children, settings, database_url, data_dir)
             announce(page, data_dir)
-            while True:
-                children.check_alive()
-                time.sleep(0.5)
+            try:
+                while True:
+                    children.check_alive()
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                say("stopping…")
     except KeyboardInterrupt:
-        say("stopping…")
+        pass  # interrupted while starting: what had started is stopped
     except DemoFailed as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         return 1
@@ -155,6 +160,14 @@ def run_demo(settings: DemoSettings) -> int:
             signal.signal(signum, handler)
     say("stopped; the data stays for the next run")
     return 0
+
+
+def prepare(database_url: str) -> None:
+    """Bring the database's schema up to date; DemoFailed if it cannot be reached."""
+    try:
+        migrate(database_url)
+    except (psycopg.Error, ErrandsError) as exc:
+        raise DemoFailed(f"cannot prepare the database: {exc}") from None
 
 
 def start_everything(
@@ -222,7 +235,13 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
         import pgserver  # noqa: PLC0415 -- heavy, and not needed with --database-url
 
-        server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+        try:
+            server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise DemoFailed(
+                f"the embedded Postgres did not start ({exc}); its log is {data_dir / 'log'}, "
+                "or pass --database-url"
+            ) from None
     try:
         yield str(server.get_uri())
     finally:
