@@ -141,9 +141,13 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, page_url: str, request: pytest.FixtureRequest) -> Iterator[Page]:
-    """The page, open and live; a screenshot of how it ended goes to test-artifacts/."""
+    """The page, open and live; a screenshot of how it ended goes to test-artifacts/,
+    and the test fails if the page logged a JavaScript error."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on("console", lambda message: message.type == "error" and errors.append(message.text))
     tab.set_default_timeout(30_000)
     tab.goto(page_url)
     tab.get_by_text("Live", exact=True).wait_for()
@@ -153,6 +157,7 @@ def page(browser: Browser, page_url: str, request: pytest.FixtureRequest) -> Ite
         ARTIFACTS.mkdir(exist_ok=True)
         tab.screenshot(path=ARTIFACTS / f"{request.node.name}.png", full_page=True)
         context.close()
+    assert errors == [], f"the page logged errors: {errors}"
 
 
 @pytest.fixture
