@@ -21,9 +21,10 @@ class AsyncClient(ClientBase):
     """A local-first client of the errands sync service, with ``async`` methods.
 
     Takes the same arguments as :class:`errands.Client`. ``subscribe`` callbacks are
-    plain functions, called from whichever thread made the change (a worker thread of
-    ``asyncio.to_thread``, for local writes and incoming rows alike); use
-    ``loop.call_soon_threadsafe`` to get back into the loop if you need to.
+    plain functions, called from whichever thread made the change: a worker thread of
+    ``asyncio.to_thread`` for local writes and incoming rows, the loop's own thread when
+    the connection comes or goes. Use ``loop.call_soon_threadsafe`` to get back into
+    the loop if you need to.
     """
 
     _task: asyncio.Task[None] | None = None
