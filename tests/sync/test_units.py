@@ -89,7 +89,14 @@ def test_offset_checks() -> None:
     current = Offset("gen", 100, 110, (105,))
     position = Position("gen", 50, current)
     check_offset(Offset("gen", 60, 70), position)
-    for stale in (Offset("old", 60, 70), Offset("gen", 40, 70), Offset("gen", 100, 120)):
+    check_offset(Offset("gen", 40, 70), position)  # it sees every pruned transaction
+    stale_offsets = (
+        Offset("old", 60, 70),
+        Offset("gen", 40, 49),
+        Offset("gen", 40, 70, (45,)),
+        Offset("gen", 100, 120),
+    )
+    for stale in stale_offsets:
         with pytest.raises(MustRefetch):
             check_offset(stale, position)
     assert parse_offset("-1") is None

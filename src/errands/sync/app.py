@@ -267,7 +267,7 @@ def _routes(app: FastAPI) -> None:
         if live:
             hold = service.settings.live_hold
             return _json((await service.hub.live(wanted, parsed, offset, hold)).body)
-        return _json((await service.hub.read(wanted, parsed, offset)).body)
+        return _json((await service.hub.read_now(wanted, parsed)).body)
 
     @app.get(
         f"{PREFIX}/shapes/{{table}}/stream",

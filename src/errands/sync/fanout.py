@@ -1,4 +1,4 @@
-"""Fan-out: one query per shape and offset per change batch, shared by every reader.
+"""Fan-out: one query per shape and offset per change batch, shared by live readers.
 
 A *change batch* is anything that may have changed a synced table: a NOTIFY on
 ``errands_sync`` (sent once per writing statement by a trigger), or the polling
@@ -7,6 +7,8 @@ batch starts a new *epoch*. The first reader of a (shape, offset) in an epoch st
 the query; every other reader of the same shape and offset in that epoch awaits the
 same result, encoded to JSON once. Live readers whose answer had no changes sleep until
 the next batch, so N clients waiting on one shape cost one query per batch, not N.
+(A plain, not live, read runs its own query: it must see every commit that preceded it,
+and a shared answer may predate a commit whose notification is still on its way.)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from errands.protocol import Offset, ShapeResponse
+from errands.protocol import ControlMessage, Offset, ShapeResponse
 from errands.queries import query
 from errands.sync.shapes import SYNC_QUERIES, Shape, read_shape
 
@@ -63,7 +65,7 @@ class FanoutStats:
 @dataclass
 class _Pending:
     epoch: int
-    task: asyncio.Task[ShapeRead] = field(repr=False)
+    task: asyncio.Future[ShapeRead] = field(repr=False)
 
 
 class ShapeHub:
@@ -124,12 +126,17 @@ class ShapeHub:
         key = (shape.key, text)
         pending = self._pending.get(key)
         if pending is None or pending.epoch != self.epoch:
-            task = asyncio.create_task(self._query(shape, offset))
+            task = asyncio.create_task(self._query(shape, offset, self.epoch))
             pending = _Pending(self.epoch, task)
             self._pending[key] = pending
             task.add_done_callback(lambda done: self._forget_failure(key, done))
         # A reader that goes away must not cancel the query the others wait for.
         return await asyncio.shield(pending.task)
+
+    async def read_now(self, shape: Shape, offset: Offset | None) -> ShapeRead:
+        """The answer as of now, from a query of this reader's own: a plain (not live)
+        read issued after a commit must see it, even before its notification arrives."""
+        return await self._query(shape, offset, self.epoch)
 
     async def live(self, shape: Shape, offset: Offset | None, text: str, hold: float) -> ShapeRead:
         """The first answer with changes, or up-to-date after ``hold`` seconds."""
@@ -165,13 +172,22 @@ class ShapeHub:
             else:  # the next page of a snapshot
                 answer = await self.read(shape, offset, text)
 
-    async def _query(self, shape: Shape, offset: Offset | None) -> ShapeRead:
+    async def _query(self, shape: Shape, offset: Offset | None, epoch: int) -> ShapeRead:
         self.stats.shape_queries += 1
         async with self.pool.connection() as conn:
             response = await read_shape(conn, shape, offset, self.page_size)
+        if response.up_to_date and self.epoch == epoch:
+            # No batch has arrived since the read began, so readers asking from the
+            # offset it returns are up to date: they need no query of their own.
+            caught_up = ShapeResponse(
+                messages=[ControlMessage(type="up-to-date")], offset=response.offset
+            )
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(ShapeRead.of(caught_up))
+            self._pending.setdefault((shape.key, response.offset), _Pending(epoch, done))
         return ShapeRead.of(response)
 
-    def _forget_failure(self, key: tuple[str, str], task: asyncio.Task[ShapeRead]) -> None:
+    def _forget_failure(self, key: tuple[str, str], task: asyncio.Future[ShapeRead]) -> None:
         # A failed read (say, the database restarting) is not cached for the epoch.
         if task.cancelled() or task.exception() is not None:
             pending = self._pending.get(key)

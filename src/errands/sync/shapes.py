@@ -129,7 +129,10 @@ def check_offset(offset: Offset, position: Position) -> None:
     """:class:`MustRefetch` unless the changes since ``offset`` can be read exactly."""
     if offset.generation != position.generation:
         raise MustRefetch("the offset is from another database generation")
-    if offset.xmin < position.pruned_below:
+    # Tombstones of transactions below the horizon are gone: the offset must already
+    # see every one of those transactions.
+    horizon = position.pruned_below
+    if offset.xmax < horizon or any(x < horizon for x in offset.xip):
         raise MustRefetch("the offset is older than the retention horizon")
     if offset.xmax > position.snapshot.xmax:
         raise MustRefetch("the offset is ahead of the database (was it restored?)")
