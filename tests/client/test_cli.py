@@ -126,3 +126,15 @@ def test_a_refused_token_is_a_clear_error(env: dict[str, str], server: SyncServe
     assert code == 1
     assert "refused the token" in output
     assert "Traceback" not in output
+
+
+def test_a_corrupt_replica_is_a_clear_error_and_stays_untouched(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    replica = tmp_path / "cli.db"
+    replica.write_bytes(b"not sqlite at all" * 500)
+    code, output = run(env, "jobs")
+    assert code == 1
+    assert "not a usable errands replica" in output
+    assert "Traceback" not in output
+    assert replica.read_bytes() == b"not sqlite at all" * 500
