@@ -147,3 +147,18 @@ def test_an_answer_that_may_pass_is_retried_never_rejected(replica: Replica, sta
     with pytest.raises(ServerUnreachable, match=f"answered {status}"):
         asyncio.run(sync.push())
     assert replica.counts() == (1, 0)
+
+
+def test_a_lone_refused_mutation_is_rejected_after_one_request(replica: Replica) -> None:
+    job_id = replica.insert_job("add", {})
+    requests: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return error(413, "payload_too_large", "too big")
+
+    asyncio.run(session(replica, server).push())
+    assert len(requests) == 1
+    job = replica.get(job_id)
+    assert job is not None
+    assert (job.state, job.rejected) == ("rejected", "payload_too_large: too big")

@@ -52,6 +52,7 @@ class Refused(SyncError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.detail = message
 
 
 def make_http(server: str, token: str | None) -> httpx.AsyncClient:
@@ -112,24 +113,27 @@ class SyncSession:
             batch = _fit(mutations)
             try:
                 await self._upload(batch)
-            except Refused:
-                if len(batch) > 1:
+            except Refused as refused:
+                if len(batch) == 1:
+                    await self._reject(batch[0], refused)
+                else:
                     for mutation in batch:
                         await self._upload_alone(mutation)
-                else:
-                    await self._upload_alone(batch[0])
             sent += len(batch)
         return sent
 
     async def _upload_alone(self, mutation: Mutation) -> None:
         try:
             await self._upload([mutation])
-        except Refused as exc:
-            log.warning("the server refused mutation %s: %s", mutation.id, exc)
-            result = MutationResult(
-                id=mutation.id, status="rejected", code=_code(exc.code), message=str(exc)
-            )
-            await asyncio.to_thread(self.replica.record_results, [result], None)
+        except Refused as refused:
+            await self._reject(mutation, refused)
+
+    async def _reject(self, mutation: Mutation, refused: Refused) -> None:
+        log.warning("the server refused mutation %s: %s", mutation.id, refused)
+        result = MutationResult(
+            id=mutation.id, status="rejected", code=_code(refused.code), message=refused.detail
+        )
+        await asyncio.to_thread(self.replica.record_results, [result], None)
 
     async def _upload(self, batch: list[Mutation]) -> None:
         body = MutationBatch(mutations=batch).model_dump(mode="json")
