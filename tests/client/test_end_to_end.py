@@ -119,7 +119,8 @@ def test_killed_between_upload_and_acknowledgement_runs_once(
 
     with client_for(replica, server.url, alice) as client:
         client.sync()  # the same mutation id again: replayed, not applied twice
-        assert client.status.pending == 0
+        # Acknowledged as applied (a replay), not refused as a duplicate job.
+        assert (client.status.pending, client.status.rejected) == (0, 0)
         client.connect()
         assert client.wait(job_id, timeout=60).state == "completed"
     assert len(rows(server.database_url, job_id)) == 1
