@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,11 +88,11 @@ def fresh_database(admin_url: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def sync_server(database_url: str) -> Iterator[str]:
-    """``errands server`` on a free loopback port; its base URL."""
+def sync_server(database_url: str) -> Iterator[tuple[str, int]]:
+    """``errands server`` on a free loopback port; its base URL and process id."""
+    command = ["server", "--database-url", database_url, "--port", "0", "--secret", SECRET]
     process = subprocess.Popen(
-        [sys.executable, "-m", "errands", "server", "--database-url", database_url]
-        + ["--port", "0", "--secret", SECRET],
+        [sys.executable, "-m", "errands", *command],
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -113,7 +113,7 @@ def sync_server(database_url: str) -> Iterator[str]:
     try:
         if not ready.wait(READY_TIMEOUT):
             raise SystemExit("errands server did not start:\n" + "".join(lines))
-        yield lines[-1].rsplit(" ", 1)[-1].strip()
+        yield lines[-1].rsplit(" ", 1)[-1].strip(), process.pid
     finally:
         process.terminate()
         try:
@@ -179,12 +179,30 @@ class Client:
         return str(body["offset"])
 
 
-async def follow_stream(http: httpx.AsyncClient, client: Client) -> None:
-    async with http.stream("GET", f"{SHAPE}/stream", params={"offset": "-1"}) as answer:
-        answer.raise_for_status()
-        async for line in answer.aiter_lines():
-            if line.startswith("data: "):
-                client.take(json.loads(line[6:]))
+async def follow_stream(url: str, token: str, client: Client) -> None:
+    """Read the SSE stream over a bare HTTP/1.1 connection: a lean load generator,
+    so that the numbers are the server's and not the client library's."""
+    address = httpx.URL(url)
+    reader, writer = await asyncio.open_connection(address.host, address.port)
+    try:
+        writer.write(
+            f"GET {SHAPE}/stream?offset=-1 HTTP/1.1\r\nHost: {address.host}\r\n"
+            f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n".encode()
+        )
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise RuntimeError(f"the stream answered {status!r}")
+        while (await reader.readline()) not in {b"\r\n", b""}:
+            pass  # the headers; the body is chunked
+        pending = b""
+        while size := int((await reader.readline()).strip() or b"0", 16):
+            pending += (await reader.readexactly(size + 2))[:-2]
+            *events, pending = pending.split(b"\n\n")
+            for event in events:
+                if event.startswith(b"data: "):
+                    client.take(json.loads(event[6:]))
+    finally:
+        writer.close()
 
 
 async def follow_polls(http: httpx.AsyncClient, client: Client) -> None:
@@ -203,6 +221,8 @@ async def follow_polls(http: httpx.AsyncClient, client: Client) -> None:
 
 @dataclass
 class Result:
+    """One run's measurements."""
+
     mode: str
     clients: int
     commits: int
@@ -210,6 +230,8 @@ class Result:
     missed: int
     batches: int
     queries: int
+    server_cpu: float
+    client_cpu: float
 
 
 async def stats(http: httpx.AsyncClient) -> dict[str, Any]:
@@ -218,9 +240,30 @@ async def stats(http: httpx.AsyncClient) -> dict[str, Any]:
     return dict(answer.json())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    """Wait until ``condition`` holds, or ``timeout`` seconds (then go on anyway)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            while not await condition():
+                await asyncio.sleep(0.05)
+
+
 async def run_case(
-    url: str, database_url: str, keys: list[str], mode: str, n: int, seconds: float, rate: float
+    server: tuple[str, int],
+    database_url: str,
+    keys: list[str],
+    mode: str,
+    n: int,
+    seconds: float,
+    rate: float,
 ) -> Result:
+    url, pid = server
     run = uuid.uuid4().hex[:8]
     commits = max(1, int(seconds * rate))
     user = {"Authorization": f"Bearer {make_token(SECRET, USER)}"}
@@ -231,18 +274,28 @@ async def run_case(
         httpx.AsyncClient(base_url=url, headers=operator, timeout=60) as ops,
     ):
         clients = [Client(run) for _ in range(n)]
-        follow = follow_stream if mode == "sse" else follow_polls
-        tasks = [asyncio.create_task(follow(http, c)) for c in clients]
+        token = make_token(SECRET, USER)
+        tasks = [
+            asyncio.create_task(
+                follow_stream(url, token, c) if mode == "sse" else follow_polls(http, c)
+            )
+            for c in clients
+        ]
+
+        async def all_waiting() -> bool:
+            return bool((await stats(ops))["waiting"] >= n)
+
+        async def all_received() -> bool:
+            return all(len(c.received) >= commits for c in clients)
+
         try:
             await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 120)
-            deadline = time.monotonic() + 60
-            while (await stats(ops))["waiting"] < n and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            await until(all_waiting, 60)
             before = await stats(ops)
+            cpu_before = (cpu_seconds(pid), time.process_time())
             committed = await asyncio.to_thread(write, database_url, keys, run, commits, rate)
-            deadline = time.monotonic() + DRAIN_SECONDS
-            while time.monotonic() < deadline and any(len(c.received) < commits for c in clients):
-                await asyncio.sleep(0.05)
+            await until(all_received, DRAIN_SECONDS)
+            cpu_after = (cpu_seconds(pid), time.process_time())
             after = await stats(ops)
         finally:
             for task in tasks:
@@ -259,6 +312,8 @@ async def run_case(
         missed=commits * n - len(latencies),
         batches=after["change_batches"] - before["change_batches"],
         queries=after["shape_queries"] - before["shape_queries"],
+        server_cpu=cpu_after[0] - cpu_before[0],
+        client_cpu=cpu_after[1] - cpu_before[1],
     )
 
 
@@ -275,7 +330,8 @@ def report(result: Result) -> None:
         f" {percentile(ms, 0.99):>8.1f} {max(ms, default=float('nan')):>8.1f}"
         f" {result.missed:>7} {result.batches:>7} {result.queries:>7}"
         f" {result.queries / max(1, result.batches):>9.2f}"
-        f" {result.queries / result.commits:>10.2f}",
+        f" {result.queries / result.commits:>10.2f}"
+        f" {result.server_cpu:>8.1f} {result.client_cpu:>8.1f}",
         flush=True,
     )
 
@@ -297,15 +353,16 @@ def main() -> None:
     print(
         f"{'mode':>4} {'clients':>6} {'commits':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
         f" {'missed':>7} {'batches':>7} {'queries':>7} {'q/batch':>9} {'q/commit':>10}"
+        f" {'srv cpu':>8} {'cli cpu':>8}"
     )
     with fresh_database(admin) as database_url:
         keys = seed(database_url)
         for mode in modes:
             for n in counts:
                 # A fresh server per run, so that one run's connections do not linger.
-                with sync_server(database_url) as url:
+                with sync_server(database_url) as server:
                     result = asyncio.run(
-                        run_case(url, database_url, keys, mode, n, args.seconds, args.rate)
+                        run_case(server, database_url, keys, mode, n, args.seconds, args.rate)
                     )
                 report(result)
 

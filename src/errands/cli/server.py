@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import socket
@@ -149,7 +148,7 @@ def server(
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
     )
     running = _Server(config, app)
-    asyncio.run(running.serve(sockets=[listener]))
+    running.run(sockets=[listener])  # on uvloop when it is installed
     if not running.started:
         fail("the service did not start; see the log above")
 

@@ -35,11 +35,13 @@ MAX_RECONNECT_DELAY = 30.0
 
 @dataclass(frozen=True)
 class ShapeRead:
-    """A shared answer: the response, its JSON, and whether it carries any change."""
+    """A shared answer: the response, its JSON, whether it carries any change, and the
+    offset to read on from (each worked out once for every reader)."""
 
     response: ShapeResponse
     body: bytes
     has_changes: bool
+    next_offset: Offset
 
     @classmethod
     def of(cls, response: ShapeResponse) -> ShapeRead:
@@ -47,7 +49,8 @@ class ShapeRead:
         changes = not response.up_to_date or any(
             m.type in {"upsert", "delete"} for m in response.messages
         )
-        return cls(response, response.model_dump_json().encode(), changes)
+        body = response.model_dump_json().encode()
+        return cls(response, body, changes, Offset.decode(response.offset))
 
 
 @dataclass
@@ -130,6 +133,8 @@ class ShapeHub:
             pending = _Pending(self.epoch, task)
             self._pending[key] = pending
             task.add_done_callback(lambda done: self._forget_failure(key, done))
+        if pending.task.done():
+            return pending.task.result()
         # A reader that goes away must not cancel the query the others wait for.
         return await asyncio.shield(pending.task)
 
@@ -152,7 +157,8 @@ class ShapeHub:
                 self.stats.waiting += 1
                 try:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(next_batch.wait(), remaining)
+                        async with asyncio.timeout(remaining):
+                            await next_batch.wait()
                 finally:
                     self.stats.waiting -= 1
 
@@ -165,8 +171,7 @@ class ShapeHub:
             yield answer
             if self.closing:
                 return
-            text = answer.response.offset
-            offset = Offset.decode(text)
+            text, offset = answer.response.offset, answer.next_offset
             if answer.response.up_to_date:
                 answer = await self.live(shape, offset, text, hold)
             else:  # the next page of a snapshot
