@@ -16,8 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -28,6 +27,7 @@ import httpx
 import psycopg
 
 from errands.demo.handlers import EXAMPLES
+from errands.embedded import embedded_postgres_running
 from errands.exceptions import ErrandsError
 from errands.migrations import migrate
 
@@ -48,7 +48,7 @@ class DemoSettings:
     data_dir: Path = Path(".errands")
 
 
-class DemoFailed(Exception):
+class DemoFailed(ErrandsError):
     """A piece of the demo did not start, or stopped on its own."""
 
 
@@ -138,7 +138,7 @@ def run_demo(settings: DemoSettings) -> int:
             database_url = settings.database_url
             if database_url is None:
                 say(f"starting the embedded Postgres (data in {data_dir / 'postgres'})")
-                database_url = stack.enter_context(embedded_postgres(data_dir / "postgres"))
+                database_url = stack.enter_context(embedded_postgres_running(data_dir / "postgres"))
             prepare(database_url)
             children = Children(logs)
             stack.callback(children.stop)
@@ -152,7 +152,7 @@ def run_demo(settings: DemoSettings) -> int:
                 say("stopping…")
     except KeyboardInterrupt:
         pass  # interrupted while starting: what had started is stopped
-    except DemoFailed as exc:
+    except ErrandsError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         return 1
     finally:
@@ -223,29 +223,6 @@ def wait_for(child: Child, url: str, ready: Callable[[int], bool]) -> None:
         if time.monotonic() > deadline:
             raise DemoFailed(f"the {child.name} did not answer at {url} within {START_TIMEOUT:g}s")
         time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def embedded_postgres(data_dir: Path) -> Iterator[str]:
-    """A pgserver Postgres that stops when the demo does (unlike
-    :func:`errands.embedded.embedded_postgres`, which leaves it running for the next
-    test session)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR
-        import pgserver  # noqa: PLC0415 -- heavy, and not needed with --database-url
-
-        try:
-            server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise DemoFailed(
-                f"the embedded Postgres did not start ({exc}); its log is {data_dir / 'log'}, "
-                "or pass --database-url"
-            ) from None
-    try:
-        yield str(server.get_uri())
-    finally:
-        server.cleanup()
 
 
 def free_port() -> int:
