@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from errands.protocol import ControlMessage, Offset, ShapeResponse
 from errands.queries import query
+from errands.sync.errors import ServiceError
 from errands.sync.shapes import SYNC_QUERIES, Shape, read_shape
 
 log = logging.getLogger("errands.sync")
@@ -71,6 +72,20 @@ class _Pending:
     task: asyncio.Future[ShapeRead] = field(repr=False)
 
 
+@dataclass(eq=False)
+class _Waiters:
+    """Live readers of one shape held at one offset, and what wakes them: the first
+    answer with changes, or an error that ends their wait."""
+
+    shape: Shape
+    offset: Offset | None
+    text: str
+    count: int = 0
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    answer: ShapeRead | None = None
+    error: BaseException | None = None
+
+
 class ShapeHub:
     """Serves shape reads, sharing each query among the readers of one epoch."""
 
@@ -88,8 +103,8 @@ class ShapeHub:
         self.poll_interval = poll_interval
         self.stats = FanoutStats()
         self.epoch = 0
-        self._next_batch = asyncio.Event()
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._waiting: dict[tuple[str, str], _Waiters] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.closing = False
 
@@ -112,16 +127,38 @@ class ShapeHub:
     def release_readers(self) -> None:
         """The service is stopping: answer every held live read now, end streams."""
         self.closing = True
-        self.change_batch()
+        for waiters in self._waiting.values():
+            waiters.ready.set()
+        self._waiting.clear()
 
     def change_batch(self) -> None:
-        """Something may have changed: later reads run a new query, and live readers
-        wake up to run it."""
+        """Something may have changed: later reads run a new query, and each group of
+        live readers held at one offset gets one query, which wakes them if it found
+        changes."""
         self.epoch += 1
         self.stats.change_batches += 1
         self._pending.clear()
-        woken, self._next_batch = self._next_batch, asyncio.Event()
-        woken.set()
+        for waiters in list(self._waiting.values()):
+            self._refresh(waiters)
+
+    def _refresh(self, waiters: _Waiters) -> None:
+        read = asyncio.ensure_future(self.read(waiters.shape, waiters.offset, waiters.text))
+        read.add_done_callback(lambda done: self._wake(waiters, done))
+
+    def _wake(self, waiters: _Waiters, read: asyncio.Future[ShapeRead]) -> None:
+        if read.cancelled():
+            return
+        error = read.exception()
+        if error is not None and not isinstance(error, ServiceError):
+            log.warning("a shape read failed (%s); retrying at the next batch", error)
+            return  # e.g. the database restarting: the readers wait on
+        if error is None and not read.result().has_changes:
+            return
+        waiters.answer, waiters.error = (None, error) if error else (read.result(), None)
+        waiters.ready.set()
+        if self._waiting.get((waiters.shape.key, waiters.text)) is waiters:
+            # Later readers of this offset get the answer from the read cache.
+            del self._waiting[(waiters.shape.key, waiters.text)]
 
     async def read(self, shape: Shape, offset: Offset | None, text: str) -> ShapeRead:
         """The answer for ``shape`` from ``offset`` (its wire form is ``text``), shared
@@ -147,20 +184,30 @@ class ShapeHub:
         """The first answer with changes, or up-to-date after ``hold`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold
-        while True:
-            epoch, next_batch = self.epoch, self._next_batch
-            answer = await self.read(shape, offset, text)
-            remaining = deadline - loop.time()
-            if answer.has_changes or remaining <= 0 or self.closing:
-                return answer
-            if self.epoch == epoch:
-                self.stats.waiting += 1
-                try:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(remaining):
-                            await next_batch.wait()
-                finally:
-                    self.stats.waiting -= 1
+        epoch = self.epoch
+        answer = await self.read(shape, offset, text)
+        if answer.has_changes or self.closing:
+            return answer
+        key = (shape.key, text)
+        waiters = self._waiting.get(key)
+        if waiters is None:
+            waiters = self._waiting[key] = _Waiters(shape, offset, text)
+        if self.epoch != epoch:  # a batch came while reading: it may not be in the answer
+            self._refresh(waiters)
+        waiters.count += 1
+        self.stats.waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await waiters.ready.wait()
+        finally:
+            waiters.count -= 1
+            self.stats.waiting -= 1
+            if not waiters.count and self._waiting.get(key) is waiters:
+                del self._waiting[key]
+        if waiters.error is not None:
+            raise waiters.error
+        return waiters.answer or answer
 
     async def stream(
         self, shape: Shape, offset: Offset | None, text: str, hold: float
