@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import statistics
@@ -56,6 +57,7 @@ ROWS = 50
 SHAPE = "/v1/shapes/background_jobs"
 DRAIN_SECONDS = 15.0
 READY_TIMEOUT = 60.0
+POLL = 0.05
 
 
 # -- Postgres and the server -----------------------------------------------------------
@@ -248,10 +250,10 @@ def cpu_seconds(pid: int) -> float:
 
 async def until(condition: Callable[[], Awaitable[bool]], timeout: float) -> None:
     """Wait until ``condition`` holds, or ``timeout`` seconds (then go on anyway)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            while not await condition():
-                await asyncio.sleep(0.05)
+    for _ in range(int(timeout / POLL)):
+        if await condition():
+            return
+        await asyncio.sleep(POLL)
 
 
 async def run_case(
@@ -291,6 +293,9 @@ async def run_case(
         try:
             await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 120)
             await until(all_waiting, 60)
+            # The load generator's own garbage collector must not pause the measurement.
+            gc.collect()
+            gc.freeze()
             before = await stats(ops)
             cpu_before = (cpu_seconds(pid), time.process_time())
             committed = await asyncio.to_thread(write, database_url, keys, run, commits, rate)
