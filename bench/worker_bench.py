@@ -65,6 +65,7 @@ class Contender(Protocol):
     """What the benchmark needs from a job library."""
 
     name: str
+    jobs_sql: str
     finished_sql: str
 
     async def install(self, url: str) -> None: ...
@@ -105,6 +106,7 @@ class ErrandsContender:
     """errands: ``Worker(registry, url, WorkerSettings(concurrency=N)).run()``."""
 
     name = "errands"
+    jobs_sql = "SELECT count(*) FROM background_jobs"
     finished_sql = "SELECT count(*) FROM background_jobs WHERE state = 'completed'"
 
     async def install(self, url: str) -> None:
@@ -150,6 +152,7 @@ class ProcrastinateContender:
     """Procrastinate: an async task and ``app.run_worker_async(concurrency=N)``."""
 
     name = "procrastinate"
+    jobs_sql = "SELECT count(*) FROM procrastinate_jobs"
     finished_sql = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
 
     @staticmethod
@@ -220,6 +223,7 @@ class PgQueuerContender:
     """
 
     name = "pgqueuer"
+    jobs_sql = "SELECT count(*) FROM pgqueuer"  # finished jobs leave this table
     finished_sql = "SELECT count(*) FROM pgqueuer_log WHERE status = 'successful'"
 
     async def install(self, url: str) -> None:
@@ -467,13 +471,9 @@ async def enqueue_single(contender: Contender, server: str, jobs: int) -> float:
             await enqueuer.one(seq)
         rate = jobs / (time.perf_counter() - begin)
         await enqueuer.close()
-        if (queued := db.scalar(_count_all(contender))) != jobs:
+        if (queued := db.scalar(contender.jobs_sql)) != jobs:
             raise RuntimeError(f"{contender.name}: {queued} jobs in the database, expected {jobs}")
         return rate
-
-
-def _count_all(contender: Contender) -> str:
-    return contender.finished_sql.split(" WHERE ")[0]
 
 
 async def pickup_latency(
