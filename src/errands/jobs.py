@@ -30,19 +30,20 @@ class JobOptions:
     owner: str | None = None
 
 
-def _params(kind: str, payload: Any, options: JobOptions, job_id: uuid.UUID) -> dict[str, Any]:
-    if options.max_attempts < 1:
+def _params(kind: str, options: dict[str, Any], **values: Any) -> dict[str, Any]:
+    """The parameters of the enqueue queries: the job's options, then ``values``."""
+    job = JobOptions(**options)
+    if job.max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
     return {
-        "id": job_id,
         "kind": kind,
-        "payload": dump_json(payload),
-        "owner": options.owner,
-        "max_attempts": options.max_attempts,
-        "timeout": options.timeout,
-        "run_at": options.run_at,
-        "priority": options.priority,
-        "queue": options.queue,
+        "owner": job.owner,
+        "max_attempts": job.max_attempts,
+        "timeout": job.timeout,
+        "run_at": job.run_at,
+        "priority": job.priority,
+        "queue": job.queue,
+        **values,
     }
 
 
@@ -61,8 +62,8 @@ def enqueue(
     enqueue with the same id does nothing. Other keywords are :class:`JobOptions`.
     """
     job_id = id or uuid7()
-    params = _params(kind, {} if payload is None else payload, JobOptions(**options), job_id)
-    conn.execute(query("enqueue"), params)
+    payload_json = dump_json({} if payload is None else payload)
+    conn.execute(query("enqueue"), _params(kind, options, id=job_id, payload=payload_json))
     return job_id
 
 
@@ -76,17 +77,17 @@ async def enqueue_async(
 ) -> uuid.UUID:
     """:func:`enqueue` for an asyncio connection."""
     job_id = id or uuid7()
-    params = _params(kind, {} if payload is None else payload, JobOptions(**options), job_id)
-    await conn.execute(query("enqueue"), params)
+    payload_json = dump_json({} if payload is None else payload)
+    await conn.execute(query("enqueue"), _params(kind, options, id=job_id, payload=payload_json))
     return job_id
 
 
 def enqueue_many(
     conn: psycopg.Connection[Any], kind: str, payloads: Iterable[Any], **options: Any
 ) -> list[uuid.UUID]:
-    """Insert many jobs of one kind in one round trip; return their ids in order."""
-    job_options = JobOptions(**options)
-    rows = [_params(kind, payload, job_options, uuid7()) for payload in payloads]
-    with conn.cursor() as cur:
-        cur.executemany(query("enqueue"), rows)
-    return [row["id"] for row in rows]
+    """Insert many jobs of one kind in one statement; return their ids in order."""
+    batch = [dump_json(payload) for payload in payloads]
+    ids = [uuid7() for _ in batch]
+    if batch:
+        conn.execute(query("enqueue_many"), _params(kind, options, ids=ids, payloads=batch))
+    return ids

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from errands.exceptions import HandlerNotFound, JobCancelled
@@ -82,11 +82,12 @@ class JobHandler:
     function: Handler
     timeout: float | None = None
     retry_backoff: float = 1.0
+    is_async: bool = field(init=False)
+    """Whether the handler is a coroutine function (run on the event loop)."""
 
-    @property
-    def is_async(self) -> bool:
-        """Whether the handler is a coroutine function (run on the event loop)."""
-        return inspect.iscoroutinefunction(self.function)
+    def __post_init__(self) -> None:
+        # Worked out once: the worker asks for every job it runs.
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
 
 
 class Registry:

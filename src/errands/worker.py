@@ -118,6 +118,7 @@ class Worker:
             self.abort()
         self._stopping.set()
         self._wakeup.set()
+        self._flush_now.set()
 
     def abort(self) -> None:
         """Stop now: interrupt running jobs and put them back in the queue.
@@ -381,8 +382,14 @@ class Worker:
         return _Outcome(ctx.job_id, "failed", error=json.dumps(error))
 
     def _finish(self, outcome: _Outcome) -> None:
+        """Queue an outcome for writing. While the worker claims, the next claim takes it
+        (one commit for both: a job's end makes room for the next, so a claim always
+        follows); once it stops claiming, the flusher writes it."""
         self._finished.append(outcome)
-        self._flush_now.set()
+        if self._stopping.is_set():
+            self._flush_now.set()
+        else:
+            self._wakeup.set()
 
     # -- writing back ----------------------------------------------------------------
 

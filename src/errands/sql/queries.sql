@@ -23,6 +23,17 @@ VALUES
      coalesce(%(run_at)s, now()), %(priority)s, %(queue)s)
 ON CONFLICT (id) DO NOTHING
 
+-- name: enqueue_many
+-- One statement for the whole batch: one round trip, and the statement-level triggers
+-- fire once, not once per job.
+INSERT INTO background_jobs
+    (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
+     priority, queue)
+SELECT id, now(), %(kind)s, payload, %(owner)s, %(max_attempts)s, %(timeout)s,
+       coalesce(%(run_at)s, now()), %(priority)s, %(queue)s
+FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) AS batch (id, payload)
+ON CONFLICT (id) DO NOTHING
+
 -- name: register_worker
 INSERT INTO errands_workers (id, hostname, pid, queues, kinds, lease_expires_at)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(kinds)s,
@@ -37,28 +48,8 @@ RETURNING id
 DELETE FROM errands_workers WHERE id = %(id)s
 
 -- name: claim_jobs
--- Highest priority first, then oldest run_at; rows another worker is claiming are
--- skipped, not waited for.
-WITH claimable AS (
-    SELECT id FROM background_jobs
-    WHERE state = 'queued'
-      AND run_at <= now()
-      AND kind = ANY(%(kinds)s)
-      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE background_jobs AS j
-SET state = 'running',
-    attempts = j.attempts + 1,
-    lease_owner = %(worker)s,
-    started_at = now(),
-    error = NULL
-FROM claimable
-WHERE j.id = claimable.id
-RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.timeout_seconds,
-          j.cancelled, j.priority
+SELECT id, kind, payload, attempts, max_attempts, timeout_seconds, cancelled
+FROM errands_claim(%(worker)s, %(kinds)s, %(queues)s, %(limit)s)
 
 -- name: finish_jobs
 -- Ends a batch of jobs in one statement. Only the worker holding a job may end it:

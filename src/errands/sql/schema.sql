@@ -39,6 +39,12 @@ CREATE INDEX background_jobs_running_idx
     ON background_jobs (lease_owner) WHERE state = 'running';
 CREATE INDEX background_jobs_owner_idx ON background_jobs (owner, "timestamp" DESC);
 
+-- A queue table churns: analyse and vacuum it sooner than the defaults would.
+ALTER TABLE background_jobs SET (
+    autovacuum_analyze_scale_factor = 0.02,
+    autovacuum_vacuum_scale_factor = 0.02
+);
+
 -- Append-only: one row per transition, written by triggers so that every writer (the
 -- worker, the sync service, plain SQL) leaves the same trail.
 CREATE TABLE job_events (
@@ -64,6 +70,37 @@ CREATE TABLE errands_workers (
     started_at timestamptz NOT NULL DEFAULT now(),
     lease_expires_at timestamptz NOT NULL
 );
+
+-- Claiming, as a function so that it can pin its plan: on a table filled moments ago
+-- and not yet analysed, the planner guesses the kind filter keeps one row and sorts
+-- every queued job on every claim (12 ms instead of 0.4 ms at 20,000 queued; a drain
+-- turns quadratic). Without sorts, it walks the claim index in order and stops at the
+-- limit. Highest priority first, then oldest run_at; locked rows are skipped.
+CREATE FUNCTION errands_claim(worker text, kinds text[], queues text[], max_jobs integer)
+RETURNS SETOF background_jobs
+LANGUAGE sql
+SET enable_sort = off
+AS $$
+    WITH claimable AS (
+        SELECT id FROM background_jobs
+        WHERE state = 'queued'
+          AND run_at <= now()
+          AND kind = ANY(kinds)
+          AND (queues IS NULL OR queue = ANY(queues))
+        ORDER BY priority DESC, run_at, id
+        LIMIT max_jobs
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE background_jobs AS j
+    SET state = 'running',
+        attempts = j.attempts + 1,
+        lease_owner = worker,
+        started_at = now(),
+        error = NULL
+    FROM claimable
+    WHERE j.id = claimable.id
+    RETURNING j.*
+$$;
 
 -- The recipe's cancellation request: a queued job that is cancelled never starts.
 CREATE FUNCTION errands_cancel_queued() RETURNS trigger LANGUAGE plpgsql AS $$
