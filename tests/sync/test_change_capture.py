@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from errands.protocol import Filter, ShapeResponse
-from errands.sync.shapes import Shape, parse_offset, read_shape
+from errands.protocol import Filter, Offset, ShapeResponse
+from errands.sync.shapes import Shape, parse_offset, read_changes, read_shape
 from tests.sync.history import (
     SHAPES,
     WRITERS,
@@ -48,7 +48,7 @@ def shape_of(reader: Reader, kind: str) -> Shape:
 
 
 @settings(
-    max_examples=40,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -66,8 +66,14 @@ def test_readers_follow_concurrent_writers_exactly(
             offset = parse_offset(reader.offset)
             return runner.run(read_shape(conn, shape_of(reader, kind), offset, PAGE_SIZE))
 
+        def read_together(group: list[Reader]) -> list[ShapeResponse]:
+            offsets = [Offset.decode(r.offset) for r in group]
+            answers = runner.run(read_changes(conn, shape_of(group[0], kind), offsets))
+            assert all(isinstance(a, ShapeResponse) for a in answers)
+            return answers  # type: ignore[return-value]
+
         try:
-            run(history, readers, ops, read)
+            run(history, readers, ops, read, read_together)
         finally:
             runner.run(conn.close())
     with psycopg.connect(database_url) as check:
@@ -75,3 +81,44 @@ def test_readers_follow_concurrent_writers_exactly(
     for reader in readers:
         expected = {k: v for k, v in table.items() if matches(reader.filters, reader.owner, v)}
         assert reader.state == expected
+
+
+def test_one_query_answers_readers_at_different_offsets(
+    database_url: str, writers: list[Writer]
+) -> None:
+    """Two readers of one shape, one a commit behind the other, read together: each gets
+    exactly what its own offset lacks (with the long transaction still open)."""
+    kind = f"run{next(_runs)}"
+    history = History(kind, writers)
+    readers = [Reader([], None), Reader([], None)]
+    ops: list[tuple[Any, ...]] = [
+        ("read", 0),
+        ("read", 1),
+        ("insert", 1, "a"),
+        ("commit", 1),
+        ("read", 0),  # reader 0 is now one commit ahead of reader 1
+        ("insert", 2, "b"),
+        ("commit", 2),
+        ("read", len(readers)),  # both at once
+    ]
+    calls: list[int] = []
+    with asyncio.Runner() as runner:
+        conn = runner.run(psycopg.AsyncConnection.connect(database_url, autocommit=True))
+
+        def read(reader: Reader) -> ShapeResponse:
+            offset = parse_offset(reader.offset)
+            return runner.run(read_shape(conn, shape_of(reader, kind), offset, PAGE_SIZE))
+
+        def read_together(group: list[Reader]) -> list[ShapeResponse]:
+            offsets = [Offset.decode(r.offset) for r in group]
+            calls.append(len(set(offsets)))
+            answers = runner.run(read_changes(conn, shape_of(group[0], kind), offsets))
+            assert all(isinstance(a, ShapeResponse) for a in answers)
+            return answers  # type: ignore[return-value]
+
+        try:
+            run(history, readers, ops, read, read_together)
+        finally:
+            runner.run(conn.close())
+    assert calls == [2]
+    assert readers[0].state == readers[1].state != {}

@@ -23,13 +23,14 @@ LIMIT %(limit)s
 -- name: changes
 -- Every row version and tombstone written by a transaction the old snapshot could not
 -- see. A changed row that no longer matches the filter leaves the shape (a delete).
-SELECT id::text AS key, ({shape_filter}) IS TRUE AS in_shape, {row} AS row
+-- With the writing transaction, so that one read can answer several offsets.
+SELECT id::text AS key, ({shape_filter}) IS TRUE AS in_shape, {row} AS row, _txid::text
 FROM background_jobs
 WHERE _txid >= %(xmin)s::xid8
   AND NOT pg_visible_in_snapshot(_txid, %(since)s::pg_snapshot)
   AND {permission}
 UNION ALL
-SELECT key, false, NULL
+SELECT key, false, NULL, _txid::text
 FROM errands_tombstones
 WHERE table_name = 'background_jobs'
   AND _txid >= %(xmin)s::xid8

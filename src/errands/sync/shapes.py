@@ -16,9 +16,10 @@ snapshot ``S`` (plus the last key sent); the last page also carries every change
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,18 +144,45 @@ async def read_shape(
 ) -> ShapeResponse:
     """One answer for ``shape`` from ``offset`` (None: the start), read in one
     repeatable-read transaction on ``conn`` (an autocommit connection)."""
+    async with _read_transaction(conn):
+        position = await _read_position(conn)
+        if offset is None:
+            return await _snapshot_page(conn, shape, position, None, page_size)
+        check_offset(offset, position)
+        if offset.after_key is not None:
+            return await _snapshot_page(conn, shape, position, offset, page_size)
+        (messages,) = await _changes(conn, shape, [offset])
+        return _up_to_date(messages, position.snapshot)
+
+
+async def read_changes(
+    conn: AsyncConnection[Any], shape: Shape, offsets: Sequence[Offset]
+) -> list[ShapeResponse | MustRefetch]:
+    """The changes since each of several offsets of one shape, from one query in one
+    repeatable-read transaction: the answer (or why it must refetch) per offset."""
+    async with _read_transaction(conn):
+        position = await _read_position(conn)
+        refusals: dict[int, MustRefetch] = {}
+        for i, offset in enumerate(offsets):
+            try:
+                check_offset(offset, position)
+            except MustRefetch as refused:
+                refusals[i] = refused
+        valid = [o for i, o in enumerate(offsets) if i not in refusals]
+        changes = iter(await _changes(conn, shape, valid) if valid else [])
+        return [
+            refusals[i] if i in refusals else _up_to_date(next(changes), position.snapshot)
+            for i in range(len(offsets))
+        ]
+
+
+@contextlib.asynccontextmanager
+async def _read_transaction(conn: AsyncConnection[Any]) -> AsyncIterator[None]:
     await conn.set_isolation_level(IsolationLevel.REPEATABLE_READ)
     await conn.set_read_only(True)
     try:
         async with conn.transaction():
-            position = await _read_position(conn)
-            if offset is None:
-                return await _snapshot_page(conn, shape, position, None, page_size)
-            check_offset(offset, position)
-            if offset.after_key is not None:
-                return await _snapshot_page(conn, shape, position, offset, page_size)
-            messages = await _changes(conn, shape, offset)
-            return _up_to_date(messages, position.snapshot)
+            yield
     except DataError as exc:
         # A filter value Postgres cannot take (e.g. out of the column type's range).
         raise BadRequest(
@@ -189,17 +217,38 @@ async def _snapshot_page(
     if paging is not None:
         # The earlier pages were read at older snapshots: catch up with what changed.
         since = Offset(paging.generation, paging.xmin, paging.xmax, paging.xip)
-        messages = _unique_keys(messages + await _changes(conn, shape, since))
+        (changes,) = await _changes(conn, shape, [since])
+        messages = _unique_keys(messages + changes)
     return _up_to_date(messages, position.snapshot)
 
 
-async def _changes(conn: AsyncConnection[Any], shape: Shape, since: Offset) -> list[Message]:
+def intersection(offsets: Sequence[Offset]) -> Offset:
+    """The snapshot that sees exactly the transactions every one of ``offsets`` sees:
+    a transaction any of them cannot see is in its window."""
+    xmin = min(o.xmin for o in offsets)
+    xmax = min(o.xmax for o in offsets)
+    xip = sorted({x for o in offsets for x in o.xip if xmin <= x < xmax})
+    return Offset(offsets[0].generation, xmin, xmax, tuple(xip))
+
+
+async def _changes(
+    conn: AsyncConnection[Any], shape: Shape, offsets: Sequence[Offset]
+) -> list[list[Message]]:
+    """The messages since each offset, from one query over the union of their windows;
+    each offset then keeps the versions its snapshot could not see."""
+    window = intersection(offsets)
     statement, params = shape.compose("changes")
-    params |= {"xmin": str(since.xmin), "since": pg_snapshot(since)}
+    params |= {"xmin": str(window.xmin), "since": pg_snapshot(window)}
     rows = await (await conn.execute(statement, params)).fetchall()
-    current = {key for key, _, row in rows if row is not None}
+    current = {key for key, _, row, _ in rows if row is not None}
+    return [_changes_since(offset, rows, current) for offset in offsets]
+
+
+def _changes_since(offset: Offset, rows: list[Any], current: set[str]) -> list[Message]:
     messages: list[Message] = []
-    for key, in_shape, row in rows:
+    for key, in_shape, row, txid in rows:
+        if offset.covers(int(txid)):
+            continue  # the reader has this version already
         if in_shape:
             messages.append(UpsertMessage(key=key, row=row))
         elif row is not None or key not in current:
