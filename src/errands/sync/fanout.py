@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from errands.protocol import ControlMessage, Offset, ShapeResponse
 from errands.queries import query
 from errands.sync.errors import ServiceError
-from errands.sync.shapes import SYNC_QUERIES, Shape, read_shape
+from errands.sync.shapes import SYNC_QUERIES, Shape, read_changes, read_shape
 
 log = logging.getLogger("errands.sync")
 
@@ -54,6 +55,11 @@ class ShapeRead:
         return cls(response, body, changes, Offset.decode(response.offset))
 
 
+def _unchanged(offset: str) -> ShapeRead:
+    """Up to date at ``offset``, with nothing new."""
+    return ShapeRead.of(ShapeResponse(messages=[ControlMessage(type="up-to-date")], offset=offset))
+
+
 @dataclass
 class FanoutStats:
     """Counters that show the fan-out at work."""
@@ -74,20 +80,30 @@ class _Pending:
 
 @dataclass(eq=False)
 class _Waiters:
-    """Live readers of one shape held at one offset, and what wakes them: the first
-    answer with changes, or an error that ends their wait."""
+    """Live readers held at one offset of a shape, and what ends their wait: the first
+    answer with changes, or an error. ``latest`` is the newest answer without changes,
+    to end a hold with."""
 
-    shape: Shape
-    offset: Offset | None
+    offset: Offset
     text: str
     count: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     answer: ShapeRead | None = None
-    error: BaseException | None = None
+    latest: ShapeRead | None = None
+    error: ServiceError | None = None
+
+
+@dataclass(eq=False)
+class _ShapeWaiters:
+    """Every offset at which live readers of one shape are held."""
+
+    shape: Shape
+    at: dict[str, _Waiters] = field(default_factory=dict)
 
 
 class ShapeHub:
-    """Serves shape reads, sharing each query among the readers of one epoch."""
+    """Serves shape reads: shared queries within an epoch, and one query per shape per
+    change batch for all the live readers held on it, whatever their offsets."""
 
     def __init__(
         self,
@@ -103,10 +119,13 @@ class ShapeHub:
         self.poll_interval = poll_interval
         self.stats = FanoutStats()
         self.epoch = 0
-        self._pending: dict[tuple[str, str], _Pending] = {}
-        self._waiting: dict[tuple[str, str], _Waiters] = {}
-        self._tasks: list[asyncio.Task[None]] = []
         self.closing = False
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._waiting: dict[str, _ShapeWaiters] = {}
+        self._due: set[str] = set()
+        self._flush_scheduled = False
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         """Start listening for notifications and polling."""
@@ -127,38 +146,19 @@ class ShapeHub:
     def release_readers(self) -> None:
         """The service is stopping: answer every held live read now, end streams."""
         self.closing = True
-        for waiters in self._waiting.values():
-            waiters.ready.set()
+        for held in self._waiting.values():
+            for waiters in held.at.values():
+                waiters.ready.set()
         self._waiting.clear()
 
     def change_batch(self) -> None:
-        """Something may have changed: later reads run a new query, and each group of
-        live readers held at one offset gets one query, which wakes them if it found
-        changes."""
+        """Something may have changed: later reads run a new query, and every shape
+        with live readers gets one query for all of them."""
         self.epoch += 1
         self.stats.change_batches += 1
         self._pending.clear()
-        for waiters in list(self._waiting.values()):
-            self._refresh(waiters)
-
-    def _refresh(self, waiters: _Waiters) -> None:
-        read = asyncio.ensure_future(self.read(waiters.shape, waiters.offset, waiters.text))
-        read.add_done_callback(lambda done: self._wake(waiters, done))
-
-    def _wake(self, waiters: _Waiters, read: asyncio.Future[ShapeRead]) -> None:
-        if read.cancelled():
-            return
-        error = read.exception()
-        if error is not None and not isinstance(error, ServiceError):
-            log.warning("a shape read failed (%s); retrying at the next batch", error)
-            return  # e.g. the database restarting: the readers wait on
-        if error is None and not read.result().has_changes:
-            return
-        waiters.answer, waiters.error = (None, error) if error else (read.result(), None)
-        waiters.ready.set()
-        if self._waiting.get((waiters.shape.key, waiters.text)) is waiters:
-            # Later readers of this offset get the answer from the read cache.
-            del self._waiting[(waiters.shape.key, waiters.text)]
+        for key in self._waiting:
+            self._refresh_soon(key)
 
     async def read(self, shape: Shape, offset: Offset | None, text: str) -> ShapeRead:
         """The answer for ``shape`` from ``offset`` (its wire form is ``text``), shared
@@ -182,18 +182,19 @@ class ShapeHub:
 
     async def live(self, shape: Shape, offset: Offset | None, text: str, hold: float) -> ShapeRead:
         """The first answer with changes, or up-to-date after ``hold`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + hold
+        if offset is None or offset.after_key is not None or self.closing:
+            return await self.read(shape, offset, text)  # snapshot pages never wait
+        deadline = asyncio.get_running_loop().time() + hold
         epoch = self.epoch
-        answer = await self.read(shape, offset, text)
-        if answer.has_changes or self.closing:
-            return answer
-        key = (shape.key, text)
-        waiters = self._waiting.get(key)
-        if waiters is None:
-            waiters = self._waiting[key] = _Waiters(shape, offset, text)
-        if self.epoch != epoch:  # a batch came while reading: it may not be in the answer
-            self._refresh(waiters)
+        known = None
+        pending = self._pending.get((shape.key, text))
+        if pending is not None and pending.epoch == epoch:
+            known = await self.read(shape, offset, text)
+            if known.has_changes or self.closing:
+                return known
+        waiters = self._join(shape, offset, text)
+        if known is None or self.epoch != epoch:
+            self._refresh_soon(shape.key)  # nothing read from this offset since the batch
         waiters.count += 1
         self.stats.waiting += 1
         try:
@@ -203,11 +204,11 @@ class ShapeHub:
         finally:
             waiters.count -= 1
             self.stats.waiting -= 1
-            if not waiters.count and self._waiting.get(key) is waiters:
-                del self._waiting[key]
+            if not waiters.count:
+                self._leave(shape.key, waiters)
         if waiters.error is not None:
             raise waiters.error
-        return waiters.answer or answer
+        return waiters.answer or waiters.latest or known or _unchanged(text)
 
     async def stream(
         self, shape: Shape, offset: Offset | None, text: str, hold: float
@@ -224,20 +225,95 @@ class ShapeHub:
             else:  # the next page of a snapshot
                 answer = await self.read(shape, offset, text)
 
+    def _join(self, shape: Shape, offset: Offset, text: str) -> _Waiters:
+        held = self._waiting.get(shape.key)
+        if held is None:
+            held = self._waiting[shape.key] = _ShapeWaiters(shape)
+        waiters = held.at.get(text)
+        if waiters is None:
+            waiters = held.at[text] = _Waiters(offset, text)
+        return waiters
+
+    def _leave(self, key: str, waiters: _Waiters) -> None:
+        held = self._waiting.get(key)
+        if held is not None and held.at.get(waiters.text) is waiters:
+            del held.at[waiters.text]
+            if not held.at:
+                del self._waiting[key]
+
+    def _refresh_soon(self, key: str) -> None:
+        # Readers arriving in the same turn of the event loop share the query.
+        self._due.add(key)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        # One query in flight per shape: what comes due meanwhile waits for it to end,
+        # then goes in the next one (so a burst of readers costs one or two queries).
+        for key in self._due - self._refreshing.keys():
+            self._due.discard(key)
+            held = self._waiting.get(key)
+            if held is not None and held.at:
+                task = asyncio.create_task(self._refresh(held, list(held.at.values())))
+                self._refreshing[key] = task
+                task.add_done_callback(functools.partial(self._refreshed, key))
+
+    def _refreshed(self, key: str, _: asyncio.Task[None]) -> None:
+        del self._refreshing[key]
+        if key in self._due and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    async def _refresh(self, held: _ShapeWaiters, group: list[_Waiters]) -> None:
+        """One query for every offset held on a shape; wake those that have changes."""
+        epoch = self.epoch
+        self.stats.shape_queries += 1
+        answers: Sequence[ShapeResponse | ServiceError]
+        try:
+            async with self.pool.connection() as conn:
+                answers = await read_changes(conn, held.shape, [w.offset for w in group])
+        except ServiceError as refused:
+            answers = [refused] * len(group)
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("a shape read failed (%s); retrying at the next batch", exc)
+            return  # e.g. the database restarting: the readers wait on
+        for waiters, answer in zip(group, answers, strict=True):
+            if isinstance(answer, ServiceError):
+                waiters.error = answer
+            else:
+                read = ShapeRead.of(answer)
+                if epoch == self.epoch:
+                    self._remember(held.shape.key, waiters.text, epoch, read)
+                if not read.has_changes:
+                    waiters.latest = read
+                    continue
+                waiters.answer = read
+            waiters.ready.set()
+            self._leave(held.shape.key, waiters)  # later readers: the cache, or a new wait
+
     async def _query(self, shape: Shape, offset: Offset | None, epoch: int) -> ShapeRead:
         self.stats.shape_queries += 1
         async with self.pool.connection() as conn:
             response = await read_shape(conn, shape, offset, self.page_size)
-        if response.up_to_date and self.epoch == epoch:
-            # No batch has arrived since the read began, so readers asking from the
-            # offset it returns are up to date: they need no query of their own.
-            caught_up = ShapeResponse(
-                messages=[ControlMessage(type="up-to-date")], offset=response.offset
-            )
-            done = asyncio.get_running_loop().create_future()
-            done.set_result(ShapeRead.of(caught_up))
-            self._pending.setdefault((shape.key, response.offset), _Pending(epoch, done))
-        return ShapeRead.of(response)
+        read = ShapeRead.of(response)
+        if self.epoch == epoch:
+            self._remember(shape.key, None, epoch, read)
+        return read
+
+    def _remember(self, key: str, text: str | None, epoch: int, read: ShapeRead) -> None:
+        """Cache an answer for its epoch; and since no batch has arrived since it was
+        read, readers asking from the offset it returns are up to date without a query."""
+        loop = asyncio.get_running_loop()
+        if text is not None:
+            done = loop.create_future()
+            done.set_result(read)
+            self._pending.setdefault((key, text), _Pending(epoch, done))
+        if read.response.up_to_date:
+            caught_up = loop.create_future()
+            caught_up.set_result(_unchanged(read.response.offset))
+            self._pending.setdefault((key, read.response.offset), _Pending(epoch, caught_up))
 
     def _forget_failure(self, key: tuple[str, str], task: asyncio.Future[ShapeRead]) -> None:
         # A failed read (say, the database restarting) is not cached for the epoch.
