@@ -78,19 +78,20 @@ def test_polling_finds_changes_when_no_notification_comes(
     assert stats(service)["polls"] >= 1
 
 
-async def _live_clients(url: str, n: int, offset: str) -> list[ShapeResponse]:
+async def _live_clients(url: str, n: int, *offsets: str) -> list[ShapeResponse]:
+    """``n`` live reads from each of ``offsets``, at once."""
     token = make_token(SECRET, "alice")
-    limits = httpx.Limits(max_connections=n + 5)
+    limits = httpx.Limits(max_connections=n * len(offsets) + 5)
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=60
     ) as client:
 
-        async def one() -> ShapeResponse:
+        async def one(offset: str) -> ShapeResponse:
             answer = await client.get(JOBS, params={"offset": offset, "live": "true"})
             assert answer.status_code == 200, answer.text
             return ShapeResponse.model_validate(answer.json())
 
-        return list(await asyncio.gather(*(one() for _ in range(n))))
+        return list(await asyncio.gather(*(one(o) for o in offsets for _ in range(n))))
 
 
 @pytest.mark.parametrize("clients", [3, 60])
@@ -169,3 +170,32 @@ def test_inserted_through_the_service_reaches_a_live_reader(alice: httpx.Client)
     key = insert(alice)
     answer = read(alice, offset, live="true")
     assert key in {getattr(m, "key", None) for m in answer.messages}
+
+
+def test_clients_at_different_offsets_share_one_query(
+    start_server: StartServer, database_url: str
+) -> None:
+    service = start_server("--poll-interval", "600", "--live-hold", "60")
+    with service.client("alice") as alice:
+        _, behind = sync_all(alice)
+        add_job(database_url, owner="bob")  # outside alice's shape: nothing for her
+        _, ahead = sync_all(alice, offset=behind)
+    assert ahead != behind
+
+    async def scenario() -> tuple[list[ShapeResponse], dict[str, Any], dict[str, Any]]:
+        waiting = asyncio.create_task(_live_clients(service.url, 20, ahead, behind))
+        await asyncio.to_thread(
+            wait_for, lambda: stats(service)["waiting"] == 40, 30, 0.05, "40 held clients"
+        )
+        before = stats(service)
+        key = await asyncio.to_thread(add_job, database_url)
+        answers = await waiting
+        assert all(a.messages[0].key == key for a in answers)  # type: ignore[union-attr]
+        return answers, before, stats(service)
+
+    answers, before, after = asyncio.run(scenario())
+    assert len(answers) == 40
+    batches = after["change_batches"] - before["change_batches"]
+    assert batches >= 1
+    # One query answered both offsets.
+    assert after["shape_queries"] - before["shape_queries"] <= batches
