@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -123,3 +125,15 @@ def test_insecure_mode_has_one_user_and_needs_no_token() -> None:
         Authenticator(SECRET).caller(None)
     with pytest.raises(ValueError, match="secret"):
         Authenticator(None)
+
+
+def test_a_remembered_token_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = Authenticator(SECRET)
+    token = make_token(SECRET, "ann", expires_in=60)
+    assert auth.caller(token) == Caller("ann")
+    assert auth.caller(token) == Caller("ann")  # from memory
+    later = time.time() + 120
+    monkeypatch.setattr("errands.sync.auth.time.time", lambda: later)
+    with pytest.raises(Unauthorized) as expired:
+        auth.caller(token)
+    assert expired.value.code == "token_expired"

@@ -203,7 +203,8 @@ async def _maintain(service: Service) -> None:
         await asyncio.sleep(service.settings.prune_interval)
 
 
-def _service(request: Request) -> Service:
+# The dependencies are coroutines: FastAPI would run plain functions in a thread each.
+async def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -211,7 +212,7 @@ def _service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(_service)]
 
 
-def _caller(
+async def _caller(
     service: ServiceDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:

@@ -8,9 +8,10 @@ Tokens must carry an expiry. Only HS256 is accepted, so an unsigned token
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jwt
 from jwt.warnings import InsecureKeyLengthWarning
@@ -24,6 +25,8 @@ DEFAULT_TOKEN_LIFETIME = 24 * 3600
 INSECURE_USER = "local"
 """The one user of a service started with ``--insecure``."""
 MAX_USER_LENGTH = 200
+VERIFIED_TOKENS = 10_000
+EXPIRED = "the token has expired; get a new one (errands token)"
 RECOMMENDED_SECRET_BYTES = 32
 """RFC 7518 asks for an HS256 key at least as long as the hash; ``errands server``
 warns about a shorter secret once, at start-up, instead of PyJWT on every token."""
@@ -35,6 +38,7 @@ class Caller:
 
     user: str
     operator: bool = False
+    expires_at: float = field(default=math.inf, compare=False)
 
     @property
     def owner_filter(self) -> str | None:
@@ -64,9 +68,7 @@ def verify_token(secret: str, token: str) -> Caller:
                 token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
             )
     except jwt.ExpiredSignatureError:
-        raise Unauthorized(
-            "the token has expired; get a new one (errands token)", ErrorCode.TOKEN_EXPIRED
-        ) from None
+        raise Unauthorized(EXPIRED, ErrorCode.TOKEN_EXPIRED) from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"the token is not valid: {exc}") from None
     user = claims["sub"]
@@ -75,7 +77,7 @@ def verify_token(secret: str, token: str) -> Caller:
         raise Unauthorized("the token's subject must be a user name")
     if not isinstance(operator, bool):
         raise Unauthorized("the token's operator claim must be true or false")
-    return Caller(user, operator)
+    return Caller(user, operator, float(claims["exp"]))
 
 
 class Authenticator:
@@ -86,6 +88,8 @@ class Authenticator:
             raise ValueError("a secret is required unless the service runs insecure")
         self.secret = secret
         self.insecure = insecure
+        # Clients send the same token with every request: check each one once.
+        self._verified: dict[str, Caller] = {}
 
     def caller(self, token: str | None) -> Caller:
         """The caller of a request carrying ``token`` (None: no Authorization header)."""
@@ -94,4 +98,13 @@ class Authenticator:
         assert self.secret is not None
         if not token:
             raise Unauthorized("send a bearer token: Authorization: Bearer <token>")
-        return verify_token(self.secret, token)
+        caller = self._verified.get(token)
+        if caller is None:
+            caller = verify_token(self.secret, token)
+            if len(self._verified) >= VERIFIED_TOKENS:
+                self._verified.clear()
+            self._verified[token] = caller
+        if caller.expires_at <= time.time():
+            del self._verified[token]
+            raise Unauthorized(EXPIRED, ErrorCode.TOKEN_EXPIRED)
+        return caller
