@@ -7,10 +7,12 @@ import re
 from collections.abc import Callable, Iterator
 
 import httpx
+import psycopg
 import pytest
 
 from errands.sync.auth import make_token
 from tests.helpers import ErrandsProcess
+from tests.sync.history import WRITERS, Writer
 
 SECRET = "tests-secret-0123456789abcdef0123456789"
 READY = re.compile(r"errands server listening on (http://\S+)")
@@ -93,3 +95,14 @@ def bob(service: SyncService) -> Iterator[httpx.Client]:
 def operator(service: SyncService) -> Iterator[httpx.Client]:
     with service.client("root", operator=True) as client:
         yield client
+
+
+@pytest.fixture
+def writers(database_url: str) -> Iterator[list[Writer]]:
+    """Connections for the change-capture tests' concurrent writers."""
+    conns = [psycopg.connect(database_url) for _ in range(WRITERS)]
+    try:
+        yield [Writer(c) for c in conns]
+    finally:
+        for c in conns:
+            c.close()

@@ -270,3 +270,12 @@ def table_state(conn: psycopg.Connection[Any], kind: str) -> dict[str, Version]:
         (kind,),
     ).fetchall()
     return {r[0]: (r[1], float(r[2]), r[3], r[4]["v"]) for r in rows}
+
+
+def check_final_state(database_url: str, kind: str, readers: list[Reader]) -> None:
+    """Every reader holds exactly the table's rows of its shape."""
+    with psycopg.connect(database_url) as conn:
+        table = table_state(conn, kind)
+    for reader in readers:
+        expected = {k: v for k, v in table.items() if matches(reader.filters, reader.owner, v)}
+        assert reader.state == expected

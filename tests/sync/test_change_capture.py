@@ -5,46 +5,65 @@ and every reader ends with exactly the table."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 from errands.protocol import Filter, Offset, ShapeResponse
 from errands.sync.shapes import Shape, parse_offset, read_changes, read_shape
 from tests.sync.history import (
     SHAPES,
-    WRITERS,
     History,
     Reader,
     Writer,
-    matches,
+    check_final_state,
     run,
     shapes,
     steps,
-    table_state,
 )
 
 _runs = itertools.count()
 PAGE_SIZE = 3  # small, so that snapshots are read in several pages
 
 
-@pytest.fixture
-def writers(database_url: str) -> Iterator[list[Writer]]:
-    conns = [psycopg.connect(database_url) for _ in range(WRITERS)]
-    try:
-        yield [Writer(c) for c in conns]
-    finally:
-        for c in conns:
-            c.close()
-
-
 def shape_of(reader: Reader, kind: str) -> Shape:
     filters = [Filter(column="kind", value=kind), *(Filter(**f) for f in reader.filters)]
     return Shape("background_jobs", tuple(filters), reader.owner)
+
+
+class CoreReads:
+    """Shape reads straight through errands.sync.shapes, one at a time or together."""
+
+    def __init__(self, runner: asyncio.Runner, conn: psycopg.AsyncConnection[Any], kind: str):
+        self.runner, self.conn, self.kind = runner, conn, kind
+        self.together: list[int] = []  # how many distinct offsets each joint read had
+
+    def read(self, reader: Reader) -> ShapeResponse:
+        offset = parse_offset(reader.offset)
+        shape = shape_of(reader, self.kind)
+        return self.runner.run(read_shape(self.conn, shape, offset, PAGE_SIZE))
+
+    def read_together(self, group: list[Reader]) -> list[ShapeResponse]:
+        offsets = [Offset.decode(r.offset) for r in group]
+        self.together.append(len(set(offsets)))
+        shape = shape_of(group[0], self.kind)
+        answers = self.runner.run(read_changes(self.conn, shape, offsets))
+        assert all(isinstance(a, ShapeResponse) for a in answers)
+        return answers  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def core_reads(database_url: str, kind: str) -> Iterator[CoreReads]:
+    with asyncio.Runner() as runner:
+        conn = runner.run(psycopg.AsyncConnection.connect(database_url, autocommit=True))
+        try:
+            yield CoreReads(runner, conn, kind)
+        finally:
+            runner.run(conn.close())
 
 
 @settings(
@@ -59,28 +78,9 @@ def test_readers_follow_concurrent_writers_exactly(
     kind = f"run{next(_runs)}"
     history = History(kind, writers)
     readers = [Reader(*SHAPES[i]) for i in chosen]
-    with asyncio.Runner() as runner:
-        conn = runner.run(psycopg.AsyncConnection.connect(database_url, autocommit=True))
-
-        def read(reader: Reader) -> ShapeResponse:
-            offset = parse_offset(reader.offset)
-            return runner.run(read_shape(conn, shape_of(reader, kind), offset, PAGE_SIZE))
-
-        def read_together(group: list[Reader]) -> list[ShapeResponse]:
-            offsets = [Offset.decode(r.offset) for r in group]
-            answers = runner.run(read_changes(conn, shape_of(group[0], kind), offsets))
-            assert all(isinstance(a, ShapeResponse) for a in answers)
-            return answers  # type: ignore[return-value]
-
-        try:
-            run(history, readers, ops, read, read_together)
-        finally:
-            runner.run(conn.close())
-    with psycopg.connect(database_url) as check:
-        table = table_state(check, kind)
-    for reader in readers:
-        expected = {k: v for k, v in table.items() if matches(reader.filters, reader.owner, v)}
-        assert reader.state == expected
+    with core_reads(database_url, kind) as reads:
+        run(history, readers, ops, reads.read, reads.read_together)
+    check_final_state(database_url, kind, readers)
 
 
 def test_one_query_answers_readers_at_different_offsets(
@@ -101,24 +101,7 @@ def test_one_query_answers_readers_at_different_offsets(
         ("commit", 2),
         ("read", len(readers)),  # both at once
     ]
-    calls: list[int] = []
-    with asyncio.Runner() as runner:
-        conn = runner.run(psycopg.AsyncConnection.connect(database_url, autocommit=True))
-
-        def read(reader: Reader) -> ShapeResponse:
-            offset = parse_offset(reader.offset)
-            return runner.run(read_shape(conn, shape_of(reader, kind), offset, PAGE_SIZE))
-
-        def read_together(group: list[Reader]) -> list[ShapeResponse]:
-            offsets = [Offset.decode(r.offset) for r in group]
-            calls.append(len(set(offsets)))
-            answers = runner.run(read_changes(conn, shape_of(group[0], kind), offsets))
-            assert all(isinstance(a, ShapeResponse) for a in answers)
-            return answers  # type: ignore[return-value]
-
-        try:
-            run(history, readers, ops, read, read_together)
-        finally:
-            runner.run(conn.close())
-    assert calls == [2]
+    with core_reads(database_url, kind) as reads:
+        run(history, readers, ops, reads.read, reads.read_together)
+    assert reads.together == [2]
     assert readers[0].state == readers[1].state != {}

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -17,28 +16,16 @@ from errands.protocol import ShapeResponse
 from tests.sync.conftest import SyncService
 from tests.sync.history import (
     SHAPES,
-    WRITERS,
     History,
     Reader,
     Writer,
-    matches,
+    check_final_state,
     run,
     shapes,
     steps,
-    table_state,
 )
 
 _runs = itertools.count()
-
-
-@pytest.fixture
-def writers(database_url: str) -> Iterator[list[Writer]]:
-    conns = [psycopg.connect(database_url) for _ in range(WRITERS)]
-    try:
-        yield [Writer(c) for c in conns]
-    finally:
-        for c in conns:
-            c.close()
 
 
 @pytest.fixture
@@ -78,8 +65,4 @@ def test_http_readers_follow_concurrent_writers_exactly(
         return ShapeResponse.model_validate(answer.json())
 
     run(history, readers, ops, read)
-    with psycopg.connect(database_url) as check:
-        table = table_state(check, kind)
-    for reader in readers:
-        expected = {k: v for k, v in table.items() if matches(reader.filters, reader.owner, v)}
-        assert reader.state == expected
+    check_final_state(database_url, kind, readers)

@@ -94,6 +94,31 @@ async def _live_clients(url: str, n: int, *offsets: str) -> list[ShapeResponse]:
         return list(await asyncio.gather(*(one(o) for o in offsets for _ in range(n))))
 
 
+def queries_for_one_change(
+    service: SyncService, database_url: str, n: int, *offsets: str
+) -> tuple[int, int]:
+    """Hold ``n`` live reads at each offset, commit one job once they all wait, check
+    that every read gets it; the change batches and shape queries meanwhile."""
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        waiting = asyncio.create_task(_live_clients(service.url, n, *offsets))
+        held = n * len(offsets)
+        await asyncio.to_thread(
+            wait_for, lambda: stats(service)["waiting"] == held, 30, 0.05, "held clients"
+        )
+        before = stats(service)
+        key = await asyncio.to_thread(add_job, database_url)
+        answers = await waiting
+        assert len(answers) == held
+        assert all(a.messages[0].key == key for a in answers)  # type: ignore[union-attr]
+        return before, stats(service)
+
+    before, after = asyncio.run(scenario())
+    batches = after["change_batches"] - before["change_batches"]
+    assert batches >= 1
+    return batches, after["shape_queries"] - before["shape_queries"]
+
+
 @pytest.mark.parametrize("clients", [3, 60])
 def test_waiting_clients_share_one_query_per_change(
     start_server: StartServer, database_url: str, clients: int
@@ -102,28 +127,23 @@ def test_waiting_clients_share_one_query_per_change(
     service = start_server("--poll-interval", "600", "--live-hold", "60")
     with service.client("alice") as alice:
         _, offset = sync_all(alice)
-
-    async def scenario() -> tuple[list[ShapeResponse], dict[str, Any], dict[str, Any]]:
-        waiting = asyncio.create_task(_live_clients(service.url, clients, offset))
-
-        def all_waiting() -> bool:
-            return bool(stats(service)["waiting"] == clients)
-
-        await asyncio.to_thread(wait_for, all_waiting, 30, 0.05, "every client to wait")
-        before = stats(service)
-        key = await asyncio.to_thread(add_job, database_url)
-        answers = await waiting
-        assert all(a.messages[0].key == key for a in answers)  # type: ignore[union-attr]
-        return answers, before, stats(service)
-
-    answers, before, after = asyncio.run(scenario())
-    assert len(answers) == clients
-    batches = after["change_batches"] - before["change_batches"]
-    queries = after["shape_queries"] - before["shape_queries"]
-    assert batches >= 1
+    batches, queries = queries_for_one_change(service, database_url, clients, offset)
     # One query per change batch, however many clients waited (the stats reads
     # themselves run no shape query).
     assert queries <= batches
+
+
+def test_clients_at_different_offsets_share_one_query(
+    start_server: StartServer, database_url: str
+) -> None:
+    service = start_server("--poll-interval", "600", "--live-hold", "60")
+    with service.client("alice") as alice:
+        _, behind = sync_all(alice)
+        add_job(database_url, owner="bob")  # outside alice's shape: nothing for her
+        _, ahead = sync_all(alice, offset=behind)
+    assert ahead != behind
+    batches, queries = queries_for_one_change(service, database_url, 20, ahead, behind)
+    assert queries <= batches  # one query answered both offsets
 
 
 def test_the_stream_sends_the_snapshot_then_each_change(
@@ -170,32 +190,3 @@ def test_inserted_through_the_service_reaches_a_live_reader(alice: httpx.Client)
     key = insert(alice)
     answer = read(alice, offset, live="true")
     assert key in {getattr(m, "key", None) for m in answer.messages}
-
-
-def test_clients_at_different_offsets_share_one_query(
-    start_server: StartServer, database_url: str
-) -> None:
-    service = start_server("--poll-interval", "600", "--live-hold", "60")
-    with service.client("alice") as alice:
-        _, behind = sync_all(alice)
-        add_job(database_url, owner="bob")  # outside alice's shape: nothing for her
-        _, ahead = sync_all(alice, offset=behind)
-    assert ahead != behind
-
-    async def scenario() -> tuple[list[ShapeResponse], dict[str, Any], dict[str, Any]]:
-        waiting = asyncio.create_task(_live_clients(service.url, 20, ahead, behind))
-        await asyncio.to_thread(
-            wait_for, lambda: stats(service)["waiting"] == 40, 30, 0.05, "40 held clients"
-        )
-        before = stats(service)
-        key = await asyncio.to_thread(add_job, database_url)
-        answers = await waiting
-        assert all(a.messages[0].key == key for a in answers)  # type: ignore[union-attr]
-        return answers, before, stats(service)
-
-    answers, before, after = asyncio.run(scenario())
-    assert len(answers) == 40
-    batches = after["change_batches"] - before["change_batches"]
-    assert batches >= 1
-    # One query answered both offsets.
-    assert after["shape_queries"] - before["shape_queries"] <= batches
