@@ -13,6 +13,7 @@ import psycopg
 from errands.protocol import MAX_BATCH, MAX_BODY_BYTES, Offset, ShapeResponse
 from tests.helpers import wait_for
 from tests.sync.api import JOBS, error_code, insert, mutation, read, sync_all
+from tests.sync.conftest import StartServer
 
 
 def shape_error(client: httpx.Client, **params: str) -> tuple[int, str]:
@@ -182,3 +183,15 @@ def test_oversized_bodies_are_refused(alice: httpx.Client) -> None:
 
     streamed = alice.post("/v1/mutations", content=chunks())
     assert (streamed.status_code, error_code(streamed)) == (413, "payload_too_large")
+
+
+def test_the_service_prunes_on_its_own(start_server: StartServer) -> None:
+    service = start_server("--retention", "0", "--prune-interval", "0.2")
+    with service.client("alice") as alice, service.client("root", operator=True) as root:
+        key = insert(alice)
+        _, old = sync_all(alice)
+        root.post("/v1/mutations", json={"mutations": [mutation("delete", key)]})
+        # The maintenance loop prunes the tombstone: the old offset can no longer be
+        # answered exactly, and says so.
+        wait_for(lambda: alice.get(JOBS, params={"offset": old}).status_code == 409)
+        assert must_refetch(alice, old)
