@@ -27,10 +27,12 @@ types: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/errands demo
 
-## bench: the worker benchmark against Procrastinate and PgQueuer
+## bench: the worker next to Procrastinate and PgQueuer, sync fan-out, client round trip
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/worker_bench.py
+	$(BIN)/python bench/sync_bench.py
+	$(BIN)/python bench/client_bench.py
 
 clean:
 	rm -rf $(VENV) .pgdata-test .mypy_cache .pytest_cache .ruff_cache

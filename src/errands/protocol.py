@@ -43,6 +43,8 @@ MAX_BATCH = 1000
 """Most mutations in one batch."""
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Largest JSON payload of one job."""
+MAX_KIND_LENGTH = 200
+"""Longest job kind, in characters."""
 MAX_BODY_BYTES = 4 * 1024 * 1024
 """Largest request body."""
 LIVE_HOLD_SECONDS = 20.0

@@ -130,9 +130,13 @@ def page_url(sync_service: str, worker: ErrandsProcess, tmp_path: Path) -> Itera
         ui.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, driven by Playwright (which downloads nothing)."""
+    """Debian's Chromium, driven by Playwright (which downloads nothing).
+
+    Package-scoped, not session-scoped: Playwright's sync API keeps an event loop
+    running in the main thread while it is open, and tests elsewhere call asyncio.run().
+    """
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium

@@ -14,7 +14,13 @@ import psycopg
 import uvicorn
 from fastapi import FastAPI
 
-from errands.cli.options import database_url_option, fail, setup_logging, stderr
+from errands.cli.options import (
+    database_url_option,
+    fail,
+    listening_socket,
+    setup_logging,
+    stderr,
+)
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
 from errands.sync import ServiceSettings, create_app, make_token
@@ -141,7 +147,7 @@ def server(
         prune_interval=prune_interval,
     )
     app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
-    listener = _bind(host, port)
+    listener = listening_socket(host, port)
     config = uvicorn.Config(
         app,
         log_level="debug" if verbose else "warning",
@@ -161,17 +167,6 @@ def _check_database(database_url: str) -> None:
         fail(f"cannot use the database: {str(exc).strip()}")
     if missing:
         fail("the database is not migrated; run: errands migrate --database-url URL")
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        listener = socket.socket(family, kind, proto)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
-    except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    return listener
 
 
 class _Server(uvicorn.Server):

@@ -13,25 +13,11 @@ import click
 import uvicorn
 
 from errands.cli.client import client_options, open_client
-from errands.cli.options import fail, setup_logging
+from errands.cli.options import fail, listening_socket, setup_logging
 from errands.demo.runner import DemoSettings, run_demo
 from errands.exceptions import ConfigurationError
 from errands.ui import Kind, create_app, parse_kind
 from errands.ui.live import LiveView
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening socket, or a clear error if the address is taken."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another --port", code=2)
-    sock.listen(128)
-    return sock
 
 
 def page_url(sock: socket.socket) -> str:
@@ -102,7 +88,7 @@ def ui(
         offered = [parse_kind(spec) for spec in kinds] or [Kind("default")]
     except ConfigurationError as exc:
         fail(exc.message, code=2)
-    sock = bind(host, port)
+    sock = listening_socket(host, port)
     with open_client(server, replica, token) as client:
         client.connect()
         app = create_app(client, offered, limit=limit)

@@ -24,6 +24,7 @@ from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.protocol import (
     JOBS_TABLE,
+    MAX_KIND_LENGTH,
     MAX_PAYLOAD_BYTES,
     START,
     Mutation,
@@ -33,7 +34,6 @@ from errands.protocol import (
 )
 from errands.queries import parse_blocks
 
-MAX_KIND_LENGTH = 200
 """The longest kind the sync service accepts."""
 SCHEMA_VERSION = 1
 """Bumped whenever replica.sql changes incompatibly; an older errands refuses a newer file."""

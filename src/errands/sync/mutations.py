@@ -30,6 +30,7 @@ from errands.protocol import (
     CLIENT_UPDATE_COLUMNS,
     JOB_COLUMNS,
     JOBS_TABLE,
+    MAX_KIND_LENGTH,
     MAX_PAYLOAD_BYTES,
     ErrorCode,
     Mutation,
@@ -43,7 +44,6 @@ from errands.sync.errors import BadRequest
 from errands.sync.filters import check_text, parse_timestamp
 from errands.sync.shapes import SYNC_QUERIES, snapshot_offset
 
-MAX_KIND_LENGTH = 200
 BATCH_ATTEMPTS = 3
 
 
