@@ -79,7 +79,7 @@ def test_offline_submit_then_sync_then_jobs_and_cancel(
 
     code, output = run(env, "jobs")
     assert code == 0
-    assert job_id in output
+    assert job_id[-8:] in output  # the short id, as the page shows it
     assert "not uploaded" in output
 
     server.start()
@@ -88,17 +88,18 @@ def test_offline_submit_then_sync_then_jobs_and_cancel(
     assert "0 pending" in output
     assert states(server.database_url) == [("sleep_async", "queued", False)]
 
-    code, output = run(env, "cancel", job_id)  # no worker runs: it is still queued
+    code, output = run(env, "cancel", job_id[-8:])  # no worker runs: it is still queued
     assert code == 0, output
+    assert f"cancellation requested for {job_id}" in output
     assert states(server.database_url) == [("sleep_async", "cancelled", True)]
     code, output = run(env, "jobs", "--limit", "5")
-    assert job_id in output
+    assert job_id[-8:] in output
     assert "cancelled" in output
     assert "not uploaded" not in output
 
     code, output = run(env, "cancel", "01234567-89ab-7def-8123-456789abcdef")
     assert code == 1
-    assert "no job" in output
+    assert "no job's id ends with" in output
 
 
 def test_submit_wait_ends_non_zero_when_cancelled_elsewhere(
@@ -138,3 +139,9 @@ def test_a_corrupt_replica_is_a_clear_error_and_stays_untouched(
     assert "not a usable errands replica" in output
     assert "Traceback" not in output
     assert replica.read_bytes() == b"not sqlite at all" * 500
+
+
+def test_jobs_on_an_empty_replica_says_so(env: dict[str, str]) -> None:
+    code, output = run(env, "jobs")
+    assert code == 0, output
+    assert "no jobs yet" in output

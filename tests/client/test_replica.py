@@ -260,3 +260,21 @@ def test_listeners_hear_every_committed_change(replica: Replica) -> None:
     job_id = replica.insert_job("add", {})
     replica.request_cancel(job_id)
     assert len(heard) == 2
+
+
+def test_find_takes_the_end_of_an_id_as_the_page_shows_it(replica: Replica) -> None:
+    first = "01a22306-0000-7000-8000-0000aaaa1111"
+    second = "01a22306-0000-7000-8000-0000bbbb1111"
+    replica.apply(
+        batch(upsert(server_row(first)), upsert(server_row(second)), at=offset(10)), START
+    )
+    local = replica.insert_job("add", {"a": 2})
+    assert replica.find("aaaa1111").id == first
+    assert replica.find(second.upper()).id == second
+    assert replica.find(local[-8:]).id == local  # not uploaded yet: found in the outbox
+    with pytest.raises(JobNotFound, match="several jobs' ids end with '1111'"):
+        replica.find("1111")
+    with pytest.raises(JobNotFound, match="no job's id ends with 'cccc2222'"):
+        replica.find("cccc2222")
+    with pytest.raises(JobNotFound, match="no job's id ends"):
+        replica.find("%")  # a LIKE wildcard is not a short id

@@ -22,6 +22,10 @@ from errands.exceptions import ErrandsError, ServerUnreachable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+SHORT_ID = 8
+"""How many trailing characters of a job's id `errands jobs` shows (as the page does:
+a UUIDv7 starts with its timestamp, so the end is what tells jobs apart)."""
+
 stdout = Console()
 
 
@@ -176,13 +180,17 @@ def jobs(limit: int, server: str, replica: str | None, token: str | None) -> Non
     """List the newest jobs, pending ones included (syncing first if the server answers)."""
     with open_client(server, replica, token) as client:
         sync_or_warn(client)
-        stdout.print(jobs_table(client.jobs(limit)))
+        rows = client.jobs(limit)
+        if rows:
+            stdout.print(jobs_table(rows))
+        else:
+            stderr.print("no jobs yet: submit one with `errands submit KIND`", highlight=False)
 
 
 def jobs_table(rows: list[Job]) -> Table:
     """The jobs as a rich table."""
     table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("id", no_wrap=True, min_width=36)  # whole: `errands cancel` takes it
+    table.add_column("id", no_wrap=True)  # the short id: `errands cancel` takes it
     for name in ("kind", "submitted", "state", "progress", "result"):
         table.add_column(name)
     for job in rows:
@@ -190,7 +198,7 @@ def jobs_table(rows: list[Job]) -> Table:
         if job.pending:
             state += " [dim](not uploaded)[/]"
         table.add_row(
-            job.id,
+            job.id[-SHORT_ID:],
             job.kind,
             job.timestamp.astimezone().strftime("%m-%d %H:%M:%S"),
             state,
@@ -216,10 +224,11 @@ def outcome(job: Job) -> str:
 @click.argument("job_id", metavar="ID")
 @client_options
 def cancel(job_id: str, server: str, replica: str | None, token: str | None) -> None:
-    """Request the cancellation of job ID (locally first, then synced)."""
+    """Request the cancellation of job ID (locally first, then synced). ID is the whole
+    id or its end, as `errands jobs` shows it."""
     with open_client(server, replica, token) as client:
-        client.cancel(job_id)
-        stderr.print(f"cancellation requested for {job_id}", highlight=False)
+        job = client.cancel(client.find(job_id).id)
+        stderr.print(f"cancellation requested for {job.id}", highlight=False)
         sync_or_warn(client)
 
 

@@ -61,6 +61,10 @@ class AsyncClient(ClientBase):
         """The newest jobs first, pending ones included."""
         return await asyncio.to_thread(self.replica.jobs, limit)
 
+    async def find(self, short_id: str) -> Job:
+        """The one job whose id ends with ``short_id``; JobNotFound if none or several."""
+        return await asyncio.to_thread(self.replica.find, short_id)
+
     async def get(self, job_id: str) -> Job | None:
         """One job, or None."""
         return await asyncio.to_thread(self.replica.get, str(job_id))

@@ -174,6 +174,11 @@ class Client(ClientBase):
         """One job, or None."""
         return self.replica.get(str(job_id))
 
+    def find(self, short_id: str) -> Job:
+        """The one job whose id ends with ``short_id`` (the short ids the page and
+        ``errands jobs`` show, or a whole id); JobNotFound if none or several do."""
+        return self.replica.find(short_id)
+
     def wait(self, job_id: str, timeout: float = 30.0) -> Job:
         """Wait until the job is completed, failed or cancelled (or rejected) and return
         it; WaitTimeout after ``timeout`` seconds. Needs :meth:`connect` (or another

@@ -236,6 +236,20 @@ class Replica:
         jobs.sort(key=lambda job: (sort_key(job.timestamp), job.id), reverse=True)
         return jobs[:limit]
 
+    def find(self, short_id: str) -> Job:
+        """The one job whose id ends with ``short_id``; JobNotFound if none or several."""
+        suffix = short_id.strip().lower()
+        ids: list[str] = []
+        job = None
+        if suffix and all(c in "0123456789abcdef-" for c in suffix):
+            with self._lock:
+                ids = [r[0] for r in self._db.execute(_q("ids_ending_with"), {"suffix": suffix})]
+                job = self._job(self._db, ids[0]) if len(ids) == 1 else None
+        if job is None:
+            problem = "several jobs' ids end" if len(ids) > 1 else "no job's id ends"
+            raise JobNotFound(f"{problem} with {short_id!r}; give more of the id")
+        return job
+
     def _job(self, db: sqlite3.Connection, job_id: str) -> Job | None:
         row = db.execute(_q("get_synced"), {"id": job_id}).fetchone()
         entries = db.execute(_q("job_entries"), {"job_id": job_id}).fetchall()

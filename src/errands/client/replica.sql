@@ -89,6 +89,14 @@ SELECT row FROM synced_jobs WHERE id = :id;
 -- name: newest_synced
 SELECT row FROM synced_jobs ORDER BY sort_key DESC, id DESC LIMIT :limit;
 
+-- name: ids_ending_with
+-- For short ids (a suffix, as the page and `errands jobs` show them): at most two, which
+-- is enough to tell unique from ambiguous.
+SELECT id FROM synced_jobs WHERE id LIKE '%' || :suffix
+UNION
+SELECT job_id FROM outbox WHERE job_id LIKE '%' || :suffix
+LIMIT 2;
+
 -- name: synced_by_ids
 SELECT row FROM synced_jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
