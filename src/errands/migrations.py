@@ -13,7 +13,7 @@ from importlib import resources
 
 import psycopg
 
-from errands.exceptions import MigrationError
+from errands.exceptions import ConfigurationError, MigrationError
 from errands.queries import query, read_sql
 
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -75,8 +75,31 @@ def _apply_missing(conn: psycopg.Connection) -> list[Migration]:
 def pending(conninfo: str) -> list[Migration]:
     """The migrations not yet applied to the database at ``conninfo``."""
     with psycopg.connect(conninfo, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('errands_migrations')").fetchone()
+        exists = conn.execute(query("migrations_table_exists")).fetchone()
         done = set()
-        if exists and exists[0] is not None:
+        if exists and exists[0]:
             done = {row[0] for row in conn.execute(query("applied_migrations"))}
     return [m for m in available() if m.version not in done]
+
+
+async def ensure_migrated(conninfo: str) -> None:
+    """Raise a ConfigurationError that says what to do if the database cannot be
+    reached or lacks migrations: better than retrying a query on a missing table."""
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, connect_timeout=10
+        ) as conn:
+            exists = await (await conn.execute(query("migrations_table_exists"))).fetchone()
+            done = set()
+            if exists and exists[0]:
+                cursor = await conn.execute(query("applied_migrations"))
+                done = {row[0] for row in await cursor.fetchall()}
+    except psycopg.Error as exc:
+        raise ConfigurationError(f"cannot reach the database: {exc}".strip()) from None
+    missing = [m for m in available() if m.version not in done]
+    if missing:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        raise ConfigurationError(
+            f"the database lacks errands migrations ({names}): "
+            "run `errands migrate --database-url URL` first"
+        )

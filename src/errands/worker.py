@@ -36,6 +36,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from errands.exceptions import JobCancelled, JobTimeout
+from errands.migrations import ensure_migrated
 from errands.payloads import dump_json, printable
 from errands.queries import query
 from errands.registry import JobContext, JobHandler, Registry
@@ -134,7 +135,12 @@ class Worker:
             running.task.cancel()
 
     async def run(self) -> None:
-        """Work until :meth:`stop` is called, then shut down gracefully."""
+        """Work until :meth:`stop` is called, then shut down gracefully.
+
+        Raises ConfigurationError at once if the database cannot be reached or is not
+        migrated; once running, the worker rides out database restarts.
+        """
+        await ensure_migrated(self.database_url)
         self._pool = AsyncConnectionPool(
             self.database_url,
             min_size=1,

@@ -87,3 +87,19 @@ def test_the_worker_takes_its_options_from_the_environment(
         assert wait_for_state(conn, job_id, "completed")["result"] == 42
     finally:
         worker.close()
+
+
+def test_worker_on_an_unmigrated_database_says_to_migrate(empty_database_url: str) -> None:
+    result = run("worker", "tests.worker.handlers:registry", "--database-url", empty_database_url)
+    assert result.returncode == 1
+    assert "lacks errands migrations (0001_jobs" in result.stderr
+    assert "errands migrate" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_on_an_unreachable_database_fails_at_once() -> None:
+    url = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    result = run("worker", "tests.worker.handlers:registry", "--database-url", url)
+    assert result.returncode == 1
+    assert "error: cannot reach the database" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,6 +10,7 @@ import sys
 import click
 
 from errands.cli.options import database_url_option, fail, setup_logging
+from errands.exceptions import ErrandsError
 from errands.registry import Registry
 from errands.worker import Worker, WorkerSettings
 
@@ -122,7 +123,10 @@ def worker(
         heartbeat_interval=heartbeat_interval or lease / 6,
         shutdown_timeout=shutdown_timeout,
     )
-    asyncio.run(_run(Worker(loaded, database_url, settings)))
+    try:
+        asyncio.run(_run(Worker(loaded, database_url, settings)))
+    except ErrandsError as exc:
+        fail(str(exc))
 
 
 async def _run(running: Worker) -> None:

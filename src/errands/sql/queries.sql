@@ -11,6 +11,9 @@ CREATE TABLE IF NOT EXISTS errands_migrations (
 -- name: applied_migrations
 SELECT version FROM errands_migrations ORDER BY version
 
+-- name: migrations_table_exists
+SELECT to_regclass('errands_migrations') IS NOT NULL
+
 -- name: record_migration
 INSERT INTO errands_migrations (version, name) VALUES (%s, %s)
 
