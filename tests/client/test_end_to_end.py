@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 import errands
 from errands.client.replica import Replica
@@ -256,3 +257,31 @@ def test_a_rejected_mutation_does_not_wedge_the_outbox(
         assert (bob.status.pending, bob.status.rejected) == (0, 1)
     assert rows(server.database_url, own.id) == [("add", "queued", False, "bob")]
     assert rows(server.database_url, taken.id) == [("add", "queued", False, "alice")]
+
+
+def test_a_restored_database_behind_the_same_url_is_followed_and_the_outbox_kept(
+    tmp_path: Path, server: SyncServer, server_url: str, alice: str
+) -> None:
+    server.start()
+    path = tmp_path / "r.db"
+    with client_for(path, server.url, alice) as client:
+        before = client.submit("add", {"a": 1, "b": 1})
+        client.sync()
+        generation = client.replica.meta("generation")
+        server.stop()
+        # A "dump" of the database as it is now, restored below into another database.
+        dumped = create_database(server_url, conninfo_to_dict(server.database_url)["dbname"])
+        try:
+            after = client.submit("add", {"a": 2, "b": 2})  # waits in the outbox
+            server.database_url = dumped  # the same URL now serves the restored copy
+            server.start()
+            client.sync()
+            assert client.replica.meta("generation") != generation  # it noticed the restore
+            assert {job.id for job in client.jobs(10)} == {before.id, after.id}
+            assert client.status.pending == 0
+            with psycopg.connect(dumped) as conn:
+                found = conn.execute("SELECT id::text FROM background_jobs ORDER BY id")
+                assert [r[0] for r in found] == sorted([before.id, after.id])
+        finally:
+            server.stop()
+            drop_database(server_url, dumped)

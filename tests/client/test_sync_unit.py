@@ -16,10 +16,29 @@ from errands.client.connection import Backoff
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession
 from errands.exceptions import ReplicaMismatch, ServerUnreachable, Unauthorized
-from errands.protocol import START, Offset
+from errands.protocol import (
+    START,
+    ControlMessage,
+    MutationResult,
+    Offset,
+    ShapeResponse,
+    UpsertMessage,
+)
 
 Handler = Callable[[httpx.Request], httpx.Response]
 ME = {"user": "alice", "operator": False, "generation": "gen1"}
+ROW = {
+    "timestamp": "2026-01-01T00:00:00+00:00",
+    "kind": "add",
+    "payload": {"a": 1},
+    "owner": "alice",
+    "state": "queued",
+    "cancelled": False,
+    "completed": False,
+    "progress": 0.0,
+    "attempts": 0,
+    "max_attempts": 3,
+}
 
 
 def session(replica: Replica, handler: Handler) -> SyncSession:
@@ -40,15 +59,47 @@ def test_identity_is_recorded_then_enforced(replica: Replica) -> None:
     me = dict(ME)
     sync = session(replica, lambda request: httpx.Response(200, json=me))
     asyncio.run(sync.check_identity())
-    assert (replica.meta("generation"), replica.meta("user")) == ("gen1", "alice")
+    recorded = (replica.meta("generation"), replica.meta("user"), replica.meta("server"))
+    assert recorded == ("gen1", "alice", "http://sync.test")
 
-    me["generation"] = "gen2"
-    with pytest.raises(ReplicaMismatch, match="another server"):
-        asyncio.run(sync.check_identity())
-    me.update(generation="gen1", user="bob")
+    me["user"] = "bob"
     with pytest.raises(ReplicaMismatch, match="belongs to user 'alice'"):
         asyncio.run(sync.check_identity())
+    me.update(user="alice", generation="gen2")
+    elsewhere = SyncSession(
+        replica,
+        httpx.AsyncClient(
+            base_url="http://elsewhere.test",
+            transport=httpx.MockTransport(lambda request: httpx.Response(200, json=me)),
+        ),
+    )
+    with pytest.raises(ReplicaMismatch, match="another server"):
+        asyncio.run(elsewhere.check_identity())
     assert (replica.meta("generation"), replica.meta("user")) == ("gen1", "alice")
+
+
+def test_a_restored_database_resyncs_and_uploads_the_outbox_again(replica: Replica) -> None:
+    me = dict(ME)
+    sync = session(replica, lambda request: httpx.Response(200, json=me))
+    asyncio.run(sync.check_identity())
+    acked = replica.insert_job("add", {"a": 1})
+    [mutation] = replica.pending_mutations(10)
+    replica.record_results([MutationResult(id=mutation.id, status="applied")], txid=7)
+    pending = replica.insert_job("add", {"a": 2})
+    row = {**ROW, "id": "01a22306-0000-7000-8000-000000000001"}
+    snapshot = ShapeResponse(
+        messages=[UpsertMessage(key=row["id"], row=row), ControlMessage(type="up-to-date")],
+        offset=Offset("gen1", 5, 5).encode(),
+    )
+    assert replica.apply(snapshot, START)
+    assert replica.get(row["id"]) is not None
+
+    me["generation"] = "gen2"  # the same URL, a restored database
+    asyncio.run(sync.check_identity())
+    assert replica.meta("generation") == "gen2"
+    assert replica.offset() == START
+    assert replica.get(row["id"]) is None  # synced rows come again from the new database
+    assert [m.key for m in replica.pending_mutations(10)] == [acked, pending]
 
 
 def test_a_refused_token_is_unauthorized(replica: Replica) -> None:

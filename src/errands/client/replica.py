@@ -207,6 +207,17 @@ class Replica:
             },
         )
 
+    def start_generation(self, generation: str) -> None:
+        """Follow the server's database into a new generation (a restore): drop the
+        synced rows and offsets, keep the outbox and upload again what was acknowledged
+        by the old one."""
+        with self._write() as db:
+            db.execute(_q("clear_synced"))
+            db.execute(_q("clear_offsets"))
+            db.execute(_q("requeue_acked"))
+            db.execute(_q("set_meta"), {"key": "generation", "value": generation})
+        self.notify()
+
     # -- local reads ------------------------------------------------------------------
 
     def get(self, job_id: str) -> Job | None:

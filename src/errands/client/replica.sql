@@ -10,7 +10,7 @@
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,       -- schema_version, generation, user
+    key TEXT PRIMARY KEY,       -- schema_version, generation, user, server
     value TEXT NOT NULL
 ) STRICT;
 
@@ -72,6 +72,15 @@ WHERE mutation_id = :mutation_id AND status = 'pending';
 
 -- name: acked_entries
 SELECT seq, txid FROM outbox WHERE status = 'acked';
+
+-- name: requeue_acked
+-- The server's database is a new generation (restored from a dump): what it had
+-- acknowledged may be missing from it, so it is uploaded again; the server applies a
+-- mutation id at most once, so what the restored database does have is not doubled.
+UPDATE outbox SET status = 'pending', txid = NULL WHERE status = 'acked';
+
+-- name: clear_offsets
+DELETE FROM shapes;
 
 -- name: settle_entry
 DELETE FROM outbox WHERE seq = :seq;

@@ -77,29 +77,39 @@ class SyncSession:
     async def check_identity(self) -> WhoAmI:
         """Ask who the token is; refuse a replica that belongs to another server or user.
 
-        The first time, the replica records the server's generation and the user."""
+        The first time, the replica records the server's URL, its database generation
+        and the user. The same URL serving a new generation is the same service on a
+        restored database: the replica re-syncs and keeps its outbox."""
         me = WhoAmI.model_validate(await self._call("GET", f"{PREFIX}/me"))
         generation = self.replica.meta("generation")
-        user = self.replica.meta("user")
+        server = str(self.http.base_url)
         if generation is None:
             await asyncio.to_thread(self._adopt, me)
-        elif generation != me.generation:
+        elif self.replica.meta("user") != me.user:
+            raise ReplicaMismatch(
+                f"the replica {self.replica.path!r} belongs to user "
+                f"{self.replica.meta('user')!r}, but the token is {me.user!r}'s; nothing was "
+                "uploaded or changed: use the right token, or another replica file"
+            )
+        elif generation != me.generation and self.replica.meta("server") != server:
             raise ReplicaMismatch(
                 f"the replica {self.replica.path!r} belongs to another server (database "
-                f"generation {generation}, but {self.http.base_url} serves {me.generation}); "
+                f"generation {generation}, but {server} serves {me.generation}); "
                 "nothing was uploaded or changed: use another replica file for this server"
             )
-        elif user != me.user:
-            raise ReplicaMismatch(
-                f"the replica {self.replica.path!r} belongs to user {user!r}, but the token "
-                f"is {me.user!r}'s; nothing was uploaded or changed: use the right token, or "
-                "another replica file"
+        elif generation != me.generation:
+            log.warning(
+                "%s serves a new database generation (restored from a dump?): re-syncing "
+                "the replica and uploading its outbox again",
+                server,
             )
+            await asyncio.to_thread(self.replica.start_generation, me.generation)
         return me
 
     def _adopt(self, me: WhoAmI) -> None:
         self.replica.set_meta("generation", me.generation)
         self.replica.set_meta("user", me.user)
+        self.replica.set_meta("server", str(self.http.base_url))
 
     # -- write path -------------------------------------------------------------------
 
