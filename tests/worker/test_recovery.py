@@ -98,6 +98,21 @@ def test_past_the_shutdown_timeout_running_jobs_go_back_to_the_queue(
     wait_for_state(conn, job_id, "running", "completed")
 
 
+def test_a_second_ctrl_c_stops_at_once_and_requeues_running_jobs(
+    conn: psycopg.Connection[Any], start_worker: StartWorker
+) -> None:
+    worker = start_worker()  # the default 30 s shutdown timeout
+    job_id = errands.enqueue(conn, "sleep_async", {"steps": 300, "step": 0.1})
+    wait_for_state(conn, job_id, "running")
+    worker.send(signal.SIGINT)
+    worker.wait_for_output("waiting up to 30s for 1 running job")
+    # Killed (not exit 0) if the second Ctrl-C did not stop it within 10 s.
+    assert worker.stop(signal.SIGINT, timeout=10) == 0
+    row = job(conn, job_id)
+    assert row["state"] == "queued"
+    assert row["error"]["type"] == "WorkerShutdown"
+
+
 # -- a database restart, on a Postgres of the test's own -----------------------------
 
 
