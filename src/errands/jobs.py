@@ -47,6 +47,15 @@ def _params(kind: str, options: dict[str, Any], **values: Any) -> dict[str, Any]
     }
 
 
+def _one(
+    kind: str, payload: Any, job_id: uuid.UUID | None, options: dict[str, Any]
+) -> tuple[uuid.UUID, dict[str, Any]]:
+    """A single job's id (new unless given) and the enqueue query's parameters."""
+    job_id = job_id or uuid7()
+    payload_json = dump_json({} if payload is None else payload)
+    return job_id, _params(kind, options, id=job_id, payload=payload_json)
+
+
 def enqueue(
     conn: psycopg.Connection[Any],
     kind: str,
@@ -61,9 +70,8 @@ def enqueue(
     and only if the caller's own writes are. ``id`` makes the call idempotent: a second
     enqueue with the same id does nothing. Other keywords are :class:`JobOptions`.
     """
-    job_id = id or uuid7()
-    payload_json = dump_json({} if payload is None else payload)
-    conn.execute(query("enqueue"), _params(kind, options, id=job_id, payload=payload_json))
+    job_id, params = _one(kind, payload, id, options)
+    conn.execute(query("enqueue"), params)
     return job_id
 
 
@@ -76,9 +84,8 @@ async def enqueue_async(
     **options: Any,
 ) -> uuid.UUID:
     """:func:`enqueue` for an asyncio connection."""
-    job_id = id or uuid7()
-    payload_json = dump_json({} if payload is None else payload)
-    await conn.execute(query("enqueue"), _params(kind, options, id=job_id, payload=payload_json))
+    job_id, params = _one(kind, payload, id, options)
+    await conn.execute(query("enqueue"), params)
     return job_id
 
 

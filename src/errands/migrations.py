@@ -7,6 +7,7 @@ Applying them again changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -74,7 +75,7 @@ def _apply_missing(conn: psycopg.Connection) -> list[Migration]:
 
 def pending(conninfo: str) -> list[Migration]:
     """The migrations not yet applied to the database at ``conninfo``."""
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         exists = conn.execute(query("migrations_table_exists")).fetchone()
         done = set()
         if exists and exists[0]:
@@ -86,17 +87,9 @@ async def ensure_migrated(conninfo: str) -> None:
     """Raise a ConfigurationError that says what to do if the database cannot be
     reached or lacks migrations: better than retrying a query on a missing table."""
     try:
-        async with await psycopg.AsyncConnection.connect(
-            conninfo, autocommit=True, connect_timeout=10
-        ) as conn:
-            exists = await (await conn.execute(query("migrations_table_exists"))).fetchone()
-            done = set()
-            if exists and exists[0]:
-                cursor = await conn.execute(query("applied_migrations"))
-                done = {row[0] for row in await cursor.fetchall()}
+        missing = await asyncio.to_thread(pending, conninfo)
     except psycopg.Error as exc:
         raise ConfigurationError(f"cannot reach the database: {exc}".strip()) from None
-    missing = [m for m in available() if m.version not in done]
     if missing:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
         raise ConfigurationError(

@@ -25,6 +25,7 @@ import os
 import random
 import socket
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,7 @@ log = logging.getLogger("errands.worker")
 JOBS_CHANNEL = "errands_jobs"
 CANCEL_CHANNEL = "errands_cancel"
 MAX_RETRY_DELAY = 3600.0
+UNKNOWN_KINDS_INTERVAL = 60.0
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,13 @@ class Worker:
         self._aborting = False
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._warned_kinds: set[str] = set()
+        self._next_kinds_check = 0.0
+        # Which jobs this worker takes, as the queries' parameters: fixed for its life,
+        # so worked out once rather than on every claim.
+        self._filter = {
+            "kinds": registry.kinds,
+            "queues": list(self.settings.queues) if self.settings.queues else None,
+        }
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -250,8 +259,7 @@ class Worker:
                 "id": self.id,
                 "hostname": socket.gethostname(),
                 "pid": os.getpid(),
-                "queues": list(self.settings.queues) if self.settings.queues else None,
-                "kinds": self.registry.kinds,
+                **self._filter,
                 "lease": self.settings.lease,
             },
         )
@@ -288,8 +296,7 @@ class Worker:
         claim = (
             query("claim_jobs"),
             {
-                "kinds": self.registry.kinds,
-                "queues": list(self.settings.queues) if self.settings.queues else None,
+                **self._filter,
                 "limit": limit,
                 "worker": self.id,
             },
@@ -365,12 +372,13 @@ class Worker:
     def _failure(
         self, handler: JobHandler, ctx: JobContext, exc: BaseException, tb: Any
     ) -> _Outcome:
-        error = {
-            "type": type(exc).__name__,
-            "message": printable(str(exc) or type(exc).__name__),
-            "traceback": printable("".join(traceback.format_exception(type(exc), exc, tb))),
-            "attempt": ctx.attempt,
-        }
+        message = str(exc) or type(exc).__name__
+        error = _error(
+            type(exc).__name__,
+            message,
+            traceback="".join(traceback.format_exception(type(exc), exc, tb)),
+            attempt=ctx.attempt,
+        )
         if ctx.attempt < ctx.max_attempts:
             delay = retry_delay(handler.retry_backoff, ctx.attempt)
             log.info(
@@ -379,13 +387,11 @@ class Worker:
                 ctx.attempt,
                 ctx.max_attempts,
                 delay,
-                error["message"],
+                message,
             )
-            return _Outcome(ctx.job_id, "queued", error=json.dumps(error), retry_in=delay)
-        log.warning(
-            "job %s failed after %d attempt(s): %s", ctx.job_id, ctx.attempt, error["message"]
-        )
-        return _Outcome(ctx.job_id, "failed", error=json.dumps(error))
+            return _Outcome(ctx.job_id, "queued", error=error, retry_in=delay)
+        log.warning("job %s failed after %d attempt(s): %s", ctx.job_id, ctx.attempt, message)
+        return _Outcome(ctx.job_id, "failed", error=error)
 
     def _finish(self, outcome: _Outcome) -> None:
         """Queue an outcome for writing. While the worker claims, the next claim takes it
@@ -424,8 +430,8 @@ class Worker:
             try:
                 await self._transaction(self._finish_statement([outcome]))
             except psycopg.DataError as exc:
-                error = {"type": "StorageError", "message": printable(f"cannot store: {exc}")}
-                failed = _Outcome(outcome.job_id, "failed", error=json.dumps(error))
+                error = _error("StorageError", f"cannot store: {exc}")
+                failed = _Outcome(outcome.job_id, "failed", error=error)
                 await self._transaction(self._finish_statement([failed]))
 
     def _take_finished(self) -> list[_Outcome]:
@@ -491,19 +497,16 @@ class Worker:
             for row in await self._execute(query("recover_orphans")):
                 log.warning("job %s lost its worker; now %s", row["id"], row["state"])
             await self._execute(query("forget_dead_workers"))
-            await self._warn_unknown_kinds()
+            if time.monotonic() >= self._next_kinds_check:
+                # It reads every queued job: once a minute, not on every heartbeat.
+                self._next_kinds_check = time.monotonic() + UNKNOWN_KINDS_INTERVAL
+                await self._warn_unknown_kinds()
         except psycopg.Error as exc:
             log.warning("sweep failed: %s", exc)
         self._wakeup.set()
 
     async def _warn_unknown_kinds(self) -> None:
-        rows = await self._execute(
-            query("queued_unknown_kinds"),
-            {
-                "kinds": self.registry.kinds,
-                "queues": list(self.settings.queues) if self.settings.queues else None,
-            },
-        )
+        rows = await self._execute(query("queued_unknown_kinds"), self._filter)
         for row in rows:
             if row["kind"] not in self._warned_kinds:
                 self._warned_kinds.add(row["kind"])
@@ -575,8 +578,14 @@ def retry_delay(base: float, attempt: int) -> float:
 
 
 def _requeue(job_id: uuid.UUID, reason: str) -> _Outcome:
-    error = {"type": "WorkerShutdown", "message": reason}
-    return _Outcome(job_id, "queued", error=json.dumps(error), retry_in=0.0)
+    return _Outcome(job_id, "queued", error=_error("WorkerShutdown", reason), retry_in=0.0)
+
+
+def _error(kind: str, message: str, **more: Any) -> str:
+    """A job's ``error`` column: ``{type, message, ...}`` as JSON, every string made
+    storable (a NUL or a lone surrogate in a message must not wedge the writes)."""
+    fields = {"type": kind, "message": message, **more}
+    return json.dumps({k: printable(v) if isinstance(v, str) else v for k, v in fields.items()})
 
 
 async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:

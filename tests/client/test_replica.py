@@ -21,6 +21,7 @@ from errands.protocol import (
     ShapeResponse,
     UpsertMessage,
 )
+from tests.client.rows import server_row
 
 
 @pytest.fixture
@@ -30,23 +31,6 @@ def replica(tmp_path: Path) -> Replica:
 
 def offset(xmin: int, xmax: int | None = None, after_key: str | None = None) -> str:
     return Offset("gen1", xmin, xmax or xmin, (), after_key).encode()
-
-
-def server_row(job_id: str, **changes: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": job_id,
-        "timestamp": "2026-01-01T00:00:00+00:00",
-        "kind": "add",
-        "payload": {"a": 1},
-        "owner": "alice",
-        "state": "queued",
-        "cancelled": False,
-        "completed": False,
-        "progress": 0.0,
-        "attempts": 0,
-        "max_attempts": 3,
-    }
-    return {**row, **changes}
 
 
 def batch(*messages: Any, at: str, up_to_date: bool = True) -> ShapeResponse:

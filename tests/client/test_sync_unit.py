@@ -24,21 +24,10 @@ from errands.protocol import (
     ShapeResponse,
     UpsertMessage,
 )
+from tests.client.rows import server_row
 
 Handler = Callable[[httpx.Request], httpx.Response]
 ME = {"user": "alice", "operator": False, "generation": "gen1"}
-ROW = {
-    "timestamp": "2026-01-01T00:00:00+00:00",
-    "kind": "add",
-    "payload": {"a": 1},
-    "owner": "alice",
-    "state": "queued",
-    "cancelled": False,
-    "completed": False,
-    "progress": 0.0,
-    "attempts": 0,
-    "max_attempts": 3,
-}
 
 
 def session(replica: Replica, handler: Handler) -> SyncSession:
@@ -86,7 +75,7 @@ def test_a_restored_database_resyncs_and_uploads_the_outbox_again(replica: Repli
     [mutation] = replica.pending_mutations(10)
     replica.record_results([MutationResult(id=mutation.id, status="applied")], txid=7)
     pending = replica.insert_job("add", {"a": 2})
-    row = {**ROW, "id": "01a22306-0000-7000-8000-000000000001"}
+    row = server_row("01a22306-0000-7000-8000-000000000001")
     snapshot = ShapeResponse(
         messages=[UpsertMessage(key=row["id"], row=row), ControlMessage(type="up-to-date")],
         offset=Offset("gen1", 5, 5).encode(),
