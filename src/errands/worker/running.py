@@ -156,9 +156,9 @@ def failure(handler: JobHandler, ctx: JobContext, exc: BaseException) -> Outcome
     else:
         kind = type(exc).__name__
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    error = error_json(kind, message, traceback=trace, attempt=ctx.attempt)
     if ctx.attempt < ctx.max_attempts:
         delay = retry_delay(handler.retry_backoff, ctx.attempt)
+        error = error_json(kind, message, traceback=trace, attempt=ctx.attempt, retry_in=delay)
         log.info(
             "job %s failed (attempt %d of %d), retrying in %.1fs: %s",
             ctx.job_id,
@@ -168,5 +168,6 @@ def failure(handler: JobHandler, ctx: JobContext, exc: BaseException) -> Outcome
             message,
         )
         return Outcome(ctx.job_id, "queued", error=error, retry_in=delay)
+    error = error_json(kind, message, traceback=trace, attempt=ctx.attempt)
     log.warning("job %s failed after %d attempt(s): %s", ctx.job_id, ctx.attempt, message)
     return Outcome(ctx.job_id, "failed", error=error)
