@@ -4,7 +4,7 @@ block the event loop, handlers in a child process killed at their timeout."""
 from __future__ import annotations
 
 import itertools
-import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,12 @@ def pids(path: Path) -> list[int]:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process with this pid exists."""
+    """Whether a process with this pid runs (a zombie nobody reaped yet does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_thread_handler_past_its_timeout_keeps_the_job_until_it_returns(
@@ -123,3 +123,16 @@ def test_a_cancelled_process_handler_is_killed(
     assert row["state"] == "cancelled"
     [child] = pids(runs)
     assert not alive(child)
+
+
+def test_a_process_handler_exits_when_its_worker_is_killed(
+    conn: psycopg.Connection[Any], start_worker: StartWorker, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    worker = start_worker()
+    errands.enqueue(conn, "in_process", {"steps": 600, "step": 0.1, "marks": str(runs)})
+    [child] = wait_for(lambda: pids(runs), 60, what="the child process to start")
+    assert alive(child)
+    worker.stop(signal.SIGKILL)
+    # It exits by itself (it would sleep for another minute otherwise).
+    wait_for(lambda: not alive(child), 10, what=f"the child {child} to exit")

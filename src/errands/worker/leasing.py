@@ -77,7 +77,8 @@ class Lease:
                 self._close()
             raise
         # A job that ended meanwhile is no longer held: it was not taken back.
-        lost = [job_id for (job_id,) in taken if job_id in set(self._held())]
+        still_held = set(self._held())
+        lost = [job_id for (job_id,) in taken if job_id in still_held]
         if lost:
             self._lost(lost)
 
