@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 import errands
+from errands.queries import query
 from tests.helpers import ErrandsProcess, wait_for
 from tests.worker.conftest import FAST, StartWorker, events, job, wait_for_state
 
@@ -227,3 +228,46 @@ def test_an_outage_shorter_than_the_lease_reruns_nothing(own_postgres: Any) -> N
     finally:
         for worker in workers:
             worker.close()
+
+
+def test_a_thread_that_will_not_stop_keeps_its_job_past_a_forced_stop(
+    conn: psycopg.Connection[Any], start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """Ctrl-C twice while a plain handler ignores every request to stop: the job is not
+    re-queued under the thread's feet; it runs again only after the lease expired."""
+    worker = start_worker()
+    job_id = errands.enqueue(conn, "ignores_timeout", {"seconds": 30, "log": str(tmp_path / "log")})
+    wait_for_state(conn, job_id, "running")
+    worker.send(signal.SIGINT)
+    worker.wait_for_output("waiting up to 30s for 1 running job")
+    assert worker.stop(signal.SIGINT, timeout=30) == 0
+    assert "its handler did not stop" in worker.output()
+    row = job(conn, job_id)
+    assert row["state"] == "running"
+    [(lease_expired,)] = conn.execute("SELECT lease_expires_at FROM errands_workers").fetchall()
+    start_worker()
+    restarted = wait_for(
+        lambda: conn.execute(
+            "SELECT at FROM job_events WHERE job_id = %s AND type = 'retried'", (job_id,)
+        ).fetchone(),
+        what="the job to be recovered",
+    )
+    assert restarted[0] >= lease_expired
+
+
+def test_a_worker_whose_lease_lapsed_drops_the_jobs_taken_back_and_says_so(
+    conn: psycopg.Connection[Any], start_worker: StartWorker
+) -> None:
+    worker = start_worker()
+    job_id = errands.enqueue(conn, "sleep_async", {"steps": 100, "step": 0.1}, max_attempts=1)
+    wait_for_state(conn, job_id, "running")
+    # What another worker does once this one's lease has lapsed (say, cut off from
+    # Postgres for longer than the lease): the job is taken back.
+    with conn.transaction():
+        conn.execute("UPDATE errands_workers SET lease_expires_at = now() - interval '1 s'")
+        [(taken, state)] = conn.execute(query("recover_orphans")).fetchall()
+    assert (taken, state) == (job_id, "failed")  # its one attempt was lost
+    worker.wait_for_output("took the job back")
+    worker.wait_for_output(f"job {job_id}: dropping this attempt's outcome (cancelled)")
+    row = job(conn, job_id)
+    assert (row["state"], row["error"]["type"]) == ("failed", "WorkerLost")

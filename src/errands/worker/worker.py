@@ -180,11 +180,10 @@ class Worker:
                 self.settings.shutdown_timeout,
                 len(self._running),
             )
-            tasks = [r.task for r in self._running.values()]
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
-            if pending:
+            await self._wait_for_running(self.settings.shutdown_timeout, until_abort=True)
+            if self._running:
                 self.abort()
-                await asyncio.wait(pending, timeout=ABORT_GRACE)
+                await self._wait_for_running(ABORT_GRACE, until_abort=False)
         stuck = list(self._running)
         for job_id in stuck:
             log.warning(
@@ -195,6 +194,17 @@ class Worker:
             )
             self._running[job_id].task.cancel()
         return stuck
+
+    async def _wait_for_running(self, seconds: float, *, until_abort: bool) -> None:
+        """Wait until no job runs, for at most ``seconds`` (or until :meth:`abort`)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self._wakeup.clear()  # set when a job ends, and by abort()
+            remaining = deadline - time.monotonic()
+            if not self._running or (until_abort and self._aborting) or remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
 
     async def _retrying(
         self, what: str, action: Callable[[], Awaitable[Any]], attempts: int | None = None
