@@ -29,11 +29,21 @@ from typing import Any
 from errands.exceptions import JobCancelled, JobTimeout
 from errands.payloads import dump_json
 from errands.registry import JobContext, JobHandler
-from errands.worker.running import Abandoned, HandlerFailed, start_thread
+from errands.worker.threads import Abandoned, start_thread
 
 _CONTEXT = multiprocessing.get_context("spawn")
 _POLL = 0.05  # seconds between looks at the child, the cancel flag and the clock
 _KILL_GRACE = 1.0  # seconds a child gets between SIGTERM and SIGKILL
+
+
+class HandlerFailed(Exception):
+    """A handler raised where its exception cannot travel (in a child process): its
+    exception's type name, message and formatted traceback."""
+
+    def __init__(self, kind: str, message: str, traceback_text: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.traceback_text = traceback_text
 
 
 def check_startable(handler: JobHandler) -> None:

@@ -38,8 +38,9 @@ from errands.worker.connections import RECONNECT, Link
 from errands.worker.finishing import Finisher, Outcome
 from errands.worker.leasing import Lease
 from errands.worker.listening import CANCEL_CHANNEL, listen
-from errands.worker.running import Abandoned, attempt
+from errands.worker.running import attempt
 from errands.worker.settings import WorkerSettings
+from errands.worker.threads import Abandoned
 
 log = logging.getLogger("errands.worker")
 
