@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -41,12 +40,12 @@ from errands.migrations import ensure_migrated
 from errands.payloads import dump_json, printable
 from errands.queries import query
 from errands.registry import JobContext, JobHandler, Registry
+from errands.schedules import run_schedules
 
 log = logging.getLogger("errands.worker")
 
 JOBS_CHANNEL = "errands_jobs"
 CANCEL_CHANNEL = "errands_cancel"
-MAX_RETRY_DELAY = 3600.0
 UNKNOWN_KINDS_INTERVAL = 60.0
 
 
@@ -175,6 +174,7 @@ class Worker:
                     self._progress_loop(),
                     self._heartbeat_loop(),
                     self._cancellation_loop(),
+                    run_schedules(self.database_url, self.registry.schedules),
                 )
             ]
             try:
@@ -253,15 +253,18 @@ class Worker:
                 delay = min(delay * 2, 5.0)
 
     async def _register(self) -> None:
-        await self._execute(
-            query("register_worker"),
-            {
-                "id": self.id,
-                "hostname": socket.gethostname(),
-                "pid": os.getpid(),
-                **self._filter,
-                "lease": self.settings.lease,
-            },
+        await self._transaction(
+            (
+                query("register_worker"),
+                {
+                    "id": self.id,
+                    "hostname": socket.gethostname(),
+                    "pid": os.getpid(),
+                    **self._filter,
+                    "lease": self.settings.lease,
+                },
+            ),
+            (query("register_kinds"), self.registry.kind_settings()),
         )
 
     # -- claiming --------------------------------------------------------------------
@@ -379,8 +382,8 @@ class Worker:
             traceback="".join(traceback.format_exception(type(exc), exc, tb)),
             attempt=ctx.attempt,
         )
-        if ctx.attempt < ctx.max_attempts:
-            delay = retry_delay(handler.retry_backoff, ctx.attempt)
+        if handler.should_retry(exc, ctx.attempt, ctx.max_attempts):
+            delay = handler.backoff(ctx.attempt)
             log.info(
                 "job %s failed (attempt %d of %d), retrying in %.1fs: %s",
                 ctx.job_id,
@@ -565,16 +568,6 @@ class Worker:
             self._cancel_hint.set()
         elif self.settings.queues is None or set(payload.split(",")) & set(self.settings.queues):
             self._wakeup.set()
-
-
-def retry_delay(base: float, attempt: int) -> float:
-    """Exponential backoff with jitter: about ``base * 2**(attempt-1)`` seconds.
-
-    The delay is drawn from the upper half of the window ("equal jitter"), so retries
-    spread out but never come sooner than half the nominal delay.
-    """
-    nominal = min(MAX_RETRY_DELAY, base * 2.0 ** (attempt - 1))
-    return nominal / 2 + random.uniform(0, nominal / 2)
 
 
 def _requeue(job_id: uuid.UUID, reason: str) -> _Outcome:
