@@ -11,12 +11,11 @@ import psycopg
 
 from errands.ids import uuid7
 from errands.payloads import dump_json
+from errands.protocol import MAX_NAME_LENGTH
 from errands.queries import query
 
 STATES = ("queued", "running", "completed", "failed", "cancelled")
 FINAL_STATES = frozenset({"completed", "failed", "cancelled"})
-MAX_UNIQUE_KEY_LENGTH = 200
-"""The longest unique key (the database checks it too)."""
 
 
 class BatchOptions(TypedDict, total=False):
@@ -69,8 +68,8 @@ def _one(
     """A single job's id (new unless given) and the enqueue query's parameters."""
     job_id = job_id or uuid7()
     unique_key = options.get("unique_key")
-    if unique_key is not None and not 0 < len(unique_key) <= MAX_UNIQUE_KEY_LENGTH:
-        raise ValueError(f"unique_key must have 1 to {MAX_UNIQUE_KEY_LENGTH} characters")
+    if unique_key is not None and not 0 < len(unique_key) <= MAX_NAME_LENGTH:
+        raise ValueError(f"unique_key must have 1 to {MAX_NAME_LENGTH} characters")
     payload_json = dump_json({} if payload is None else payload)
     return job_id, _params(kind, options, id=job_id, payload=payload_json, unique_key=unique_key)
 
