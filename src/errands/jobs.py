@@ -45,8 +45,13 @@ class JobOptions(BatchOptions, total=False):
     again while one is unfinished returns that job's id and inserts nothing."""
 
 
-def _params(kind: str, options: BatchOptions, **values: Any) -> dict[str, Any]:
+def _params(
+    kind: str, options: BatchOptions, allowed: frozenset[str], **values: Any
+) -> dict[str, Any]:
     """The parameters of the enqueue queries: the job's options, then ``values``."""
+    unknown = sorted(set(options) - allowed)
+    if unknown:  # what mypy would catch, for callers it does not check
+        raise TypeError(f"unknown option(s) {', '.join(unknown)}; options: {sorted(allowed)}")
     max_attempts = options.get("max_attempts")
     if max_attempts is not None and max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
@@ -71,7 +76,14 @@ def _one(
     if unique_key is not None and not 0 < len(unique_key) <= MAX_NAME_LENGTH:
         raise ValueError(f"unique_key must have 1 to {MAX_NAME_LENGTH} characters")
     payload_json = dump_json({} if payload is None else payload)
-    return job_id, _params(kind, options, id=job_id, payload=payload_json, unique_key=unique_key)
+    return job_id, _params(
+        kind,
+        options,
+        JobOptions.__optional_keys__,
+        id=job_id,
+        payload=payload_json,
+        unique_key=unique_key,
+    )
 
 
 def enqueue(
@@ -128,5 +140,6 @@ def enqueue_many(
     batch = [dump_json(payload) for payload in payloads]
     ids = [uuid7() for _ in batch]
     if batch:
-        conn.execute(query("enqueue_many"), _params(kind, options, ids=ids, payloads=batch))
+        params = _params(kind, options, BatchOptions.__optional_keys__, ids=ids, payloads=batch)
+        conn.execute(query("enqueue_many"), params)
     return ids
