@@ -130,6 +130,15 @@ async def enqueue_async(
             return uuid.UUID(str(existing[0]))
 
 
+def _batch(
+    kind: str, payloads: Iterable[Any], options: BatchOptions
+) -> tuple[list[uuid.UUID], dict[str, Any]]:
+    """New ids for a batch, and the enqueue_many query's parameters."""
+    batch = [dump_json(payload) for payload in payloads]
+    ids = [uuid7() for _ in batch]
+    return ids, _params(kind, options, BatchOptions.__optional_keys__, ids=ids, payloads=batch)
+
+
 def enqueue_many(
     conn: psycopg.Connection[Any],
     kind: str,
@@ -137,9 +146,20 @@ def enqueue_many(
     **options: Unpack[BatchOptions],
 ) -> list[uuid.UUID]:
     """Insert many jobs of one kind in one statement; return their ids in order."""
-    batch = [dump_json(payload) for payload in payloads]
-    ids = [uuid7() for _ in batch]
-    if batch:
-        params = _params(kind, options, BatchOptions.__optional_keys__, ids=ids, payloads=batch)
+    ids, params = _batch(kind, payloads, options)
+    if ids:
         conn.execute(query("enqueue_many"), params)
+    return ids
+
+
+async def enqueue_many_async(
+    conn: psycopg.AsyncConnection[Any],
+    kind: str,
+    payloads: Iterable[Any],
+    **options: Unpack[BatchOptions],
+) -> list[uuid.UUID]:
+    """:func:`enqueue_many` for an asyncio connection."""
+    ids, params = _batch(kind, payloads, options)
+    if ids:
+        await conn.execute(query("enqueue_many"), params)
     return ids

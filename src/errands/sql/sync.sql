@@ -80,6 +80,9 @@ WHERE %(unique_key)s::text IS NOT NULL
   AND unique_key = %(unique_key)s
   AND state IN ('queued', 'running')
 
+-- name: job_exists
+SELECT 1 FROM background_jobs WHERE id = %(id)s
+
 -- name: cancel_job
 UPDATE background_jobs SET cancelled = true
 WHERE id = %(id)s AND (owner = %(owner)s OR %(operator)s)

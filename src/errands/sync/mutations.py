@@ -218,11 +218,23 @@ def _check_update(values: dict[str, Any]) -> None:
 async def _write(
     conn: AsyncConnection[Any], caller: Caller, m: Mutation, params: dict[str, Any]
 ) -> None:
-    name = {"insert": "insert_job", "update": "cancel_job", "delete": "delete_job"}[m.op]
+    if m.op == "insert":
+        await _insert(conn, params)
+        return
+    name = {"update": "cancel_job", "delete": "delete_job"}[m.op]
     row = await (await conn.execute(_q(name), params)).fetchone()
     if row is not None:
         return
-    if m.op == "insert":
+    whose = "" if caller.operator else " of yours"
+    raise Rejection(ErrorCode.NOT_FOUND, f"no job{whose} with id {m.key}")
+
+
+async def _insert(conn: AsyncConnection[Any], params: dict[str, Any]) -> None:
+    """Insert the job, or say why not: its id exists, or an unfinished job of the caller
+    has its unique key. That job may finish in between: then the insert is tried again."""
+    for _ in range(BATCH_ATTEMPTS):
+        if await (await conn.execute(_q("insert_job"), params)).fetchone() is not None:
+            return
         existing = await (await conn.execute(_q("unfinished_with_key"), params)).fetchone()
         if existing is not None:
             raise Rejection(
@@ -230,6 +242,9 @@ async def _write(
                 f"job {existing[0]} has unique key {params['unique_key']!r} and is not "
                 "finished; it stands for this one",
             )
-        raise Rejection(ErrorCode.ALREADY_EXISTS, f"a job with id {m.key} already exists")
-    whose = "" if caller.operator else " of yours"
-    raise Rejection(ErrorCode.NOT_FOUND, f"no job{whose} with id {m.key}")
+        if (
+            params["unique_key"] is None
+            or await (await conn.execute(_q("job_exists"), params)).fetchone()
+        ):
+            break
+    raise Rejection(ErrorCode.ALREADY_EXISTS, f"a job with id {params['id']} already exists")
