@@ -57,7 +57,7 @@ def test_max_running_holds_across_three_workers(
     for kind in ("limited", "free"):
         log = tmp_path / f"{kind}.jsonl"
         errands.enqueue_many(
-            conn, kind, [{"kind": kind, "seconds": 0.3, "log": str(log)} for _ in range(12)]
+            conn, kind, [{"kind": kind, "seconds": 0.5, "log": str(log)} for _ in range(12)]
         )
 
         def finished(log: Path = log) -> list[list[Any]] | None:
