@@ -132,3 +132,14 @@ def test_schedules_command_prints_each_schedule() -> None:
     assert "Every minute" in done.stdout
     next_minute = Schedule("m", "* * * * *", "tick").next_after(datetime.now(UTC))
     assert next_minute.strftime("%H:%M") in done.stdout
+
+
+def test_periodic_needs_a_kind() -> None:
+    other = errands.Registry()
+    with pytest.raises(ValueError, match="kind="):
+        other.periodic("* * * * *")(lambda ctx, payload: None)
+    other.periodic("* * * * *", kind="a")
+    with pytest.raises(ValueError, match="name="):
+        other.periodic("* * * * *", kind="a")
+    with pytest.raises(errands.PayloadError):
+        other.periodic("* * * * *", kind="b", payload={"when": object()})

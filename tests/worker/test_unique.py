@@ -4,6 +4,9 @@ clients through the sync service."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +18,7 @@ import psycopg
 import pytest
 
 import errands
-from tests.client.processes import SyncServer, token
+from tests.client.processes import SyncServer, free_port, token
 from tests.helpers import wait_for
 
 
@@ -144,3 +147,31 @@ def test_bad_options_are_refused_by_client_and_server(server: SyncServer, tmp_pa
         mutation = {"id": key, "table": "background_jobs", "op": "insert", "key": key}
         answer = http.post("/v1/mutations", json={"mutations": [{**mutation, "values": good}]})
         assert answer.json()["results"][0]["status"] == "applied"
+
+
+def submit_command(replica: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``errands submit`` against a server that is not there: the job stays local."""
+    return subprocess.run(
+        [sys.executable, "-m", "errands", "submit", "report", "--replica", str(replica), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "ERRANDS_SERVER": f"http://127.0.0.1:{free_port()}"},
+    )
+
+
+def test_submit_command_options(tmp_path: Path) -> None:
+    replica = tmp_path / "r.db"
+    first = submit_command(replica, "--unique-key", "k", "--priority", "7", "--queue", "q")
+    again = submit_command(replica, "--unique-key", "k")
+    assert first.returncode == again.returncode == 0, first.stderr
+    assert "submitted" in first.stderr
+    assert first.stderr.split()[1] == again.stderr.split()[1]  # the same job
+    for bad in (["--priority", "5000"], ["--max-attempts", "0"], ["--run-at", "soon"]):
+        refused = submit_command(replica, *bad)
+        assert refused.returncode == 2, bad
+        assert bad[0] in refused.stderr
+    with errands.Client(replica) as client:
+        jobs = client.jobs()
+    assert [(j.unique_key, j.priority, j.queue) for j in jobs] == [("k", 7, "q")]
