@@ -808,6 +808,8 @@ def main() -> None:
     # Procrastinate warns that the app lives in __main__ (it matters only for finding
     # tasks by import path, which the benchmark doesn't do).
     logging.getLogger("procrastinate").setLevel(logging.ERROR)
+    # errands says, once a minute, that the backlog's kind has no worker: it is meant so.
+    logging.getLogger("errands.worker").setLevel(logging.ERROR)
     if args.child:
         child_main(args.child)
     else:
