@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,17 @@ def test_submit_command_options(tmp_path: Path) -> None:
     with errands.Client(replica) as client:
         jobs = client.jobs()
     assert [(j.unique_key, j.priority, j.queue) for j in jobs] == [("k", 7, "q")]
+
+
+def test_async_client_takes_the_same_options(tmp_path: Path) -> None:
+    async def submit_twice() -> tuple[errands.Job, errands.Job]:
+        async with errands.AsyncClient(tmp_path / "r.db") as client:
+            moment = datetime(2030, 1, 1, tzinfo=UTC)
+            first = await client.submit("report", {}, unique_key="k", run_at=moment)
+            with pytest.raises(ValueError, match="aware"):
+                await client.submit("report", {}, run_at=datetime(2030, 1, 1))
+            return first, await client.submit("report", {}, unique_key="k")
+
+    first, again = asyncio.run(submit_twice())
+    assert again.id == first.id
+    assert first.run_at == datetime(2030, 1, 1, tzinfo=UTC)
