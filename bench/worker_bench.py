@@ -1,16 +1,28 @@
 """The worker benchmark: errands next to Procrastinate and PgQueuer, on one Postgres.
 
-    .venv/bin/python bench/worker_bench.py [--jobs 20000] [--database-url URL]
+    .venv/bin/python bench/worker_bench.py [--runs 3] [--jobs 20000] [--quick]
 
-Workloads (each library gets a fresh database on the same server for each one):
+Every workload runs ``--runs`` times for every library, interleaved (round after round,
+each round in a rotated library order, so that a noisy minute on a shared machine does
+not land on one library); the report gives the median and the spread (lowest-highest).
 
-* drain: insert ``--jobs`` no-op jobs, then time one worker from its start until every
-  job is finished, at concurrency 1 and 16; the finished jobs are counted in the
-  database afterwards;
-* pickup latency: with the worker idle and listening, insert ``--latency-jobs`` jobs one
-  at a time, ``--gap`` seconds apart, and measure commit -> handler started;
-* enqueue: jobs per second, one job per transaction, and batched (the batch API of each
-  library, ``--batch-size`` jobs a call; measured while filling the drain queue).
+Workloads (each run gets a fresh database on the same server):
+
+* drain c=1 / c=16: ``--jobs`` no-op jobs are inserted first, then one worker with that
+  concurrency drains them. The drain is timed from the first handler call to the last
+  one (the worker's start-up, from its start to the first handler call, is reported on
+  its own row); the finished jobs are then counted in the database;
+* drain c=16 with history: the same, with ``--history`` (1,000,000) finished jobs and
+  their events already in the table (errands only: it keeps its audit log, so this is
+  its real life; the peers delete or keep less);
+* drain c=16 behind a backlog: ``--backlog`` (100,000) queued jobs of another kind (for
+  Procrastinate: another queue) wait ahead of the ``--jobs`` the worker handles;
+* drain c=16 via ``errands worker``: the real command as users start it, timed in the
+  database (first ``started_at`` to last ``finished_at``);
+* pickup latency: an idle, listening worker; jobs inserted one at a time, ``--gap``
+  apart; commit -> handler start;
+* enqueue: one job per transaction, and batched (``--batch-size`` a call), each
+  library through its async API.
 
 Every worker runs in a fresh child process of this script (``--child``), in-process in
 that child through the library's own Python API, so that no library inherits another
@@ -26,12 +38,13 @@ import json
 import logging
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,9 +52,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
-EMBEDDED_DIR = Path(__file__).resolve().parent.parent / ".pgdata-test"
+BENCH_DIR = Path(__file__).resolve().parent
+EMBEDDED_DIR = BENCH_DIR.parent / ".pgdata-test"
 KIND = "noop"
-CHILD_TIMEOUT = 900.0
+OTHER = "other"
+CHILD_TIMEOUT = 1800.0
 # Each child reports its result as the last line of its stdout, after this marker.
 RESULT_MARKER = "RESULT "
 
@@ -52,11 +67,11 @@ OnJob = Callable[[int], None]
 
 
 class Enqueuer(Protocol):
-    """Inserts jobs through a library's own API, each call its own transaction."""
+    """Inserts jobs through a library's own async API, each call its own transaction."""
 
     async def one(self, seq: int) -> None: ...
 
-    async def batch(self, seqs: list[int]) -> None: ...
+    async def batch(self, seqs: list[int], kind: str = KIND) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -78,28 +93,29 @@ class Contender(Protocol):
 
 
 class ErrandsEnqueuer:
-    """errands' server-side enqueue on a plain (sync) psycopg connection.
+    """errands' async enqueue (``enqueue_async``, ``enqueue_many_async``) on an asyncio
+    psycopg connection, next to the peers' async drivers.
 
-    errands.enqueue is meant to run inside the caller's own transaction; here each job
+    errands.enqueue is meant to run inside the caller's own transaction; here each call
     is the whole transaction, like the peers' enqueue calls.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self.conn = conn
 
     async def one(self, seq: int) -> None:
         import errands  # noqa: PLC0415 -- each child imports only its own library
 
-        errands.enqueue(self.conn, KIND, {"seq": seq})  # autocommit: its own transaction
+        await errands.enqueue_async(self.conn, KIND, {"seq": seq})  # autocommit
 
-    async def batch(self, seqs: list[int]) -> None:
+    async def batch(self, seqs: list[int], kind: str = KIND) -> None:
         import errands  # noqa: PLC0415
 
-        with self.conn.transaction():
-            errands.enqueue_many(self.conn, KIND, [{"seq": s} for s in seqs])
+        async with self.conn.transaction():
+            await errands.enqueue_many_async(self.conn, kind, [{"seq": s} for s in seqs])
 
     async def close(self) -> None:
-        self.conn.close()
+        await self.conn.close()
 
 
 class ErrandsContender:
@@ -107,7 +123,9 @@ class ErrandsContender:
 
     name = "errands"
     jobs_sql = "SELECT count(*) FROM background_jobs"
-    finished_sql = "SELECT count(*) FROM background_jobs WHERE state = 'completed'"
+    finished_sql = (
+        f"SELECT count(*) FROM background_jobs WHERE state = 'completed' AND kind = '{KIND}'"
+    )
 
     async def install(self, url: str) -> None:
         import errands  # noqa: PLC0415
@@ -116,7 +134,7 @@ class ErrandsContender:
 
     async def enqueuer(self, url: str) -> Enqueuer:
         # Autocommit, as the peers enqueue: one statement, one round trip, one commit.
-        return ErrandsEnqueuer(psycopg.connect(url, autocommit=True))
+        return ErrandsEnqueuer(await psycopg.AsyncConnection.connect(url, autocommit=True))
 
     async def work(self, url: str, concurrency: int, on_job: OnJob, stop: asyncio.Event) -> None:
         import errands  # noqa: PLC0415
@@ -132,7 +150,9 @@ class ErrandsContender:
 
 
 class ProcrastinateEnqueuer:
-    """Procrastinate's ``defer_async`` and ``batch_defer_async`` on an open app."""
+    """Procrastinate's ``defer_async`` and ``batch_defer_async`` on an open app; the
+    other kind is the same task in another queue (its workers take whatever task the
+    queues they listen to hold)."""
 
     def __init__(self, app: Any, task: Any) -> None:
         self.app = app
@@ -141,15 +161,17 @@ class ProcrastinateEnqueuer:
     async def one(self, seq: int) -> None:
         await self.task.defer_async(seq=seq)
 
-    async def batch(self, seqs: list[int]) -> None:
-        await self.task.batch_defer_async(*({"seq": s} for s in seqs))
+    async def batch(self, seqs: list[int], kind: str = KIND) -> None:
+        deferrer = self.task if kind == KIND else self.task.configure(queue=OTHER)
+        await deferrer.batch_defer_async(*({"seq": s} for s in seqs))
 
     async def close(self) -> None:
         await self.app.close_async()
 
 
 class ProcrastinateContender:
-    """Procrastinate: an async task and ``app.run_worker_async(concurrency=N)``."""
+    """Procrastinate: an async task and ``app.run_worker_async(concurrency=N)`` on the
+    task's queue."""
 
     name = "procrastinate"
     jobs_sql = "SELECT count(*) FROM procrastinate_jobs"
@@ -161,7 +183,7 @@ class ProcrastinateContender:
 
         app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=url))
 
-        @app.task(name=KIND)
+        @app.task(name=KIND, queue="default")
         async def noop(seq: int) -> None:
             if on_job is not None:
                 on_job(seq)
@@ -182,7 +204,9 @@ class ProcrastinateContender:
         app, _ = self._app(url, on_job)
         async with app.open_async():
             running = asyncio.create_task(
-                app.run_worker_async(concurrency=concurrency, install_signal_handlers=False)
+                app.run_worker_async(
+                    concurrency=concurrency, queues=["default"], install_signal_handlers=False
+                )
             )
             await stop.wait()
             # Cancelling run_worker_async is Procrastinate's graceful stop: running jobs
@@ -205,9 +229,9 @@ class PgQueuerEnqueuer:
     async def one(self, seq: int) -> None:
         await self.queries.enqueue(KIND, str(seq).encode())
 
-    async def batch(self, seqs: list[int]) -> None:
+    async def batch(self, seqs: list[int], kind: str = KIND) -> None:
         await self.queries.enqueue(
-            [KIND] * len(seqs), [str(s).encode() for s in seqs], [0] * len(seqs)
+            [kind] * len(seqs), [str(s).encode() for s in seqs], [0] * len(seqs)
         )
 
     async def close(self) -> None:
@@ -217,9 +241,11 @@ class PgQueuerEnqueuer:
 class PgQueuerContender:
     """PgQueuer: an async entrypoint and ``PgQueuer(...).run()`` over asyncpg (its default).
 
-    Concurrency 1 is ``concurrency_limit=1`` with ``batch_size=1`` (PgQueuer's way to
-    serialise an entrypoint); concurrency N > 1 is ``max_concurrent_tasks=N`` with
-    ``batch_size=N // 2`` (it requires at least twice the batch size).
+    Its only local cap is ``max_concurrent_tasks``, which must be at least twice the
+    batch size: concurrency N is ``max_concurrent_tasks=N, batch_size=N // 2``, and
+    concurrency 1 is the smallest local cap there is, ``max_concurrent_tasks=2,
+    batch_size=1``, with an asyncio lock in the handler so that one runs at a time
+    (``concurrency_limit=1`` would be a seat shared by every worker, enforced in SQL).
     """
 
     name = "pgqueuer"
@@ -248,17 +274,17 @@ class PgQueuerContender:
         from pgqueuer.models import Job  # noqa: PLC0415
 
         conn = await asyncpg.connect(**_asyncpg_args(url))
+        one_at_a_time = asyncio.Lock() if concurrency == 1 else contextlib.nullcontext()
         try:
             pgq = PgQueuer.from_asyncpg_connection(conn)
 
-            @pgq.entrypoint(KIND, concurrency_limit=1 if concurrency == 1 else 0)
+            @pgq.entrypoint(KIND)
             async def noop(job: Job) -> None:
-                on_job(int(job.payload or b"0"))
+                async with one_at_a_time:
+                    on_job(int(job.payload or b"0"))
 
-            if concurrency == 1:
-                run = pgq.run(batch_size=1)
-            else:
-                run = pgq.run(batch_size=concurrency // 2, max_concurrent_tasks=concurrency)
+            batch = max(1, concurrency // 2)
+            run = pgq.run(batch_size=batch, max_concurrent_tasks=max(2, concurrency))
             await _until(run, stop, pgq.shutdown.set)
         finally:
             await conn.close()
@@ -298,27 +324,30 @@ async def _until(
 
 
 async def child(spec: dict[str, Any]) -> dict[str, Any]:
-    """Run one worker as ``spec`` says; return what it measured."""
+    """Run one worker as ``spec`` says; return what it measured (monotonic seconds)."""
     contender = CONTENDERS[spec["library"]]
     expected: int | None = spec.get("expected")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     started: dict[int, float] = {}
-    handled = 0
 
     def on_job(seq: int) -> None:
-        nonlocal handled
         started[seq] = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process
-        handled += 1
-        if expected is not None and handled >= expected:
+        if expected is not None and len(started) >= expected:
             stop.set()
 
     print("READY", flush=True)
-    begin = time.perf_counter()
+    begin = time.monotonic()
     await contender.work(spec["url"], spec["concurrency"], on_job, stop)
-    elapsed = time.perf_counter() - begin
-    return {"elapsed": elapsed, "handled": handled, "started": started}
+    calls = sorted(started.values())
+    return {
+        "begin": begin,
+        "first": calls[0] if calls else None,
+        "last": calls[-1] if calls else None,
+        "handled": len(started),
+        "started": started if spec.get("keep_starts") else {},
+    }
 
 
 def child_main(raw: str) -> None:
@@ -375,7 +404,7 @@ def server_url(explicit: str | None) -> str:
 
 @dataclass
 class Database:
-    """A fresh database on the benchmark's server, dropped when done."""
+    """A database on the benchmark's server."""
 
     server: str
     name: str
@@ -397,18 +426,57 @@ class Database:
             self.scalar("CHECKPOINT")
 
 
-@contextlib.contextmanager
-def fresh_database(server: str, library: str) -> Iterator[Database]:
-    """Create ``errands_bench_<library>_<random>``; drop it (forcefully) afterwards."""
-    db = Database(server, f"errands_bench_{library}_{uuid.uuid4().hex[:8]}")
-    options = "-c statement_timeout=120000"
+def _admin(server: str, sql: str) -> None:
+    options = "-c statement_timeout=600000"
     with psycopg.connect(server, autocommit=True, connect_timeout=10, options=options) as admin:
-        admin.execute(f'CREATE DATABASE "{db.name}"'.encode())
+        admin.execute(sql.encode())
+
+
+@contextlib.contextmanager
+def fresh_database(server: str, library: str, template: str | None = None) -> Iterator[Database]:
+    """Create ``errands_bench_<library>_<random>`` (a copy of ``template`` if given);
+    drop it (forcefully) afterwards."""
+    db = Database(server, f"errands_bench_{library}_{uuid.uuid4().hex[:8]}")
+    # FILE_COPY: a large template is copied file by file, not written again through WAL.
+    copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+    _admin(server, f'CREATE DATABASE "{db.name}"{copy}')
     try:
         yield db
     finally:
-        with psycopg.connect(server, autocommit=True, connect_timeout=10) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)'.encode())
+        _admin(server, f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
+
+
+# errands' history: finished jobs of another kind, each with the three events a
+# completed job leaves, as a worker would have written them (triggers off to fill fast).
+HISTORY_SQL = """
+SET session_replication_role = replica;
+INSERT INTO background_jobs
+    (id, "timestamp", kind, payload, state, completed, progress, result, attempts,
+     max_attempts, priority, queue, lease_owner, received_at, started_at, finished_at)
+SELECT gen_random_uuid(), t, 'history', jsonb_build_object('seq', g), 'completed', true, 1,
+       'null', 1, 3, 0, 'default', 'bench', t, t, t + interval '5 ms'
+FROM generate_series(1, {count}) AS g,
+     LATERAL (SELECT now() - interval '30 days' + g * interval '2 s') AS moment (t);
+INSERT INTO job_events (job_id, at, type, attempt, worker)
+SELECT j.id, j.finished_at, e.type, 1, 'bench'
+FROM background_jobs j, (VALUES ('queued'), ('started'), ('completed')) AS e (type);
+SET session_replication_role = origin;
+"""
+
+
+@contextlib.contextmanager
+def history_template(server: str, count: int) -> Iterator[str]:
+    """A migrated errands database holding ``count`` finished jobs and their events,
+    vacuumed and analysed as autovacuum would leave it; each history run copies it."""
+    with fresh_database(server, "errands_history") as db:
+        import errands  # noqa: PLC0415
+
+        errands.migrate(db.url)
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute(HISTORY_SQL.format(count=int(count)).encode())
+            conn.execute(b"VACUUM ANALYZE background_jobs")
+            conn.execute(b"VACUUM ANALYZE job_events")
+        yield db.name
 
 
 async def wait_for_count(db: Database, sql: str, count: int, deadline: float) -> int:
@@ -425,23 +493,40 @@ async def wait_for_count(db: Database, sql: str, count: int, deadline: float) ->
 
 @dataclass
 class DrainResult:
-    """One drain run: the insert before it, then the drain itself."""
+    """One drain run: the batched insert before it, the start-up, the drain itself."""
 
     enqueue_rate: float
+    startup: float
     drain_rate: float
 
 
+async def fill(enqueuer: Enqueuer, jobs: int, batch: int, kind: str = KIND) -> float:
+    """Insert ``jobs`` jobs with the batch API; return jobs per second."""
+    begin = time.perf_counter()
+    for first in range(0, jobs, batch):
+        await enqueuer.batch(list(range(first, min(first + batch, jobs))), kind)
+    return jobs / (time.perf_counter() - begin)
+
+
 async def drain(
-    contender: Contender, server: str, jobs: int, batch: int, concurrency: int
+    contender: Contender,
+    server: str,
+    args: argparse.Namespace,
+    concurrency: int,
+    *,
+    backlog: int = 0,
+    template: str | None = None,
 ) -> DrainResult:
-    """Fill a fresh queue with the batch API (timed), then drain it with one worker."""
-    with fresh_database(server, contender.name) as db:
-        await contender.install(db.url)
+    """Fill a fresh queue (behind ``backlog`` jobs of another kind, in a copy of
+    ``template`` if given), then drain it with one worker."""
+    jobs = args.jobs
+    with fresh_database(server, contender.name, template) as db:
+        if template is None:
+            await contender.install(db.url)
         enqueuer = await contender.enqueuer(db.url)
-        begin = time.perf_counter()
-        for first in range(0, jobs, batch):
-            await enqueuer.batch(list(range(first, min(first + batch, jobs))))
-        enqueue_rate = jobs / (time.perf_counter() - begin)
+        if backlog:
+            await fill(enqueuer, backlog, args.batch_size, OTHER)
+        enqueue_rate = await fill(enqueuer, jobs, args.batch_size)
         await enqueuer.close()
         db.checkpoint()
         spec = {
@@ -458,7 +543,45 @@ async def drain(
                 f"{contender.name}: {finished} jobs finished in the database and "
                 f"{result['handled']} handled, expected {jobs}"
             )
-        return DrainResult(enqueue_rate, jobs / result["elapsed"])
+        return DrainResult(
+            enqueue_rate,
+            result["first"] - result["begin"],
+            jobs / (result["last"] - result["first"]),
+        )
+
+
+async def drain_with_cli(server: str, args: argparse.Namespace) -> DrainResult:
+    """errands' drain at concurrency 16 through the ``errands worker`` command, timed in
+    the database: start-up from the command's start to the first claim, the drain from
+    the first claim to the last finish."""
+    errands_command = Path(sys.executable).with_name("errands")
+    contender = CONTENDERS["errands"]
+    with fresh_database(server, "errands_cli") as db:
+        await contender.install(db.url)
+        enqueuer = await contender.enqueuer(db.url)
+        enqueue_rate = await fill(enqueuer, args.jobs, args.batch_size)
+        await enqueuer.close()
+        db.checkpoint()
+        begin = time.time()
+        process = subprocess.Popen(  # noqa: ASYNC220 -- started once, before the timing
+            [str(errands_command), "worker", "worker_bench_jobs:registry", "--concurrency", "16"],
+            cwd=BENCH_DIR,
+            env={**os.environ, "ERRANDS_DATABASE_URL": db.url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            done = await wait_for_count(db, contender.finished_sql, args.jobs, CHILD_TIMEOUT)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+        if done != args.jobs:
+            raise RuntimeError(f"errands worker: {done} of {args.jobs} jobs finished")
+        first, last = (
+            db.scalar(f"SELECT extract(epoch FROM {edge}) FROM background_jobs")
+            for edge in ("min(started_at)", "max(finished_at)")
+        )
+        return DrainResult(enqueue_rate, float(first) - begin, args.jobs / float(last - first))
 
 
 async def enqueue_single(contender: Contender, server: str, jobs: int) -> float:
@@ -483,7 +606,12 @@ async def pickup_latency(
     with fresh_database(server, contender.name) as db:
         await contender.install(db.url)
         enqueuer = await contender.enqueuer(db.url)
-        spec = {"library": contender.name, "url": db.url, "concurrency": concurrency}
+        spec = {
+            "library": contender.name,
+            "url": db.url,
+            "concurrency": concurrency,
+            "keep_starts": True,
+        }
         try:
             with spawn_child(spec) as process:
                 # A warm-up job: once it is done the worker is connected and listening.
@@ -512,26 +640,33 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Row:
-    """One line of the report: a figure per library and which way is better."""
+    """One line of the report: every run's figure per library, and which way is better."""
 
     label: str
     unit: str
     higher_is_better: bool
+    runs: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, name: str) -> float | None:
+        """The library's median figure, if it ran."""
+        values = self.runs.get(name)
+        return statistics.median(values) if values else None
 
 
-def report(rows: list[Row], figures: dict[str, dict[str, float]], names: list[str]) -> str:
-    """The table, with errands/peer ratios (for latency, below 1 means errands is faster)."""
+def report(rows: list[Row], names: list[str]) -> str:
+    """The table: per library the median and, in brackets, the lowest and highest run;
+    then errands/peer ratios of the medians (for times, below 1 means errands is
+    faster)."""
     peers = [n for n in names if n != "errands"]
     header = ["workload", *names, *(f"errands/{p}" for p in peers), "better"]
     lines = [header]
     for row in rows:
-        values = figures[row.label]
         cells = [f"{row.label} ({row.unit})"]
-        cells += [_fmt(values.get(n)) for n in names]
+        cells += [_spread(row.runs.get(n)) for n in names]
         for peer in peers:
-            ours, theirs = values.get("errands"), values.get(peer)
+            ours, theirs = row.median("errands"), row.median(peer)
             cells.append(f"{ours / theirs:.2f}" if ours and theirs else "-")
         cells.append("higher" if row.higher_is_better else "lower")
         lines.append(cells)
@@ -547,49 +682,89 @@ def report(rows: list[Row], figures: dict[str, dict[str, float]], names: list[st
     return "\n".join(text)
 
 
-def _fmt(value: float | None) -> str:
-    if value is None:
+def _spread(values: list[float] | None) -> str:
+    if not values:
         return "-"
+    if len(values) == 1:
+        return _fmt(values[0])
+    return f"{_fmt(statistics.median(values))} [{_fmt(min(values))}-{_fmt(max(values))}]"
+
+
+def _fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
 
 
-async def run_all(args: argparse.Namespace) -> None:
-    """Every workload for every library, then the table."""
-    server = server_url(args.database_url)
-    names = args.libraries
-    figures: dict[str, dict[str, float]] = {}
-    rows: list[Row] = []
+class Recorder:
+    """Collects every run's figures, row by row, in the order they first appear."""
 
-    def record(label: str, unit: str, higher: bool, name: str, value: float) -> None:
-        if label not in figures:
-            figures[label] = {}
-            rows.append(Row(label, unit, higher))
-        figures[label][name] = value
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+
+    def __call__(self, label: str, unit: str, higher: bool, name: str, value: float) -> None:
+        row = self.rows.setdefault(label, Row(label, unit, higher))
+        row.runs.setdefault(name, []).append(value)
         print(f"  {name:<14} {label}: {_fmt(value)} {unit}", flush=True)
 
-    print(f"server: {conninfo_to_dict(server).get('host', 'local socket')}, jobs: {args.jobs}")
-    contenders = [CONTENDERS[name] for name in names]
-    # Workload by workload, every library in turn: noise from a shared machine then
-    # spreads over all of them instead of landing on whichever ran at the time.
-    batched: dict[str, float] = {}
+
+async def one_round(
+    args: argparse.Namespace, server: str, order: list[Contender], record: Recorder, **extra: Any
+) -> None:
+    """Every workload once, every library in ``order`` for each."""
+    template: str | None = extra.get("template")
     for concurrency in (1, 16):
-        for c in contenders:
-            result = await drain(c, server, args.jobs, args.batch_size, concurrency)
-            batched[c.name] = max(batched.get(c.name, 0.0), result.enqueue_rate)
+        for c in order:
+            result = await drain(c, server, args, concurrency)
             record(f"drain c={concurrency}", "jobs/s", True, c.name, result.drain_rate)
-    for c in contenders:
+            record(f"start-up c={concurrency}", "s", False, c.name, result.startup)
+            if concurrency == 16:
+                record(
+                    f"enqueue batch {args.batch_size}", "jobs/s", True, c.name, result.enqueue_rate
+                )
+    if template is not None:
+        result = await drain(CONTENDERS["errands"], server, args, 16, template=template)
+        label = f"drain c=16, {args.history:,} finished jobs in the table"
+        record(label, "jobs/s", True, "errands", result.drain_rate)
+    for c in order:
+        result = await drain(c, server, args, 16, backlog=args.backlog)
+        label = f"drain c=16 behind {args.backlog:,} jobs of another kind"
+        record(label, "jobs/s", True, c.name, result.drain_rate)
+    if "errands" in args.libraries:
+        result = await drain_with_cli(server, args)
+        record("drain c=16, `errands worker` command", "jobs/s", True, "errands", result.drain_rate)
+        record("start-up, `errands worker` command", "s", False, "errands", result.startup)
+    for c in order:
         latencies = await pickup_latency(c, server, args.latency_jobs, args.gap, 16)
-        for q in (0.5, 0.95, 0.99):
+        for q in (0.5, 0.99):
             record(
                 f"pickup p{round(q * 100)}", "ms", False, c.name, percentile(latencies, q) * 1000
             )
-    for c in contenders:
+    for c in order:
         rate = await enqueue_single(c, server, args.single_jobs)
         record("enqueue 1/tx", "jobs/s", True, c.name, rate)
-    for c in contenders:
-        record(f"enqueue batch {args.batch_size}", "jobs/s", True, c.name, batched[c.name])
+
+
+async def run_all(args: argparse.Namespace) -> None:
+    """Every workload for every library, ``--runs`` rounds, then the table."""
+    server = server_url(args.database_url)
+    names = args.libraries
+    record = Recorder()
+    print(
+        f"server: {conninfo_to_dict(server).get('host', 'local socket')}, jobs: {args.jobs}, "
+        f"runs: {args.runs}"
+    )
+    contenders = [CONTENDERS[name] for name in names]
+    with contextlib.ExitStack() as stack:
+        template = None
+        if "errands" in names and args.history:
+            print(f"building the history template ({args.history:,} finished jobs)", flush=True)
+            template = stack.enter_context(history_template(server, args.history))
+        for run in range(args.runs):
+            # Each round in a rotated order: a noisy minute spreads over every library.
+            order = contenders[run % len(contenders) :] + contenders[: run % len(contenders)]
+            print(f"round {run + 1} of {args.runs}: {', '.join(c.name for c in order)}")
+            await one_round(args, server, order, record, template=template)
     print()
-    print(report(rows, figures, names))
+    print(report(list(record.rows.values()), names))
 
 
 def main() -> None:
@@ -598,7 +773,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--database-url", help="a Postgres server's maintenance database")
+    parser.add_argument("--runs", type=int, default=3, help="rounds of every workload")
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs per drain run")
+    parser.add_argument(
+        "--history", type=int, default=1_000_000, help="finished jobs in the history drain"
+    )
+    parser.add_argument(
+        "--backlog", type=int, default=100_000, help="jobs of another kind in the backlog drain"
+    )
     parser.add_argument("--batch-size", type=int, default=1_000, help="jobs per batched enqueue")
     parser.add_argument(
         "--single-jobs", type=int, default=2_000, help="jobs enqueued one per transaction"
@@ -612,12 +794,22 @@ def main() -> None:
         choices=list(CONTENDERS),
         help="what to run",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: one round, small sizes (figures mean little)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.jobs, args.history, args.backlog = 1, 500, 5_000, 2_000
+        args.single_jobs, args.latency_jobs, args.batch_size = 50, 20, 250
     logging.basicConfig(level=logging.WARNING)
     # Procrastinate warns that the app lives in __main__ (it matters only for finding
     # tasks by import path, which the benchmark doesn't do).
     logging.getLogger("procrastinate").setLevel(logging.ERROR)
+    # errands says, once a minute, that the backlog's kind has no worker: it is meant so.
+    logging.getLogger("errands.worker").setLevel(logging.ERROR)
     if args.child:
         child_main(args.child)
     else:

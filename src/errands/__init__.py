@@ -15,6 +15,7 @@ from errands.exceptions import (
     JobTimeout,
     MigrationError,
     PayloadError,
+    Permanent,
     ReplicaError,
     ReplicaMismatch,
     ServerUnreachable,
@@ -22,7 +23,7 @@ from errands.exceptions import (
     Unauthorized,
     WaitTimeout,
 )
-from errands.jobs import enqueue, enqueue_async, enqueue_many
+from errands.jobs import enqueue, enqueue_async, enqueue_many, enqueue_many_async
 from errands.migrations import migrate
 from errands.registry import JobContext, Registry
 from errands.worker import Worker, WorkerSettings
@@ -43,6 +44,7 @@ __all__ = [
     "JobTimeout",
     "MigrationError",
     "PayloadError",
+    "Permanent",
     "Registry",
     "ReplicaError",
     "ReplicaMismatch",
@@ -57,5 +59,6 @@ __all__ = [
     "enqueue",
     "enqueue_async",
     "enqueue_many",
+    "enqueue_many_async",
     "migrate",
 ]

@@ -10,6 +10,7 @@ is the default message, so ``raise ConfigurationError()`` still says something u
     * MigrationError -- the database schema cannot be brought up to date.
     * JobCancelled -- raised inside a handler once its job's cancellation was requested.
     * JobTimeout -- a handler ran past its job's timeout.
+    * Permanent -- raised by a handler: the job fails at once, without retries.
     * JobNotFound -- the client's replica has no job with this id.
     * InvalidKind (also a ValueError) -- a job kind the sync service would refuse.
     * WaitTimeout (also a TimeoutError) -- ``Client.wait`` gave up before the job ended.
@@ -57,6 +58,14 @@ class JobCancelled(ErrandsError):
 
 class JobTimeout(ErrandsError):
     """The handler ran past its job's timeout."""
+
+
+class Permanent(ErrandsError):
+    """The job cannot succeed however often it is tried; it fails now, without retries.
+
+    Raise it from a handler (``raise errands.Permanent("no such user") from exc``); the
+    job's error records its message and the exception it was raised from.
+    """
 
 
 class JobNotFound(ErrandsError):

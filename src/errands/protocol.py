@@ -28,6 +28,7 @@ to know when a shape has caught up with its own acknowledged mutation
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -73,12 +74,50 @@ JOB_COLUMNS: tuple[str, ...] = (
     "received_at",
     "started_at",
     "finished_at",
+    "unique_key",
 )
 """The columns of a job row as shapes deliver it (values as JSON: uuid and timestamps
 as strings, ISO 8601 with time zone)."""
 
-CLIENT_INSERT_COLUMNS = frozenset({"id", "timestamp", "kind", "payload", "cancelled"})
+CLIENT_INSERT_COLUMNS = frozenset(
+    {"id", "timestamp", "kind", "payload", "cancelled", "priority", "queue", "run_at"}
+    | {"max_attempts", "unique_key"}
+)
 """The columns a client may set when it inserts a job; the server sets the rest."""
+MAX_PRIORITY = 1000
+"""A client may ask for a priority from -MAX_PRIORITY to MAX_PRIORITY."""
+MAX_ATTEMPTS = 100
+"""The most attempts a client may ask for."""
+MAX_NAME_LENGTH = 200
+"""The longest queue name or unique key, in characters."""
+
+
+def check_job_options(values: Mapping[str, Any]) -> None:
+    """The rules for the options a client may set on a new job (all but ``run_at``,
+    which each side parses): ``ValueError`` naming the first bad one. Shared by the
+    client, which refuses a bad value at once, and the sync service, which answers it
+    with ``validation_error``."""
+    for name, low, high in (
+        ("priority", -MAX_PRIORITY, MAX_PRIORITY),
+        ("max_attempts", 1, MAX_ATTEMPTS),
+    ):
+        value = values.get(name)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
+        ):
+            raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
+    for name in ("queue", "unique_key"):
+        value = values.get(name)
+        if value is not None and (
+            not isinstance(value, str)
+            or not 0 < len(value) <= MAX_NAME_LENGTH
+            or not value.isprintable()
+        ):
+            raise ValueError(
+                f"{name} must be 1 to {MAX_NAME_LENGTH} printable characters, not {value!r:.80}"
+            )
+
+
 CLIENT_UPDATE_COLUMNS = frozenset({"cancelled"})
 """The columns a client may update (and ``cancelled`` only to true)."""
 
@@ -100,6 +139,9 @@ class ErrorCode(StrEnum):
     FORBIDDEN_OPERATION = "forbidden_operation"
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
+    DUPLICATE = "duplicate"
+    """An unfinished job of the same owner has the insert's unique key; the message
+    names it, and the client shows it as it syncs."""
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"

@@ -1,4 +1,5 @@
-"""Handlers by kind: :class:`Registry`, and the :class:`JobContext` a handler gets."""
+"""Handlers by kind: :class:`Registry`, their options and retry rules, and the
+:class:`JobContext` a handler gets."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
-from errands.exceptions import HandlerNotFound, JobCancelled
+from errands.backoff import Backoff
+from errands.exceptions import HandlerNotFound, JobCancelled, Permanent
 from errands.payloads import printable
+from errands.schedules import Schedule
 
 Payload: TypeAlias = Any
 Handler: TypeAlias = Callable[["JobContext", Payload], Any]
@@ -75,14 +78,32 @@ class _Checkpoint:
         yield None
 
 
+MAX_RETRY_DELAY = 3600.0
+"""The longest wait between two attempts, in seconds, whatever the backoff."""
+
+
+def retry_delay(base: float, attempt: int) -> float:
+    """Exponential backoff with jitter: about ``base * 2**(attempt-1)`` seconds.
+
+    The delay is drawn from the upper half of the window ("equal jitter"), so retries
+    spread out but never come sooner than half the nominal delay.
+    """
+    return Backoff(first=base, cap=MAX_RETRY_DELAY, jitter="equal").delay(attempt)
+
+
 @dataclass(frozen=True)
 class JobHandler:
-    """A registered handler and its options."""
+    """A registered handler and its options (see :meth:`Registry.job`)."""
 
     kind: str
     function: Handler
     timeout: float | None = None
     retry_backoff: float = 1.0
+    max_attempts: int | None = None
+    priority: int | None = None
+    queue: str | None = None
+    max_running: int | None = None
+    retry_on: tuple[type[BaseException], ...] | None = None
     isolation: Isolation = "thread"
     """Where a plain handler runs: a thread of the worker, or a child process killed at
     the job's timeout."""
@@ -90,6 +111,15 @@ class JobHandler:
     """Whether the handler is a coroutine function (run on the event loop)."""
 
     def __post_init__(self) -> None:
+        for name, value, least in (
+            ("max_attempts", self.max_attempts, 1),
+            ("max_running", self.max_running, 1),
+            ("retry_backoff", self.retry_backoff, 0),
+        ):
+            if value is not None and value < least:
+                raise ValueError(f"{name} must be at least {least}, not {value}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, not {self.timeout}")
         # Worked out once: the worker asks for every job it runs.
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
         if self.isolation not in ("thread", "process"):
@@ -97,9 +127,20 @@ class JobHandler:
         if self.isolation == "process" and self.is_async:
             raise ValueError(f"{self.kind!r}: isolation='process' is for plain functions")
 
+    def should_retry(self, error: BaseException, attempt: int, max_attempts: int) -> bool:
+        """Whether a failed attempt is tried again: never for :class:`~errands.Permanent`,
+        only for ``retry_on`` exceptions when given, and only while attempts are left."""
+        if isinstance(error, Permanent) or attempt >= max_attempts:
+            return False
+        return self.retry_on is None or isinstance(error, self.retry_on)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before the attempt after ``attempt`` (see :func:`retry_delay`)."""
+        return retry_delay(self.retry_backoff, attempt)
+
 
 class Registry:
-    """Job handlers by kind.
+    """Job handlers by kind, and periodic schedules.
 
     >>> registry = Registry()
     >>> @registry.job("resize")
@@ -109,6 +150,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._handlers: dict[str, JobHandler] = {}
+        self._schedules: dict[str, Schedule] = {}
 
     def job(
         self,
@@ -116,18 +158,90 @@ class Registry:
         *,
         timeout: float | None = None,
         retry_backoff: float = 1.0,
+        max_attempts: int | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        max_running: int | None = None,
+        retry_on: tuple[type[BaseException], ...] | None = None,
         isolation: Isolation = "thread",
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of ``kind``.
 
-        ``timeout`` (seconds) applies to jobs that don't set their own;
-        ``retry_backoff`` is the base delay of the exponential backoff between attempts;
-        ``isolation="process"`` runs a plain handler in a child process, killed at the
-        job's timeout (the function must be importable by its module and name).
+        * ``timeout`` (seconds) applies to jobs that don't set their own;
+        * ``retry_backoff`` is the base delay of the exponential backoff between attempts;
+        * ``retry_on``: only these exceptions are retried (others fail the job at once;
+          list :class:`~errands.JobTimeout` to retry timeouts). Whatever it says, a
+          handler raising :class:`~errands.Permanent` fails the job at once;
+        * ``max_attempts``, ``priority``, ``queue``: the defaults of jobs of this kind
+          that don't set their own, whoever enqueues them (the worker registers them in
+          the database as it starts);
+        * ``max_running``: at most this many jobs of the kind run at once, across every
+          worker on every host (enforced in the claim itself);
+        * ``isolation="process"`` runs a plain handler in a child process, killed at the
+          job's timeout (the function must be importable by its module and name).
         """
 
         def register(function: Handler) -> Handler:
-            self.add(JobHandler(kind, function, timeout, retry_backoff, isolation=isolation))
+            self.add(
+                JobHandler(
+                    kind,
+                    function,
+                    timeout=timeout,
+                    retry_backoff=retry_backoff,
+                    max_attempts=max_attempts,
+                    priority=priority,
+                    queue=queue,
+                    max_running=max_running,
+                    retry_on=retry_on,
+                    isolation=isolation,
+                )
+            )
+            return function
+
+        return register
+
+    def periodic(
+        self,
+        schedule: str,
+        *,
+        kind: str | None = None,
+        payload: Any = None,
+        name: str | None = None,
+        timezone: str = "UTC",
+    ) -> Callable[[Handler], Handler]:
+        """Enqueue a job of ``kind`` at every tick of the cron expression ``schedule``.
+
+        Above ``@registry.job`` it schedules that handler's kind::
+
+            @registry.periodic("*/5 * * * *", payload={"full": False})
+            @registry.job("report")
+            def report(ctx, payload): ...
+
+        or, called with ``kind=``, it registers at once (no function needed):
+        ``registry.periodic("0 3 * * *", kind="cleanup")``. Every worker of this registry
+        runs the schedule; each tick becomes exactly one job however many do. Ticks
+        missed while no worker ran are caught up once: see :mod:`errands.schedules`.
+        ``name`` (default ``"KIND SCHEDULE"``) identifies the schedule in the database;
+        ``timezone`` (an IANA name) is where the expression's hours are read.
+        """
+
+        def add(kind: str) -> None:
+            entry = Schedule(name or f"{kind} {schedule}", schedule, kind, payload, timezone)
+            if entry.name in self._schedules:
+                raise ValueError(f"a schedule named {entry.name!r} exists; pass another name=")
+            self._schedules[entry.name] = entry
+
+        if kind is not None:
+            add(kind)
+
+        def register(function: Handler) -> Handler:
+            if kind is None:
+                found = [h.kind for h in self._handlers.values() if h.function is function]
+                if not found:
+                    raise ValueError(
+                        "@registry.periodic needs kind=, or to sit above @registry.job"
+                    )
+                add(found[0])
             return function
 
         return register
@@ -149,6 +263,23 @@ class Registry:
     def kinds(self) -> list[str]:
         """The kinds this registry handles, sorted."""
         return sorted(self._handlers)
+
+    @property
+    def schedules(self) -> list[Schedule]:
+        """The periodic schedules, by name."""
+        return [self._schedules[name] for name in sorted(self._schedules)]
+
+    def kind_settings(self) -> dict[str, list[Any]]:
+        """What the handlers say about their kinds, as the ``register_kinds`` query takes
+        it (a worker writes it as it starts)."""
+        handlers = [self._handlers[kind] for kind in self.kinds]
+        return {
+            "kinds": self.kinds,
+            "max_attempts": [h.max_attempts for h in handlers],
+            "priorities": [h.priority for h in handlers],
+            "job_queues": [h.queue for h in handlers],
+            "max_running": [h.max_running for h in handlers],
+        }
 
     def __contains__(self, kind: object) -> bool:
         return kind in self._handlers

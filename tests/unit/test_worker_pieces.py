@@ -16,7 +16,7 @@ from errands.exceptions import ErrandsError, HandlerNotFound, JobCancelled, Payl
 from errands.ids import uuid7
 from errands.payloads import dump_json, printable
 from errands.queries import parse_blocks, queries
-from errands.worker import MAX_RETRY_DELAY, retry_delay
+from errands.registry import MAX_RETRY_DELAY, retry_delay
 
 
 @given(st.floats(0.01, 10), st.integers(1, 40))

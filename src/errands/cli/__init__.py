@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from errands import __version__
-from errands.cli import client, database, server, worker
+from errands.cli import client, database, schedules, server, worker
 from errands.cli import ui as ui_commands
 
 
@@ -22,6 +22,7 @@ def main() -> None:
 
 main.add_command(database.migrate)
 main.add_command(worker.worker)
+main.add_command(schedules.schedules)
 main.add_command(server.server)
 main.add_command(server.token)
 main.add_command(client.submit)

@@ -7,7 +7,8 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, TypeVar, cast
 
 import click
 from rich import box
@@ -17,8 +18,9 @@ from rich.table import Table
 
 from errands.cli.options import fail, stderr
 from errands.client import Client, Job, default_replica
-from errands.client.client import DEFAULT_SERVER
+from errands.client.client import DEFAULT_SERVER, SubmitOptions
 from errands.exceptions import ErrandsError, ServerUnreachable
+from errands.protocol import MAX_ATTEMPTS, MAX_PRIORITY
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,6 +97,23 @@ def parse_payload(_ctx: click.Context, _param: click.Parameter, text: str | None
         raise click.BadParameter(f"not valid JSON ({exc}); nothing was submitted") from exc
 
 
+def parse_moment(_ctx: click.Context, _param: click.Parameter, text: str | None) -> Any:
+    """--run-at as an aware datetime (ISO 8601; without a zone: this machine's time)."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not an ISO 8601 time ({exc}); nothing was submitted") from exc
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def submit_option(name: str, **kwargs: Any) -> Callable[[F], F]:
+    """One of ``errands submit``'s job options, with its ERRANDS_SUBMIT_* variable."""
+    variable = "ERRANDS_SUBMIT_" + name.removeprefix("--").replace("-", "_").upper()
+    return click.option(name, envvar=variable, show_envvar=True, default=None, **kwargs)
+
+
 @click.command()
 @click.argument("kind")
 @click.option(
@@ -102,6 +121,29 @@ def parse_payload(_ctx: click.Context, _param: click.Parameter, text: str | None
     callback=parse_payload,
     metavar="JSON",
     help="The job's arguments as JSON, e.g. '{\"a\": 1}'.",
+)
+@submit_option(
+    "--priority",
+    type=click.IntRange(-MAX_PRIORITY, MAX_PRIORITY),
+    help="Higher runs first. Default: the kind's, else 0.",
+)
+@submit_option("--queue", metavar="NAME", help="The queue. Default: the kind's, else 'default'.")
+@submit_option(
+    "--run-at",
+    callback=parse_moment,
+    metavar="TIME",
+    help="Not before this ISO 8601 time (without a zone: this machine's). Default: now.",
+)
+@submit_option(
+    "--max-attempts",
+    type=click.IntRange(1, MAX_ATTEMPTS),
+    help="Tries before the job fails. Default: the kind's, else 3.",
+)
+@submit_option(
+    "--unique-key",
+    metavar="KEY",
+    help="At most one unfinished job of yours per key: while one is queued or running, "
+    "that one is shown instead of submitting another.",
 )
 @click.option("--wait", is_flag=True, help="Show a live progress bar until the job ends.")
 @click.option(
@@ -114,6 +156,11 @@ def parse_payload(_ctx: click.Context, _param: click.Parameter, text: str | None
 def submit(
     kind: str,
     payload: Any,
+    priority: int | None,
+    queue: str | None,
+    run_at: datetime | None,
+    max_attempts: int | None,
+    unique_key: str | None,
     wait: bool,
     timeout: float | None,
     server: str,
@@ -125,8 +172,19 @@ def submit(
 
     With --wait, exits 0 once the job completed (printing its result as JSON), 1 if it
     failed, was cancelled or was rejected."""
+    chosen = {
+        "priority": priority,
+        "queue": queue,
+        "run_at": run_at,
+        "max_attempts": max_attempts,
+        "unique_key": unique_key,
+    }
+    options = cast(SubmitOptions, {k: v for k, v in chosen.items() if v is not None})
     with open_client(server, replica, token) as client:
-        job = client.submit(kind, payload)
+        try:
+            job = client.submit(kind, payload, **options)
+        except ValueError as exc:
+            fail(f"{exc}; nothing was submitted", code=2)
         stderr.print(f"submitted {job.id}", highlight=False)
         if not wait:
             sync_or_warn(client)

@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
-from errands.client.client import ClientBase, sync_once
+from errands.client.client import ClientBase, SubmitOptions, submit_options, sync_once
 from errands.client.job import Job
 
 
@@ -46,9 +46,12 @@ class AsyncClient(ClientBase):
         """One round: push the outbox, pull until up to date."""
         await sync_once(self.replica, self.server, self.token)
 
-    async def submit(self, kind: str, payload: Any = None) -> Job:
-        """Create a job locally (instant, offline too); it uploads when connected."""
-        job_id = await asyncio.to_thread(self.replica.insert_job, kind, payload)
+    async def submit(self, kind: str, payload: Any = None, **options: Unpack[SubmitOptions]) -> Job:
+        """Create a job locally (instant, offline too); it uploads when connected. The
+        options are :class:`~errands.client.client.SubmitOptions`, as for
+        :meth:`Client.submit`."""
+        values = submit_options(options)
+        job_id = await asyncio.to_thread(self.replica.insert_job, kind, payload, values)
         job = await self.get(job_id)
         assert job is not None
         return job

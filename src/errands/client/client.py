@@ -9,9 +9,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from errands.client.connection import Backoff, Connection, Status
 from errands.client.job import Job
@@ -27,6 +28,38 @@ def default_replica() -> Path:
     """``$XDG_DATA_HOME/errands/replica.db`` (``~/.local/share/errands/replica.db``)."""
     data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(data) / "errands" / "replica.db"
+
+
+class SubmitOptions(TypedDict, total=False):
+    """What a client may ask for a job besides its kind and payload; the sync service
+    checks each value (and rejects the job, with the reason, if one is out of bounds).
+    Left out, each takes the default the kind's handler registered, else the built-in.
+    """
+
+    priority: int
+    """Higher runs first (-1000 to 1000)."""
+    queue: str
+    """Workers started with ``--queue`` take only their queues' jobs."""
+    run_at: datetime
+    """Not before this moment (an aware datetime)."""
+    max_attempts: int
+    """How many times the job is tried before it fails (1 to 100)."""
+    unique_key: str
+    """At most one unfinished job of yours per key: while one is queued or running,
+    submitting again returns it. Another replica of yours may have submitted the key
+    first: the server then refuses this one as ``duplicate``, naming the job that stands
+    for it, and that job syncs in like any other."""
+
+
+def submit_options(options: SubmitOptions) -> dict[str, Any]:
+    """The options as the replica records them (``run_at`` as ISO 8601 text)."""
+    values: dict[str, Any] = dict(options)
+    run_at = options.get("run_at")
+    if run_at is not None:
+        if run_at.tzinfo is None:
+            raise ValueError("run_at must be an aware datetime (with a time zone)")
+        values["run_at"] = run_at.isoformat()
+    return values
 
 
 async def sync_once(replica: Replica, server: str, token: str | None) -> None:
@@ -154,10 +187,13 @@ class Client(ClientBase):
         with ThreadPoolExecutor(1, thread_name_prefix="errands-sync-once") as pool:
             pool.submit(asyncio.run, round_trip).result()
 
-    def submit(self, kind: str, payload: Any = None) -> Job:
+    def submit(self, kind: str, payload: Any = None, **options: Unpack[SubmitOptions]) -> Job:
         """Create a job locally (instant, offline too); it uploads when connected.
-        ``payload`` defaults to ``{}``; PayloadError if it is not JSON."""
-        job = self.replica.get(self.replica.insert_job(kind, payload))
+        ``payload`` defaults to ``{}``; PayloadError if it is not JSON. The options are
+        :class:`SubmitOptions` (ValueError for a bad one); with a ``unique_key`` an
+        unfinished job of this replica has, that job is returned."""
+        job_id = self.replica.insert_job(kind, payload, submit_options(options))
+        job = self.replica.get(job_id)
         assert job is not None
         return job
 

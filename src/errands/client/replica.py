@@ -31,6 +31,7 @@ from errands.protocol import (
     MutationResult,
     Offset,
     ShapeResponse,
+    check_job_options,
 )
 from errands.queries import parse_blocks
 
@@ -39,6 +40,7 @@ SCHEMA_VERSION = 1
 """Bumped whenever replica.sql changes incompatibly; an older errands refuses a newer file."""
 
 Listener = Callable[[], None]
+UNFINISHED = frozenset({"queued", "running"})
 
 
 @cache
@@ -154,9 +156,14 @@ class Replica:
 
     # -- local writes -----------------------------------------------------------------
 
-    def insert_job(self, kind: str, payload: Any) -> str:
+    def insert_job(self, kind: str, payload: Any, options: dict[str, Any] | None = None) -> str:
         """Record a new job and its upload; return its id. No payload (None) means ``{}``,
-        as for a row inserted without one."""
+        as for a row inserted without one. ``options`` are the client-settable columns
+        (``priority``, ``queue``, ``run_at`` as ISO text, ``max_attempts``,
+        ``unique_key``; ValueError for a bad one); with a ``unique_key`` that an
+        unfinished job here already has, nothing is recorded and that job's id returned."""
+        options = {name: value for name, value in (options or {}).items() if value is not None}
+        check_job_options(options)
         if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_LENGTH:
             raise InvalidKind(f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters")
         payload = {} if payload is None else payload
@@ -174,11 +181,24 @@ class Replica:
             "kind": kind,
             "payload": payload,
             "cancelled": False,
+            **options,
         }
         with self._write() as db:
+            if "unique_key" in options:
+                existing = self._unfinished_with_key(db, options["unique_key"])
+                if existing is not None:
+                    return existing
             self._insert_entry(db, job_id, "insert", values)
         self.notify()
         return job_id
+
+    def _unfinished_with_key(self, db: sqlite3.Connection, unique_key: str) -> str | None:
+        """The id of a job here, queued or running, that has ``unique_key``."""
+        for (job_id,) in db.execute(_q("ids_with_key"), {"unique_key": unique_key}).fetchall():
+            job = self._job(db, job_id)
+            if job is not None and job.unique_key == unique_key and job.state in UNFINISHED:
+                return job.id
+        return None
 
     def request_cancel(self, job_id: str) -> Job:
         """Record a cancellation request (unless the job has ended or one is already

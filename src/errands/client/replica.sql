@@ -106,6 +106,12 @@ UNION
 SELECT job_id FROM outbox WHERE job_id LIKE '%' || :suffix
 LIMIT 2;
 
+-- name: ids_with_key
+-- Candidates only: the caller works out each one's current state.
+SELECT id FROM synced_jobs WHERE json_extract(row, '$.unique_key') = :unique_key
+UNION
+SELECT job_id FROM outbox WHERE op = 'insert' AND json_extract("values", '$.unique_key') = :unique_key;
+
 -- name: synced_by_ids
 SELECT row FROM synced_jobs WHERE id IN (SELECT value FROM json_each(:ids));
 

@@ -18,13 +18,29 @@ SELECT to_regclass('errands_migrations') IS NOT NULL
 INSERT INTO errands_migrations (version, name) VALUES (%s, %s)
 
 -- name: enqueue
+-- Unset options (NULL) take the kind's registered defaults (errands_kind_defaults).
+-- Returns nothing when the id exists already, or when an unfinished job has the same
+-- unique key: enqueue_existing then finds which.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
-     priority, queue)
+     priority, queue, unique_key)
 VALUES
     (%(id)s, now(), %(kind)s, %(payload)s, %(owner)s, %(max_attempts)s, %(timeout)s,
-     coalesce(%(run_at)s, now()), %(priority)s, %(queue)s)
-ON CONFLICT (id) DO NOTHING
+     coalesce(%(run_at)s, now()), %(priority)s, %(queue)s, %(unique_key)s)
+ON CONFLICT DO NOTHING
+RETURNING id
+
+-- name: enqueue_existing
+-- The job an enqueue that inserted nothing stands for: the same id, else the unfinished
+-- job with the same unique key (and owner).
+SELECT id FROM background_jobs WHERE id = %(id)s
+UNION ALL
+(SELECT id FROM background_jobs
+ WHERE %(unique_key)s::text IS NOT NULL
+   AND coalesce(owner, '') = coalesce(%(owner)s, '')
+   AND unique_key = %(unique_key)s
+   AND state IN ('queued', 'running'))
+LIMIT 1
 
 -- name: enqueue_many
 -- One statement for the whole batch: one round trip, and the statement-level triggers
@@ -36,6 +52,45 @@ SELECT id, now(), %(kind)s, payload, %(owner)s, %(max_attempts)s, %(timeout)s,
        coalesce(%(run_at)s, now()), %(priority)s, %(queue)s
 FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) AS batch (id, payload)
 ON CONFLICT (id) DO NOTHING
+
+-- name: register_kinds
+-- What this worker's registry says about its kinds; the newest registration wins.
+INSERT INTO errands_kinds AS k (kind, max_attempts, priority, queue, max_running)
+SELECT * FROM unnest(%(kinds)s::text[], %(max_attempts)s::integer[],
+                     %(priorities)s::integer[], %(job_queues)s::text[],
+                     %(max_running)s::integer[])
+ON CONFLICT (kind) DO UPDATE
+SET max_attempts = excluded.max_attempts,
+    priority = excluded.priority,
+    queue = excluded.queue,
+    max_running = excluded.max_running,
+    registered_at = now()
+
+-- name: last_ticks
+SELECT schedule, max(tick) AS tick FROM errands_schedule_ticks
+WHERE schedule = ANY(%(schedules)s) GROUP BY schedule
+
+-- name: enqueue_tick
+-- A schedule's tick becomes one job: the tick's primary key lets one worker in, and a
+-- tick older than one already recorded (a worker whose clock or sleep lags) is skipped.
+-- Ticks older than a day go, except each schedule's newest.
+WITH tick AS (
+    INSERT INTO errands_schedule_ticks (schedule, tick, job_id)
+    SELECT %(schedule)s, %(tick)s, %(id)s
+    WHERE NOT EXISTS (
+        SELECT FROM errands_schedule_ticks
+        WHERE schedule = %(schedule)s AND tick >= %(tick)s)
+    ON CONFLICT DO NOTHING
+    RETURNING job_id
+), pruned AS (
+    DELETE FROM errands_schedule_ticks
+    WHERE schedule = %(schedule)s AND tick < %(tick)s
+      AND enqueued_at < now() - interval '1 day'
+)
+INSERT INTO background_jobs (id, "timestamp", kind, payload)
+SELECT job_id, now(), %(kind)s, %(payload)s FROM tick
+ON CONFLICT DO NOTHING
+RETURNING id
 
 -- name: renew_lease
 -- Takes or extends this worker's lease. Waits while recover_orphans holds the row, so

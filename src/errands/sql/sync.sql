@@ -59,11 +59,29 @@ WHERE owner = %(owner)s AND id = %(id)s
 -- name: insert_job
 -- Only the client-owned columns come from the client; owner comes from the token and
 -- everything else from the column defaults.
-INSERT INTO background_jobs (id, "timestamp", kind, payload, cancelled, owner)
+-- Options left NULL take the kind's registered defaults (errands_kind_defaults). Nothing
+-- is inserted if the id exists, or if an unfinished job of the owner has the unique key.
+INSERT INTO background_jobs
+    (id, "timestamp", kind, payload, cancelled, owner, priority, queue, run_at,
+     max_attempts, unique_key)
 VALUES (%(id)s, coalesce(%(timestamp)s, now()), coalesce(%(kind)s, 'default'),
-        coalesce(%(payload)s, '{}'::jsonb), coalesce(%(cancelled)s, false), %(owner)s)
-ON CONFLICT (id) DO NOTHING
+        coalesce(%(payload)s, '{}'::jsonb), coalesce(%(cancelled)s, false), %(owner)s,
+        %(priority)s, %(queue)s, coalesce(%(run_at)s, now()), %(max_attempts)s,
+        %(unique_key)s)
+ON CONFLICT DO NOTHING
 RETURNING id
+
+-- name: unfinished_with_key
+-- Why an insert did nothing, if not its id: the owner's unfinished job with its key.
+SELECT id FROM background_jobs
+WHERE %(unique_key)s::text IS NOT NULL
+  AND id <> %(id)s
+  AND coalesce(owner, '') = %(owner)s
+  AND unique_key = %(unique_key)s
+  AND state IN ('queued', 'running')
+
+-- name: job_exists
+SELECT 1 FROM background_jobs WHERE id = %(id)s
 
 -- name: cancel_job
 UPDATE background_jobs SET cancelled = true

@@ -8,8 +8,10 @@ a retried batch finds its ids recorded and gets the same results back marked
 
 What a caller may do:
 
-* insert a job with only the client-owned columns (``CLIENT_INSERT_COLUMNS``); the
-  owner is the caller and the received time is the server's;
+* insert a job with only the client-owned columns (``CLIENT_INSERT_COLUMNS``), each
+  value within ``check_job_options``; the owner is the caller and the received time is
+  the server's. An insert whose ``unique_key`` an unfinished job of the caller already
+  has is rejected as ``duplicate``, naming that job (which the caller's shape delivers);
 * update only ``cancelled``, only to true, only on its own jobs (an operator: any job);
 * delete: operators only (pruning the audit log is an operator's act); clients never.
 """
@@ -37,6 +39,7 @@ from errands.protocol import (
     MutationBatch,
     MutationResponse,
     MutationResult,
+    check_job_options,
 )
 from errands.queries import query
 from errands.sync.auth import Caller
@@ -177,7 +180,19 @@ def _insert_values(job_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
         raise Rejection(ErrorCode.VALIDATION_ERROR, "cancelled must be true or false")
     if "payload" in values:
         params["payload"] = _payload(values["payload"])
-    return params
+    return params | _option_values(values)
+
+
+def _option_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The job options a client may ask for; None leaves one to the kind's default."""
+    try:
+        check_job_options(values)
+        run_at = values.get("run_at")
+        return {
+            name: values.get(name) for name in ("priority", "queue", "max_attempts", "unique_key")
+        } | {"run_at": None if run_at is None else parse_timestamp(run_at)}
+    except (TypeError, ValueError) as exc:
+        raise Rejection(ErrorCode.VALIDATION_ERROR, f"bad value: {exc}") from None
 
 
 def _payload(payload: Any) -> Jsonb:
@@ -203,11 +218,33 @@ def _check_update(values: dict[str, Any]) -> None:
 async def _write(
     conn: AsyncConnection[Any], caller: Caller, m: Mutation, params: dict[str, Any]
 ) -> None:
-    name = {"insert": "insert_job", "update": "cancel_job", "delete": "delete_job"}[m.op]
+    if m.op == "insert":
+        await _insert(conn, params)
+        return
+    name = {"update": "cancel_job", "delete": "delete_job"}[m.op]
     row = await (await conn.execute(_q(name), params)).fetchone()
     if row is not None:
         return
-    if m.op == "insert":
-        raise Rejection(ErrorCode.ALREADY_EXISTS, f"a job with id {m.key} already exists")
     whose = "" if caller.operator else " of yours"
     raise Rejection(ErrorCode.NOT_FOUND, f"no job{whose} with id {m.key}")
+
+
+async def _insert(conn: AsyncConnection[Any], params: dict[str, Any]) -> None:
+    """Insert the job, or say why not: its id exists, or an unfinished job of the caller
+    has its unique key. That job may finish in between: then the insert is tried again."""
+    for _ in range(BATCH_ATTEMPTS):
+        if await (await conn.execute(_q("insert_job"), params)).fetchone() is not None:
+            return
+        existing = await (await conn.execute(_q("unfinished_with_key"), params)).fetchone()
+        if existing is not None:
+            raise Rejection(
+                ErrorCode.DUPLICATE,
+                f"job {existing[0]} has unique key {params['unique_key']!r} and is not "
+                "finished; it stands for this one",
+            )
+        if (
+            params["unique_key"] is None
+            or await (await conn.execute(_q("job_exists"), params)).fetchone()
+        ):
+            break
+    raise Rejection(ErrorCode.ALREADY_EXISTS, f"a job with id {params['id']} already exists")

@@ -14,8 +14,7 @@ One module per part:
 * :mod:`.settings` -- :class:`WorkerSettings`.
 """
 
-from errands.worker.finishing import MAX_RETRY_DELAY, retry_delay
 from errands.worker.settings import WorkerSettings
 from errands.worker.worker import Worker
 
-__all__ = ["MAX_RETRY_DELAY", "Worker", "WorkerSettings", "retry_delay"]
+__all__ = ["Worker", "WorkerSettings"]

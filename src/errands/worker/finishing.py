@@ -16,14 +16,11 @@ from typing import Any
 
 import psycopg
 
-from errands.backoff import Backoff
 from errands.payloads import printable
 from errands.queries import query
 from errands.worker.connections import Link, Statement
 
 log = logging.getLogger("errands.worker")
-
-MAX_RETRY_DELAY = 3600.0
 
 
 @dataclass(frozen=True)
@@ -35,15 +32,6 @@ class Outcome:
     result: str | None = None
     error: str | None = None
     retry_in: float | None = None
-
-
-def retry_delay(base: float, attempt: int) -> float:
-    """Exponential backoff with jitter: about ``base * 2**(attempt-1)`` seconds.
-
-    The delay is drawn from the upper half of the window ("equal jitter"), so retries
-    spread out but never come sooner than half the nominal delay.
-    """
-    return Backoff(first=base, cap=MAX_RETRY_DELAY).delay(attempt)
 
 
 def error_json(kind: str, message: str, **more: Any) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from errands.exceptions import JobCancelled, JobTimeout
 from errands.payloads import dump_json
 from errands.registry import JobContext, JobHandler
-from errands.worker.finishing import Outcome, error_json, requeued, retry_delay
+from errands.worker.finishing import Outcome, error_json, requeued
 from errands.worker.processes import HandlerFailed, in_process
 from errands.worker.threads import Abandoned, start_thread
 
@@ -113,8 +113,8 @@ def failure(handler: JobHandler, ctx: JobContext, exc: BaseException) -> Outcome
     else:
         kind = type(exc).__name__
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if ctx.attempt < ctx.max_attempts:
-        delay = retry_delay(handler.retry_backoff, ctx.attempt)
+    if handler.should_retry(exc, ctx.attempt, ctx.max_attempts):
+        delay = handler.backoff(ctx.attempt)
         error = error_json(kind, message, traceback=trace, attempt=ctx.attempt, retry_in=delay)
         log.info(
             "job %s failed (attempt %d of %d), retrying in %.1fs: %s",

@@ -33,6 +33,7 @@ from errands.backoff import Retries
 from errands.migrations import ensure_migrated
 from errands.queries import query
 from errands.registry import JobContext, JobHandler, Registry
+from errands.schedules import run_schedules
 from errands.worker import processes
 from errands.worker.connections import RECONNECT, Link
 from errands.worker.finishing import Finisher, Outcome
@@ -129,6 +130,10 @@ class Worker:
         """
         await ensure_migrated(self.database_url)
         self._loop = asyncio.get_running_loop()
+        await self._retrying(
+            "registering kinds",
+            lambda: self._side.execute(query("register_kinds"), self.registry.kind_settings()),
+        )
         await self._retrying("taking the lease", lambda: asyncio.to_thread(self._lease.renew))
         self._lease.start()
         stuck: list[uuid.UUID] = []
@@ -153,6 +158,7 @@ class Worker:
                     self._progress_loop(),
                     self._sweep_loop(),
                     self._cancellation_loop(),
+                    run_schedules(self.database_url, self.registry.schedules),
                 )
             ]
             try:
