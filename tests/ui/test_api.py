@@ -26,7 +26,8 @@ def client(tmp_path: Path, dead_server: str) -> Iterator[errands.Client]:
 @pytest.fixture
 def api(client: errands.Client) -> Iterator[TestClient]:
     kinds = [Kind("primes", {"n": 10}), Kind("fails")]
-    with TestClient(create_app(client, kinds, limit=5, online=False)) as test_client:
+    app = create_app(client, kinds, limit=5, online=False)
+    with TestClient(app, base_url="http://127.0.0.1:8080") as test_client:
         yield test_client
 
 

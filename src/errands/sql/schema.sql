@@ -308,3 +308,7 @@ BEGIN
     RETURN pruned;
 END
 $$;
+
+-- 0003_mutation_fingerprints: a digest of each recorded mutation's content, so that an
+-- id reused for another change is refused rather than replayed.
+ALTER TABLE errands_sync_mutations ADD COLUMN fingerprint text;
