@@ -125,7 +125,12 @@ def parse_filters(text: str | None) -> tuple[Filter, ...]:
         return ()
     try:
         raw = json.loads(text)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise BadRequest(
+            f"where: arrays and objects are nested more than {MAX_JSON_DEPTH} deep",
+            ErrorCode.VALIDATION_ERROR,
+        ) from None
+    except ValueError:
         raise BadRequest(
             'where must be a JSON list, e.g. [{"column": "state", "op": "eq", "value": "queued"}]',
             ErrorCode.INVALID_JSON,
@@ -139,17 +144,17 @@ def parse_filters(text: str | None) -> tuple[Filter, ...]:
         ) from None
     if len(filters) > MAX_FILTERS:
         raise BadRequest(f"at most {MAX_FILTERS} filters", ErrorCode.VALIDATION_ERROR)
-    # Before anything encodes them: a value nested too deep, or a string no encoder
-    # takes, would fail far from here (as a 500) rather than as this 400.
-    problem = json_depth_problem(raw, MAX_JSON_DEPTH + 2)  # the list and each filter
-    if problem is not None:
-        raise BadRequest(f"where: {problem}", ErrorCode.VALIDATION_ERROR)
     for f in filters:
         if f.column not in COLUMN_TYPES:
             raise BadRequest(
                 f"unknown column {f.column[:80]!r}; columns: {', '.join(JOB_COLUMNS)}",
                 ErrorCode.UNKNOWN_COLUMN,
             )
+    # Before anything encodes them: a value nested too deep, or a string no encoder
+    # takes, would fail far from here (as a 500) rather than as this 400.
+    problem = json_depth_problem(raw, MAX_JSON_DEPTH + 2)  # the list and each filter
+    if problem is not None:
+        raise BadRequest(f"where: {problem}", ErrorCode.VALIDATION_ERROR)
     return tuple(filters)
 
 

@@ -30,7 +30,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from errands.exceptions import PayloadError
-from errands.payloads import PayloadTooLarge, dump_json
+from errands.payloads import PayloadTooLarge, dump_json, printable
 from errands.protocol import (
     CLIENT_INSERT_COLUMNS,
     CLIENT_UPDATE_COLUMNS,
@@ -57,6 +57,7 @@ class Rejection(Exception):  # a result, raised only to leave the checks early
     """Why a mutation is not applied."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
+        message = printable(message)  # it is stored, and may quote what the client sent
         super().__init__(message)
         self.code = code
         self.message = message
@@ -101,7 +102,7 @@ async def _apply(
 def fingerprint(m: Mutation) -> str:
     """What makes two mutations with one id the same request: a digest of the rest."""
     content = [m.table, m.op, m.key, m.values]
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
