@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 from errands.client.job import Job, sort_key
-from errands.exceptions import InvalidKind, JobNotFound, PayloadError, ReplicaError
+from errands.exceptions import InvalidKind, JobNotFound, ReplicaError
 from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.protocol import (
     JOBS_TABLE,
     MAX_KIND_LENGTH,
-    MAX_PAYLOAD_BYTES,
     START,
+    UNSTORABLE_CHARACTERS,
     DeleteMessage,
     Mutation,
     MutationResult,
@@ -162,15 +162,17 @@ class Replica:
     def insert_job(self, kind: str, payload: Any) -> str:
         """Record a new job and its upload; return its id. No payload (None) means ``{}``,
         as for a row inserted without one."""
-        if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_LENGTH:
-            raise InvalidKind(f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters")
-        payload = {} if payload is None else payload
-        text = dump_json(payload)
-        if len(text.encode()) > MAX_PAYLOAD_BYTES:
-            raise PayloadError(
-                f"the payload is {len(text.encode())} bytes of JSON; "
-                f"the most the server takes is {MAX_PAYLOAD_BYTES}"
+        if (
+            not isinstance(kind, str)
+            or not 0 < len(kind) <= MAX_KIND_LENGTH
+            or UNSTORABLE_CHARACTERS.search(kind)
+        ):
+            raise InvalidKind(
+                f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters, "
+                "without NUL or lone surrogates"
             )
+        payload = {} if payload is None else payload
+        dump_json(payload)  # PayloadError now, rather than a rejection from the server
         job_id = str(uuid7())
         timestamp = datetime.now(UTC).isoformat()
         values = {

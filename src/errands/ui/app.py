@@ -18,7 +18,6 @@ Only the page's own host and origin may use it (:mod:`errands.ui.local`).
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
@@ -35,7 +34,8 @@ from starlette.middleware import Middleware
 
 from errands.client import Client
 from errands.exceptions import ErrandsError, JobNotFound
-from errands.protocol import MAX_PAYLOAD_BYTES, ErrorCode
+from errands.payloads import PayloadTooLarge
+from errands.protocol import ErrorCode
 from errands.ui.kinds import Kind
 from errands.ui.live import LiveView
 from errands.ui.local import LocalOnly
@@ -136,15 +136,10 @@ def create_app(
             names = ", ".join(sorted(offered))
             message = f"unknown kind {request.kind!r}; use one of {names}"
             raise ApiError(400, ErrorCode.VALIDATION_ERROR, message)
-        size = len(json.dumps(request.payload, separators=(",", ":")).encode())
-        if size > MAX_PAYLOAD_BYTES:
-            raise ApiError(
-                413,
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"the payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-            )
         try:
             job = client.submit(request.kind, request.payload)
+        except PayloadTooLarge as exc:
+            raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, exc.message) from None
         except ErrandsError as exc:
             raise ApiError(400, ErrorCode.VALIDATION_ERROR, exc.message) from None
         return job_view(job)
