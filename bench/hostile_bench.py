@@ -1,0 +1,217 @@
+"""Fair share under a hostile user: does one user at its limits slow another's reads?
+
+    .venv/bin/python bench/hostile_bench.py [--reads 300] [--rounds 2] [--rate 10]
+                                            [--database-url URL]
+
+One ``errands server`` with its default limits (64 live readers, 16 distinct shapes per
+user). ``bob`` reads his shape (50 jobs) with plain requests, one after another, and
+each read's latency is measured. In the *idle* phase nobody else is there; in the
+*hostile* phase ``mallory``, from another process, opens as many event streams as the
+service lets her (she asks for 1,000, each on a filter of its own; the service refuses
+what is past her limits with 429) and a writer commits ``--rate`` changes a second to
+her jobs, so that every shape she holds is queried at every change batch. Phases
+alternate ``--rounds`` times.
+
+Reported: bob's p50 / p99 read latency per phase, the ratio hostile / idle of the p99
+(the goal: at most 2x), and how many of mallory's streams were accepted and refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from errands.sync.auth import make_token
+from sync_bench import fresh_database, server_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "hostile-bench-secret-0123456789abcdef01"
+SHAPE = "/v1/shapes/background_jobs"
+ASKED_STREAMS = 1000
+FIRST = 64
+ROWS = 50
+SETTLE = 3.0
+
+
+@contextlib.contextmanager
+def sync_server(database_url: str) -> Iterator[str]:
+    """``errands server`` with its default limits; its base URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "errands", "server", "--database-url", database_url, "--port", "0"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "ERRANDS_SECRET": SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = threading.Event()
+    lines: list[str] = []
+
+    def drain() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "listening on" in line:
+                ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        if not ready.wait(60):
+            raise SystemExit("errands server did not start:\n" + "".join(lines))
+        yield lines[-1].rsplit(" ", 1)[-1].strip()
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def seed(database_url: str) -> list[str]:
+    """50 jobs each for bob and mallory; mallory's keys."""
+    with psycopg.connect(database_url) as conn:
+        for owner in ("bob", "mallory"):
+            conn.execute(
+                "INSERT INTO background_jobs (id, kind, owner)"
+                " SELECT gen_random_uuid(), 'k' || (n % 16), %s FROM generate_series(1, %s) n",
+                (owner, ROWS),
+            )
+        rows = conn.execute("SELECT id FROM background_jobs WHERE owner = 'mallory'").fetchall()
+    return [str(r[0]) for r in rows]
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def bob_reads(url: str, reads: int) -> list[float]:
+    """Latencies (ms) of ``reads`` plain reads of bob's whole shape."""
+    headers = {"Authorization": f"Bearer {make_token(SECRET, 'bob')}"}
+    latencies = []
+    with httpx.Client(base_url=url, headers=headers, timeout=60) as bob:
+        bob.get(SHAPE, params={"offset": "-1"}).raise_for_status()  # connection warm
+        for _ in range(reads):
+            started = time.perf_counter()
+            answer = bob.get(SHAPE, params={"offset": "-1"})
+            answer.raise_for_status()
+            answer.json()
+            latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+def mallory(url: str, counts: Any, stop: Any) -> None:
+    """In a process of her own: ask for ASKED_STREAMS streams, hold what is granted."""
+
+    async def hold() -> None:
+        headers = {"Authorization": f"Bearer {make_token(SECRET, 'mallory')}"}
+        limits = httpx.Limits(max_connections=ASKED_STREAMS)
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as c:
+
+            async def one(n: int) -> None:
+                # Her first 64 on 16 filters (her limits), then 936 filters of their own.
+                shape = n % 16 if n < FIRST else n
+                where = json.dumps([{"column": "kind", "op": "ne", "value": f"x{shape}"}])
+                params = {"offset": "-1", "where": where}
+                try:
+                    async with c.stream("GET", f"{SHAPE}/stream", params=params) as stream:
+                        counts[stream.status_code] = counts.get(stream.status_code, 0) + 1
+                        if stream.status_code == 200:
+                            async for _ in stream.aiter_bytes():
+                                if stop.is_set():
+                                    return
+                except httpx.HTTPError:
+                    counts["error"] = counts.get("error", 0) + 1
+
+            tasks = [asyncio.create_task(one(n)) for n in range(FIRST)]
+            await asyncio.sleep(1)
+            tasks += [asyncio.create_task(one(n)) for n in range(FIRST, ASKED_STREAMS)]
+            await asyncio.to_thread(stop.wait)  # a manager's event, set by another process
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run(hold())
+
+
+def writer(database_url: str, keys: list[str], rate: float, stop: threading.Event) -> None:
+    """Commit ``rate`` progress updates a second to mallory's jobs."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        n = 0
+        while not stop.wait(1 / rate):
+            conn.execute(
+                "UPDATE background_jobs SET progress = %s WHERE id = %s",
+                ((n % 100) / 100, keys[n % len(keys)]),
+            )
+            n += 1
+
+
+def hostile_phase(
+    url: str, database_url: str, keys: list[str], args: argparse.Namespace
+) -> tuple[list[float], dict[Any, int]]:
+    """Bob's read latencies while mallory holds her limits and her jobs change."""
+    with multiprocessing.Manager() as manager:
+        counts = manager.dict()
+        stop = manager.Event()
+        process = multiprocessing.Process(target=mallory, args=(url, counts, stop))
+        process.start()
+        done = threading.Event()
+        writing = threading.Thread(target=writer, args=(database_url, keys, args.rate, done))
+        writing.start()
+        try:
+            time.sleep(SETTLE)  # her streams open (and are refused) first
+            latencies = bob_reads(url, args.reads)
+            held = dict(counts)
+        finally:
+            stop.set()
+            done.set()
+            writing.join()
+            process.join(30)
+    return latencies, held
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument("--database-url", default=os.environ.get("ERRANDS_BENCH_DATABASE_URL"))
+    args = parser.parse_args()
+    with fresh_database(server_url(args.database_url)) as database_url:
+        keys = seed(database_url)
+        with sync_server(database_url) as url:
+            ratios = []
+            for round_number in range(1, args.rounds + 1):
+                idle = bob_reads(url, args.reads)
+                hostile, held = hostile_phase(url, database_url, keys, args)
+                ratio = percentile(hostile, 0.99) / percentile(idle, 0.99)
+                ratios.append(ratio)
+                print(
+                    f"round {round_number}: bob's read p50/p99 idle "
+                    f"{statistics.median(idle):.1f}/{percentile(idle, 0.99):.1f} ms, with "
+                    f"mallory at her limits {statistics.median(hostile):.1f}/"
+                    f"{percentile(hostile, 0.99):.1f} ms: p99 x{ratio:.2f}; mallory's "
+                    f"streams: {held.get(200, 0)} accepted, {held.get(429, 0)} refused (429), "
+                    f"{held.get('error', 0)} failed",
+                    flush=True,
+                )
+            worst = max(ratios)
+            verdict = "meets" if worst <= 2 else "misses"
+            print(f"p99 ratio, worst of {args.rounds} rounds: x{worst:.2f} ({verdict} the 2x goal)")
+
+
+if __name__ == "__main__":
+    main()
