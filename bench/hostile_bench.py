@@ -85,7 +85,7 @@ def seed(database_url: str) -> list[str]:
         for owner in ("bob", "mallory"):
             conn.execute(
                 "INSERT INTO background_jobs (id, kind, owner)"
-                " SELECT gen_random_uuid(), 'k' || (n % 16), %s FROM generate_series(1, %s) n",
+                " SELECT gen_random_uuid(), 'k' || (n %% 16), %s FROM generate_series(1, %s) n",
                 (owner, ROWS),
             )
         rows = conn.execute("SELECT id FROM background_jobs WHERE owner = 'mallory'").fetchall()
