@@ -42,17 +42,17 @@ from sync_bench import fresh_database, server_url
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "hostile-bench-secret-0123456789abcdef01"
 SHAPE = "/v1/shapes/background_jobs"
-ASKED_STREAMS = 1000
 FIRST = 64
 ROWS = 50
 SETTLE = 3.0
 
 
 @contextlib.contextmanager
-def sync_server(database_url: str) -> Iterator[str]:
-    """``errands server`` with its default limits; its base URL."""
+def sync_server(database_url: str, *options: str) -> Iterator[str]:
+    """``errands server`` (its default limits unless ``options`` say otherwise); its URL."""
+    command = ["server", "--database-url", database_url, "--port", "0", *options]
     process = subprocess.Popen(
-        [sys.executable, "-m", "errands", "server", "--database-url", database_url, "--port", "0"],
+        [sys.executable, "-m", "errands", *command],
         env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "ERRANDS_SECRET": SECRET},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -113,16 +113,16 @@ def bob_reads(url: str, reads: int) -> list[float]:
     return latencies
 
 
-def mallory(url: str, counts: Any, stop: Any) -> None:
-    """In a process of her own: ask for ASKED_STREAMS streams, hold what is granted."""
+def mallory(url: str, asked: int, counts: Any, stop: Any) -> None:
+    """In a process of her own: ask for ``asked`` streams, hold what is granted."""
 
     async def hold() -> None:
         headers = {"Authorization": f"Bearer {make_token(SECRET, 'mallory')}"}
-        limits = httpx.Limits(max_connections=ASKED_STREAMS)
+        limits = httpx.Limits(max_connections=max(asked, 1))
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60, limits=limits) as c:
 
             async def one(n: int) -> None:
-                # Her first 64 on 16 filters (her limits), then 936 filters of their own.
+                # Her first 64 on 16 filters (the default limits), then 936 of their own.
                 shape = n % 16 if n < FIRST else n
                 where = json.dumps([{"column": "kind", "op": "ne", "value": f"x{shape}"}])
                 params = {"offset": "-1", "where": where}
@@ -136,9 +136,9 @@ def mallory(url: str, counts: Any, stop: Any) -> None:
                 except httpx.HTTPError:
                     counts["error"] = counts.get("error", 0) + 1
 
-            tasks = [asyncio.create_task(one(n)) for n in range(FIRST)]
+            tasks = [asyncio.create_task(one(n)) for n in range(min(FIRST, asked))]
             await asyncio.sleep(1)
-            tasks += [asyncio.create_task(one(n)) for n in range(FIRST, ASKED_STREAMS)]
+            tasks += [asyncio.create_task(one(n)) for n in range(FIRST, asked)]
             await asyncio.to_thread(stop.wait)  # a manager's event, set by another process
             for task in tasks:
                 task.cancel()
@@ -166,13 +166,17 @@ def hostile_phase(
     with multiprocessing.Manager() as manager:
         counts = manager.dict()
         stop = manager.Event()
-        process = multiprocessing.Process(target=mallory, args=(url, counts, stop))
+        process = multiprocessing.Process(target=mallory, args=(url, args.streams, counts, stop))
         process.start()
         done = threading.Event()
         writing = threading.Thread(target=writer, args=(database_url, keys, args.rate, done))
         writing.start()
         try:
-            time.sleep(SETTLE)  # her streams open (and are refused) first
+            # Her streams open (and the rest are refused) before bob starts reading.
+            deadline = time.monotonic() + 120
+            while sum(counts.values()) < args.streams and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(SETTLE)
             latencies = bob_reads(url, args.reads)
             held = dict(counts)
         finally:
@@ -188,11 +192,21 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--rate", type=float, default=10.0)
+    parser.add_argument(
+        "--streams", type=int, default=1000, help="mallory's streams (0: a control run)"
+    )
     parser.add_argument("--database-url", default=os.environ.get("ERRANDS_BENCH_DATABASE_URL"))
+    parser.add_argument("--max-live-readers", type=int, help="the server limit (default: its own)")
+    parser.add_argument("--max-shapes", type=int, help="the server's limit (default: its own)")
     args = parser.parse_args()
+    options = []
+    if args.max_live_readers:
+        options += ["--max-live-readers", str(args.max_live_readers)]
+    if args.max_shapes:
+        options += ["--max-shapes", str(args.max_shapes)]
     with fresh_database(server_url(args.database_url)) as database_url:
         keys = seed(database_url)
-        with sync_server(database_url) as url:
+        with sync_server(database_url, *options) as url:
             ratios = []
             for round_number in range(1, args.rounds + 1):
                 idle = bob_reads(url, args.reads)
