@@ -1,32 +1,42 @@
-"""JSON checks for payloads and results: fail early, with a message that says why."""
+"""JSON checks for payloads and results: fail early, with a message that says why.
+
+What the write path accepts, the read path must serve to every client (see
+:mod:`errands.protocol`): so a payload or a handler's result is refused here when it is
+nested deeper than :data:`~errands.protocol.MAX_JSON_DEPTH`, larger than
+:data:`~errands.protocol.MAX_PAYLOAD_BYTES`, or holds what ``jsonb`` cannot store.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from errands.exceptions import PayloadError
-
-# An escaped NUL that is not itself an escaped backslash followed by "u0000".
-_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+from errands.protocol import MAX_PAYLOAD_BYTES, json_depth_problem
 
 
-def dump_json(value: Any, what: str = "payload") -> str:
-    """Serialise ``value`` as JSON that Postgres' ``jsonb`` accepts, or raise PayloadError.
+class PayloadTooLarge(PayloadError):
+    """The value's JSON is larger than the limit; send a reference to the data instead."""
+
+
+def dump_json(value: Any, what: str = "payload", *, max_bytes: int = MAX_PAYLOAD_BYTES) -> str:
+    """Serialise ``value`` as JSON every errands client can read back, or raise
+    :class:`PayloadError` (:class:`PayloadTooLarge` when only its size is wrong).
 
     Beyond what :func:`json.dumps` refuses, that rules out NaN and Infinity, NUL
-    characters and unpaired surrogates in strings.
+    characters and unpaired surrogates in strings, nesting deeper than
+    ``MAX_JSON_DEPTH`` and more than ``max_bytes`` bytes of UTF-8.
     """
+    problem = json_depth_problem(value)
+    if problem is not None:
+        raise PayloadError(f"the {what} cannot be stored: {problem}")
     try:
         text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-        text.encode("utf-8")
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+    except (TypeError, ValueError) as exc:
         raise PayloadError(f"the {what} is not JSON-serialisable: {exc}") from exc
-    if _NUL.search(text):
-        raise PayloadError(
-            f"the {what} contains a NUL character (\\u0000), which jsonb cannot store"
-        )
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(f"the {what} is {size} bytes of JSON; the limit is {max_bytes}")
     return text
 
 

@@ -28,12 +28,14 @@ to know when a shape has caught up with its own acknowledged mutation
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 VERSION = 1
 PREFIX = f"/v{VERSION}"
@@ -50,6 +52,27 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 """Largest request body."""
 LIVE_HOLD_SECONDS = 20.0
 """Longest a live request is held before the server answers up-to-date."""
+
+# -- what every client can read back ----------------------------------------------------
+# The write path accepts only what the read path can serve to every client: the
+# Python client, the page, any JSON library (see the README's Security section).
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects in a payload, a result or a filter value
+(``[]`` is 1 deep). JSON encoders and parsers have recursion limits of their own
+(pydantic's is 255); a row must stay well inside all of them."""
+EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+"""Timestamps lie between EARLIEST and LATEST in UTC: ISO 8601 with a four-digit year,
+which Python, JavaScript and Postgres all read (Postgres would write other years as
+``10000-...`` or ``... BC``)."""
+UNSTORABLE_CHARACTERS = re.compile("[\x00\ud800-\udfff]")
+"""NUL and lone surrogates: no Postgres text or jsonb value can hold them, and no UTF-8
+encoder can send a lone surrogate."""
+MAX_HEADER_BYTES = 8 * 1024
+"""Longest request header line (name and value), as nginx's default buffers."""
+MAX_HEADERS_BYTES = 32 * 1024
+"""Most bytes of request headers in all (nginx: 4 buffers of 8 KiB)."""
 
 JOBS_TABLE = "background_jobs"
 
@@ -78,6 +101,11 @@ JOB_COLUMNS: tuple[str, ...] = (
 )
 """The columns of a job row as shapes deliver it (values as JSON: uuid and timestamps
 as strings, ISO 8601 with time zone)."""
+
+TIMESTAMP_COLUMNS = ("timestamp", "run_at", "received_at", "started_at", "finished_at")
+"""The columns that hold a timestamp (ISO 8601 with time zone on the wire)."""
+JSON_COLUMNS = ("payload", "result", "error")
+"""The columns that hold any JSON."""
 
 CLIENT_INSERT_COLUMNS = frozenset(
     {"id", "timestamp", "kind", "payload", "cancelled", "priority", "queue", "run_at"}
@@ -143,9 +171,80 @@ class ErrorCode(StrEnum):
     """An unfinished job of the same owner has the insert's unique key; the message
     names it, and the client shows it as it syncs."""
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
+    MUTATION_ID_REUSED = "mutation_id_reused"
+    TOO_MANY_LIVE_READERS = "too_many_live_readers"
+    TOO_MANY_SHAPES = "too_many_shapes"
+    UNSERVABLE_ROW = "unservable_row"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
     NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal_error"
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """An ISO 8601 timestamp every client can read back, in UTC; one without a time
+    zone is taken as UTC. ``ValueError`` (``TypeError`` for a non-string) otherwise."""
+    if not isinstance(value, str):
+        raise TypeError("an ISO 8601 timestamp string")
+    parsed = datetime.fromisoformat(value)
+    try:
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(f"a timestamp between {EARLIEST} and {LATEST} in UTC") from None
+
+
+def check_storable(value: str) -> str:
+    """``value`` if it has no NUL and no lone surrogate; ``ValueError`` otherwise."""
+    if UNSTORABLE_CHARACTERS.search(value):
+        raise ValueError("text must not hold NUL (\\u0000) or a lone surrogate")
+    return value
+
+
+def json_depth_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why ``value`` (as :func:`json.loads` gives it) is nested too deep or holds a
+    string no client can store; None if it is fine. Walked without recursion, so any
+    depth is safe to ask about."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if UNSTORABLE_CHARACTERS.search(item):
+                return "a string holds NUL (\\u0000) or a lone surrogate"
+        elif isinstance(item, dict | list | tuple):
+            if depth >= limit:
+                return f"arrays and objects are nested more than {limit} deep"
+            if isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str) or UNSTORABLE_CHARACTERS.search(key):
+                        return "an object key is not a string without NUL or lone surrogates"
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
+    return None
+
+
+def row_problem(row: Any) -> str | None:
+    """Why a job row (as a shape delivers it) cannot be read by every client; None if
+    it can. A row the write path accepted always can; one written by SQL may not."""
+    if not isinstance(row, dict):
+        return "the row is not a JSON object"
+    for column in TIMESTAMP_COLUMNS:
+        value = row.get(column)
+        if value is None and column != "timestamp":
+            continue
+        try:
+            parsed = datetime.fromisoformat(str(value) if isinstance(value, str) else "?")
+        except ValueError:
+            return f"{column} is not an ISO 8601 timestamp within years 1 to 9999: {value!r:.80}"
+        if parsed.tzinfo is None:
+            return f"{column} has no time zone: {value!r:.80}"
+    for column in JSON_COLUMNS:
+        problem = json_depth_problem(row.get(column))
+        if problem:
+            return f"{column}: {problem}"
+    return None
 
 
 class _Model(BaseModel):
@@ -187,10 +286,16 @@ class UpsertMessage(_Model):
 
 
 class DeleteMessage(_Model):
-    """A row left the shape: deleted, or changed so that it no longer matches."""
+    """A row left the shape: deleted, or changed so that it no longer matches.
+
+    With ``error``, the row is still in the shape but its current state cannot be sent
+    as JSON every client reads (it was written by SQL around the write path's checks,
+    say): the client drops its copy, and warns with ``error`` instead of failing the
+    whole sync. Every other row keeps flowing."""
 
     type: Literal["delete"] = "delete"
     key: str
+    error: ErrorDetail | None = None
 
 
 class ControlMessage(_Model):
@@ -210,6 +315,16 @@ class ShapeResponse(_Model):
     messages: list[Message]
     offset: str
 
+    @model_validator(mode="before")
+    @classmethod
+    def _skip_unservable_rows(cls, data: Any) -> Any:
+        """An upsert of a row some client could not read becomes a delete carrying an
+        ``unservable_row`` error; both sides apply this, so neither fails on it."""
+        if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+            return data
+        messages = [_servable(m) for m in data["messages"]]
+        return {**data, "messages": messages}
+
     @property
     def up_to_date(self) -> bool:
         """Whether this answer brings the client up to date."""
@@ -221,6 +336,22 @@ class ShapeResponse(_Model):
         return any(m.type == "must-refetch" for m in self.messages)
 
 
+def _servable(message: Any) -> Any:
+    key: Any
+    row: Any
+    if isinstance(message, UpsertMessage):
+        key, row = message.key, message.row
+    elif isinstance(message, dict) and message.get("type") == "upsert":
+        key, row = message.get("key"), message.get("row")
+    else:
+        return message
+    problem = row_problem(row)
+    if problem is None or not isinstance(key, str):
+        return message
+    detail = ErrorDetail(code=ErrorCode.UNSERVABLE_ROW, message=f"row {key}: {problem}")
+    return DeleteMessage(key=key, error=detail)
+
+
 # -- mutations --------------------------------------------------------------------------
 
 
@@ -228,7 +359,7 @@ class Mutation(_Model):
     """One local change, uploaded. ``id`` is generated by the client once and reused on
     every retry: the server applies a mutation id at most once."""
 
-    id: str = Field(min_length=1, max_length=100)
+    id: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(check_storable)]
     table: str
     op: Literal["insert", "update", "delete"]
     key: str

@@ -46,14 +46,13 @@ def start_server(database_url: str) -> Iterator[StartServer]:
     started: list[ErrandsProcess] = []
 
     def start(*extra: str, secret: bool = True) -> SyncService:
-        auth = ("--secret", SECRET) if secret else ()
+        env = {"ERRANDS_SECRET": SECRET} if secret else {}
         process = ErrandsProcess(
             "server",
             "--database-url",
             database_url,
             "--port",
             "0",
-            *auth,
             "--poll-interval",
             "0.2",
             "--live-hold",
@@ -61,6 +60,7 @@ def start_server(database_url: str) -> Iterator[StartServer]:
             "--page-size",
             "5",
             *extra,
+            env=env,
         )
         started.append(process)
         return SyncService(process)

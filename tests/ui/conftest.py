@@ -26,6 +26,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # A name that resolves to this machine, as DNS rebinding makes it (test_local_page).
+    "--host-resolver-rules=MAP rebound.test 127.0.0.1",
 ]
 KINDS = ('random_progress={"delay": 0.1}', 'primes={"n": 100000}', "fails={}")
 """The kinds the page under test offers (the demo's handlers), with quick examples."""

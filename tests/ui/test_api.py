@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 import errands
-from errands.protocol import MAX_PAYLOAD_BYTES, START, ShapeResponse, UpsertMessage
+from errands.protocol import MAX_JSON_DEPTH, MAX_PAYLOAD_BYTES, START, ShapeResponse, UpsertMessage
 from errands.ui import Kind, create_app, parse_kind
+from errands.ui.local import page_hosts
 
 
 @pytest.fixture
@@ -26,7 +28,8 @@ def client(tmp_path: Path, dead_server: str) -> Iterator[errands.Client]:
 @pytest.fixture
 def api(client: errands.Client) -> Iterator[TestClient]:
     kinds = [Kind("primes", {"n": 10}), Kind("fails")]
-    with TestClient(create_app(client, kinds, limit=5, online=False)) as test_client:
+    app = create_app(client, kinds, limit=5, online=False, hosts=page_hosts(8080))
+    with TestClient(app, base_url="http://127.0.0.1:8080") as test_client:
         yield test_client
 
 
@@ -177,3 +180,86 @@ def test_kinds_parse_from_the_command_line(spec: str, kind: Kind) -> None:
 def test_bad_kinds_say_why(spec: str) -> None:
     with pytest.raises(errands.ConfigurationError):
         parse_kind(spec)
+
+
+def test_a_deep_or_unstorable_payload_is_refused(api: TestClient, client: errands.Client) -> None:
+    deep: Any = []
+    for _ in range(MAX_JSON_DEPTH):
+        deep = [deep]
+    for payload in (deep, {"text": "nul\u0000"}):
+        response = api.post("/api/jobs", json={"kind": "primes", "payload": payload})
+        assert_error(response, 400, "validation_error", "cannot be stored")
+    assert client.jobs() == []
+
+
+# -- the local page is local (issue 8) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["evil.example:8080", "evil.example", "127.0.0.1:9999", ""])
+def test_other_hosts_are_refused(api: TestClient, client: errands.Client, host: str) -> None:
+    job = client.submit("primes", {"n": 1})
+    for method, path in (("GET", "/api/jobs"), ("POST", f"/api/jobs/{job.id}/cancel")):
+        response = api.request(method, path, headers={"Host": host})
+        assert_error(response, 403, "forbidden_origin", "its own address")
+    submitted = api.post("/api/jobs", json={"kind": "primes"}, headers={"Host": host})
+    assert_error(submitted, 403, "forbidden_origin", "its own address")
+    assert [j.id for j in client.jobs()] == [job.id]
+    stored = client.get(job.id)
+    assert stored is not None
+    assert not stored.cancelled
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://127.0.0.1:9999"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+    ],
+)
+def test_changes_from_other_origins_are_refused(
+    api: TestClient, client: errands.Client, headers: dict[str, str]
+) -> None:
+    job = client.submit("primes", {"n": 1})
+    cancel = api.post(f"/api/jobs/{job.id}/cancel", headers=headers)
+    assert_error(cancel, 403, "forbidden_origin", "only the page itself")
+    submit = api.post("/api/jobs", json={"kind": "primes"}, headers=headers)
+    assert_error(submit, 403, "forbidden_origin", "only the page itself")
+    switch = api.put("/api/connectivity", json={"online": True}, headers=headers)
+    assert_error(switch, 403, "forbidden_origin", "only the page itself")
+    stored = client.get(job.id)
+    assert stored is not None
+    assert not stored.cancelled
+    assert len(client.jobs()) == 1
+    # reading is allowed: the browser keeps the answer from the other page anyway
+    assert api.get("/api/jobs", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://127.0.0.1:8080"},
+        {"Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"},
+        {"Sec-Fetch-Site": "same-origin"},
+        {},  # not a browser (curl, a script): nothing to trick
+    ],
+)
+def test_the_page_itself_may_change_jobs(
+    api: TestClient, client: errands.Client, headers: dict[str, str]
+) -> None:
+    job = client.submit("primes", {"n": 1})
+    assert api.post(f"/api/jobs/{job.id}/cancel", headers=headers).status_code == 200
+    stored = client.get(job.id)
+    assert stored is not None
+    assert stored.cancelled
+
+
+def test_the_page_answers_its_loopback_names_on_its_port(client: errands.Client) -> None:
+    app = create_app(client, [Kind("primes")], hosts=page_hosts(8123))
+    for name in ("127.0.0.1", "localhost", "[::1]"):
+        with TestClient(app, base_url=f"http://{name}:8123") as local:
+            assert local.get("/api/jobs").status_code == 200
+    with TestClient(app, base_url="http://127.0.0.1:8124") as other_port:
+        assert other_port.get("/api/jobs").status_code == 403

@@ -56,7 +56,8 @@ def client_options(function: F) -> F:
             envvar="ERRANDS_TOKEN",
             show_envvar=True,
             default=None,
-            help="Bearer token (from `errands token`); omit for a server run with --insecure.",
+            help="Bearer token (from `errands token`); prefer ERRANDS_TOKEN, since any user "
+            "of this machine can read a command line (ps). Omit for a server run with --insecure.",
         ),
     ]
     for option in reversed(options):

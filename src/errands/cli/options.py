@@ -62,3 +62,15 @@ def listening_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port", 2)
     return listener
+
+
+def warn_if_on_command_line(parameter: str, instead: str) -> None:
+    """Warn when the secret ``parameter`` came as a command-line argument, where any
+    user of the machine can read it (ps), rather than from its variable or a file."""
+    context = click.get_current_context()
+    if context.get_parameter_source(parameter) == click.core.ParameterSource.COMMANDLINE:
+        stderr.print(
+            f"[yellow]warning:[/] --{parameter.replace('_', '-')} on the command line is "
+            f"visible to every user of this machine (ps); use {instead}",
+            highlight=False,
+        )

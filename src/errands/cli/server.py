@@ -7,6 +7,7 @@ import gc
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -20,6 +21,7 @@ from errands.cli.options import (
     listening_socket,
     setup_logging,
     stderr,
+    warn_if_on_command_line,
 )
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
@@ -28,24 +30,47 @@ from errands.sync.app import release_readers
 from errands.sync.auth import (
     DEFAULT_TOKEN_LIFETIME,
     INSECURE_USER,
-    MAX_USER_LENGTH,
     RECOMMENDED_SECRET_BYTES,
+    user_name,
 )
+from errands.sync.limits import Limits
 
 F = TypeVar("F", bound=Callable[..., Any])
 SHUTDOWN_GRACE = 3
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def _secret_option(required: bool) -> Callable[[F], F]:
+def _secret_options(function: F) -> F:
+    """``--secret`` / ``ERRANDS_SECRET`` and ``--secret-file`` / ``ERRANDS_SECRET_FILE``."""
+    function = click.option(
+        "--secret-file",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="ERRANDS_SECRET_FILE",
+        show_envvar=True,
+        help="A file holding the secret (its last newline is ignored).",
+    )(function)
     return click.option(
         "--secret",
         envvar="ERRANDS_SECRET",
         show_envvar=True,
-        required=required,
         metavar="SECRET",
-        help="The shared secret that signs tokens (HS256); keep it out of shell history.",
-    )
+        help="The shared secret that signs tokens (HS256). Prefer ERRANDS_SECRET or "
+        "--secret-file: any user of this machine can read a command line (ps).",
+    )(function)
+
+
+def read_secret(secret: str | None, secret_file: Path | None) -> str | None:
+    """The secret from ``--secret``/``ERRANDS_SECRET`` or ``--secret-file``; a warning
+    when it came on the command line."""
+    if secret and secret_file:
+        fail("give the secret once: --secret (ERRANDS_SECRET) or --secret-file", code=2)
+    if secret_file is not None:
+        secret = secret_file.read_text().removesuffix("\n").removesuffix("\r")
+        if not secret:
+            fail(f"the secret file {secret_file} is empty", code=2)
+    elif secret:
+        warn_if_on_command_line("secret", "ERRANDS_SECRET or --secret-file")
+    return secret
 
 
 def _seconds(
@@ -76,7 +101,7 @@ def _seconds(
     show_envvar=True,
     help="0 picks a free port (the ready line names it).",
 )
-@_secret_option(required=False)
+@_secret_options
 @click.option(
     "--insecure",
     is_flag=True,
@@ -102,18 +127,41 @@ def _seconds(
     minimum=0,
 )
 @_seconds("prune-interval", 300.0, "Seconds between tombstone prunes.")
+@click.option(
+    "--max-live-readers",
+    type=click.IntRange(1),
+    default=Limits.live_readers,
+    show_default=True,
+    envvar="ERRANDS_MAX_LIVE_READERS",
+    show_envvar=True,
+    help="Long polls and event streams one user may hold at once (more: 429).",
+)
+@click.option(
+    "--max-shapes",
+    type=click.IntRange(1),
+    default=Limits.shapes,
+    show_default=True,
+    envvar="ERRANDS_MAX_SHAPES",
+    show_envvar=True,
+    help="Distinct shapes one user's live readers may be on at once (more: 429).",
+)
+@_seconds("body-timeout", Limits.body_timeout, "Longest wait for the next part of a body.")
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def server(
     database_url: str,
     host: str,
     port: int,
     secret: str | None,
+    secret_file: Path | None,
     insecure: bool,
     live_hold: float,
     poll_interval: float,
     page_size: int,
     retention: float,
     prune_interval: float,
+    max_live_readers: int,
+    max_shapes: int,
+    body_timeout: float,
     verbose: bool,
 ) -> None:
     """Run the sync service: shapes out, mutations in, under /v1.
@@ -122,10 +170,11 @@ def server(
     The OpenAPI document is at /openapi.json, and readable at /docs.
     """
     setup_logging(verbose)
+    secret = read_secret(secret, secret_file)
     if insecure and secret:
-        fail("give --secret or --insecure, not both", code=2)
+        fail("give a secret or --insecure, not both", code=2)
     if not insecure and not secret:
-        fail("give --secret (or ERRANDS_SECRET), or --insecure for development", code=2)
+        fail("give ERRANDS_SECRET (or --secret-file), or --insecure for development", code=2)
     _check_database(database_url)
     if secret and len(secret.encode()) < RECOMMENDED_SECRET_BYTES:
         stderr.print(
@@ -145,6 +194,12 @@ def server(
         page_size=page_size,
         retention=retention,
         prune_interval=prune_interval,
+        limits=Limits(
+            live_readers=max_live_readers,
+            shapes=max_shapes,
+            body_timeout=body_timeout,
+            retry_after=max(1, round(live_hold)),
+        ),
     )
     app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
     listener = listening_socket(host, port)
@@ -203,7 +258,7 @@ class _Server(uvicorn.Server):
 
 
 @click.command()
-@_secret_option(required=True)
+@_secret_options
 @click.option(
     "--user",
     "-u",
@@ -223,8 +278,19 @@ class _Server(uvicorn.Server):
     show_envvar=True,
     help="How long the token stays valid.",
 )
-def token(secret: str, user: str, operator: bool, expires_in: int) -> None:
-    """Print a bearer token for the sync service started with the same secret."""
-    if not user.strip() or len(user) > MAX_USER_LENGTH:
-        fail(f"--user must have 1 to {MAX_USER_LENGTH} characters", code=2)
-    click.echo(make_token(secret, user, operator=operator, expires_in=expires_in))
+def token(
+    secret: str | None, secret_file: Path | None, user: str, operator: bool, expires_in: int
+) -> None:
+    """Print a bearer token for the sync service started with the same secret, e.g.
+    ERRANDS_SECRET=... errands token --user alice. The user name is stored NFC-normalised;
+    invisible, control and bidirectional characters are refused."""
+    secret = read_secret(secret, secret_file)
+    if not secret:
+        fail("give the secret: ERRANDS_SECRET, or --secret-file", code=2)
+    try:
+        name = user_name(user)
+    except ValueError as exc:
+        fail(f"--user {user!r}: {exc}", code=2)
+    if name != user:
+        stderr.print(f"[yellow]note:[/] the user name is stored as {name!r} (NFC)", highlight=False)
+    click.echo(make_token(secret, name, operator=operator, expires_in=expires_in))

@@ -13,11 +13,12 @@ import click
 import uvicorn
 
 from errands.cli.client import client_options, open_client
-from errands.cli.options import fail, listening_socket, setup_logging
+from errands.cli.options import fail, listening_socket, setup_logging, warn_if_on_command_line
 from errands.demo.runner import DemoSettings, run_demo
 from errands.exceptions import ConfigurationError
 from errands.ui import Kind, create_app, parse_kind
 from errands.ui.live import LiveView
+from errands.ui.local import page_hosts
 
 
 def page_url(sock: socket.socket) -> str:
@@ -25,6 +26,14 @@ def page_url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, host)
     return f"http://{shown}:{port}/"
+
+
+def own_hosts(sock: socket.socket) -> frozenset[str]:
+    """The ``Host`` values the page answers: its loopback names and the address it is
+    bound to, with its port."""
+    host, port = sock.getsockname()[:2]
+    bound = () if host in {"0.0.0.0", "::"} else (f"[{host}]" if ":" in host else host,)
+    return page_hosts(port, *bound)
 
 
 page_port_option = click.option(
@@ -82,6 +91,8 @@ def ui(
     them, and switch the sync off and on. It works on the local replica, so it keeps
     working while the sync service is unreachable."""
     setup_logging(verbose)
+    if token:
+        warn_if_on_command_line("token", "ERRANDS_TOKEN")
     if not verbose:  # one line per long-poll is noise; reconnections are still logged
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
@@ -91,7 +102,7 @@ def ui(
     sock = listening_socket(host, port)
     with open_client(server, replica, token) as client:
         client.connect()
-        app = create_app(client, offered, limit=limit)
+        app = create_app(client, offered, limit=limit, hosts=own_hosts(sock))
         config = uvicorn.Config(
             app,
             log_level="info" if verbose else "warning",

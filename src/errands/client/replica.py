@@ -8,6 +8,7 @@ shared by the application's threads and the sync thread: one connection, one loc
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -19,21 +20,25 @@ from pathlib import Path
 from typing import Any, LiteralString
 
 from errands.client.job import Job, sort_key
-from errands.exceptions import InvalidKind, JobNotFound, PayloadError, ReplicaError
+from errands.exceptions import InvalidKind, JobNotFound, ReplicaError
 from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.protocol import (
     JOBS_TABLE,
     MAX_KIND_LENGTH,
-    MAX_PAYLOAD_BYTES,
     START,
+    UNSTORABLE_CHARACTERS,
+    DeleteMessage,
     Mutation,
     MutationResult,
     Offset,
     ShapeResponse,
+    UpsertMessage,
     check_job_options,
 )
 from errands.queries import parse_blocks
+
+log = logging.getLogger("errands.client")
 
 """The longest kind the sync service accepts."""
 SCHEMA_VERSION = 1
@@ -164,15 +169,17 @@ class Replica:
         unfinished job here already has, nothing is recorded and that job's id returned."""
         options = {name: value for name, value in (options or {}).items() if value is not None}
         check_job_options(options)
-        if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_LENGTH:
-            raise InvalidKind(f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters")
-        payload = {} if payload is None else payload
-        text = dump_json(payload)
-        if len(text.encode()) > MAX_PAYLOAD_BYTES:
-            raise PayloadError(
-                f"the payload is {len(text.encode())} bytes of JSON; "
-                f"the most the server takes is {MAX_PAYLOAD_BYTES}"
+        if (
+            not isinstance(kind, str)
+            or not 0 < len(kind) <= MAX_KIND_LENGTH
+            or UNSTORABLE_CHARACTERS.search(kind)
+        ):
+            raise InvalidKind(
+                f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters, "
+                "without NUL or lone surrogates"
             )
+        payload = {} if payload is None else payload
+        dump_json(payload)  # PayloadError now, rather than a rejection from the server
         job_id = str(uuid7())
         timestamp = datetime.now(UTC).isoformat()
         values = {
@@ -341,17 +348,11 @@ class Replica:
                 if read_from == START:  # a new snapshot replaces whatever was synced
                     db.execute(_q("clear_synced"))
                 for message in response.messages:
-                    if message.type == "upsert":
-                        row = message.row
-                        db.execute(
-                            _q("upsert_synced"),
-                            {
-                                "id": message.key,
-                                "sort_key": sort_key(row["timestamp"]),
-                                "row": json.dumps(row),
-                            },
-                        )
-                    elif message.type == "delete":
+                    if isinstance(message, UpsertMessage):
+                        _store(db, message)
+                    elif isinstance(message, DeleteMessage):
+                        if message.error is not None:
+                            log.warning("skipped a row the server cannot send: %s", message.error)
                         db.execute(_q("delete_synced"), {"id": message.key})
                 db.execute(_q("set_offset"), {"name": shape, "offset": response.offset})
                 self._settle(db, response.offset)
@@ -369,6 +370,20 @@ class Replica:
         for seq, txid in db.execute(_q("acked_entries")).fetchall():
             if txid is not None and offset.covers(int(txid)):
                 db.execute(_q("settle_entry"), {"seq": seq})
+
+
+def _store(db: sqlite3.Connection, message: UpsertMessage) -> None:
+    """Keep a synced row; one this client cannot read as a Job is skipped with a
+    warning (and any older copy dropped), so that it never fails the whole sync."""
+    row = message.row
+    try:
+        Job.from_row(row, pending=False, rejected=None)
+        params = {"id": message.key, "sort_key": sort_key(row["timestamp"]), "row": json.dumps(row)}
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+        log.warning("skipped row %s, which this client cannot read: %s", message.key, exc)
+        db.execute(_q("delete_synced"), {"id": message.key})
+        return
+    db.execute(_q("upsert_synced"), params)
 
 
 def _view(synced: dict[str, Any] | None, entries: list[Any]) -> Job | None:

@@ -205,6 +205,8 @@ class SyncSession:
         code, message = _error(answer)
         if answer.status_code == 401:
             raise Unauthorized(f"the server refused the token: {message}")
+        if code == ErrorCode.MUTATION_ID_REUSED:
+            raise Refused(code, message)  # uploaded one by one, the reused id is rejected
         if answer.status_code == 409 or code == ErrorCode.BAD_OFFSET:
             raise _MustRefetch(message if code != "http_409" else "the offset is no longer usable")
         if answer.status_code in REFUSED:

@@ -309,6 +309,11 @@ BEGIN
 END
 $$;
 
+-- 0003_mutation_fingerprints: a digest of each recorded mutation's content, so that an
+-- id reused for another change is refused rather than replayed.
+ALTER TABLE errands_sync_mutations ADD COLUMN fingerprint text;
+
+
 
 -- Per-kind settings from the workers' registries, unique jobs, limits on how many jobs
 -- of a kind run at once, and the ticks of periodic schedules (docs: README "Write jobs").

@@ -44,12 +44,13 @@ SELECT pg_current_xact_id()::text
 -- name: claim_mutation
 -- Blocks while another transaction holds the same id, then does nothing if that one
 -- committed: the mutation is then a replay.
-INSERT INTO errands_sync_mutations (owner, id) VALUES (%(owner)s, %(id)s)
+INSERT INTO errands_sync_mutations (owner, id, fingerprint)
+VALUES (%(owner)s, %(id)s, %(fingerprint)s)
 ON CONFLICT DO NOTHING
 RETURNING id
 
 -- name: recorded_mutation
-SELECT status, code, message FROM errands_sync_mutations
+SELECT status, code, message, fingerprint FROM errands_sync_mutations
 WHERE owner = %(owner)s AND id = %(id)s
 
 -- name: record_rejection

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -32,7 +32,6 @@ from errands.exceptions import ConfigurationError
 from errands.migrations import pending
 from errands.protocol import (
     LIVE_HOLD_SECONDS,
-    MAX_BODY_BYTES,
     PREFIX,
     START,
     ErrorResponse,
@@ -43,9 +42,10 @@ from errands.protocol import (
 )
 from errands.queries import query
 from errands.sync.auth import Authenticator, Caller
-from errands.sync.errors import BodyLimit, Forbidden, install_error_handlers
+from errands.sync.errors import Forbidden, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
+from errands.sync.limits import FairShare, Limits
 from errands.sync.mutations import apply_batch
 from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
 
@@ -63,6 +63,7 @@ class ServiceSettings:
     prune_interval: float = 300.0
     pool_min_size: int = 2
     pool_max_size: int = 10
+    limits: Limits = field(default_factory=Limits)
 
 
 class ServiceStats(BaseModel):
@@ -91,10 +92,21 @@ class Service:
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed request"},
     401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
+    431: {"model": ErrorResponse, "description": "Request headers too large"},
 }
 _SHAPE_ERRORS: dict[int | str, dict[str, Any]] = _ERRORS | {
     404: {"model": ErrorResponse, "description": "Unknown table"},
     409: {"model": ShapeResponse, "description": "must-refetch: start again from -1"},
+    429: {
+        "model": ErrorResponse,
+        "description": "The caller holds its share of live readers or shapes; see Retry-After",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+_MUTATION_ERRORS: dict[int | str, dict[str, Any]] = _ERRORS | {
+    408: {"model": ErrorResponse, "description": "The body did not arrive in time"},
+    409: {"model": ErrorResponse, "description": "A mutation id reused for another change"},
+    413: {"model": ErrorResponse, "description": "The body is too large"},
 }
 _bearer = HTTPBearer(auto_error=False, description="errands token (errands token --help)")
 
@@ -137,7 +149,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(FairShare, auth=auth, limits=settings.limits)
     _routes(app)
     return app
 
@@ -298,7 +310,7 @@ def _routes(app: FastAPI) -> None:
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
-    @app.post(f"{PREFIX}/mutations", response_model=MutationResponse, responses=_ERRORS)
+    @app.post(f"{PREFIX}/mutations", response_model=MutationResponse, responses=_MUTATION_ERRORS)
     async def mutations(
         service: ServiceDep, caller: CallerDep, batch: MutationBatch
     ) -> MutationResponse:

@@ -4,12 +4,18 @@ The token's subject is the caller's user name, which is the ``owner`` of the job
 creates; an ``operator`` claim set to true lets the caller see and act on every job.
 Tokens must carry an expiry. Only HS256 is accepted, so an unsigned token
 (``alg: none``) or one signed with another algorithm or secret is refused.
+
+User names are what they look like (:func:`user_name`): NFC-normalised, with no control,
+format (zero-width, bidirectional overrides), surrogate, private-use, unassigned or
+separator characters other than a plain inner space. ``alice`` and ``ali\u202ece\u200b``
+can therefore never be two users that display alike.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import unicodedata
 import warnings
 from dataclasses import dataclass, field
 
@@ -32,6 +38,23 @@ RECOMMENDED_SECRET_BYTES = 32
 warns about a shorter secret once, at start-up, instead of PyJWT on every token."""
 
 
+def user_name(name: str) -> str:
+    """``name`` in NFC; ``ValueError`` saying why if it cannot be a user name."""
+    normal = unicodedata.normalize("NFC", name)
+    if not 0 < len(normal) <= MAX_USER_LENGTH:
+        raise ValueError(f"a user name has 1 to {MAX_USER_LENGTH} characters")
+    if normal != normal.strip():
+        raise ValueError("a user name may not start or end with a space")
+    for char in normal:
+        category = unicodedata.category(char)
+        if category[0] == "C" or (category[0] == "Z" and char != " "):
+            raise ValueError(
+                f"a user name may not hold U+{ord(char):04X} ({category}: control, format, "
+                "bidirectional, surrogate, private-use, unassigned or separator characters)"
+            )
+    return normal
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is asking: a user, and whether it is an operator."""
@@ -49,9 +72,9 @@ class Caller:
 def make_token(
     secret: str, user: str, *, operator: bool = False, expires_in: float = DEFAULT_TOKEN_LIFETIME
 ) -> str:
-    """A signed token for ``user``, valid for ``expires_in`` seconds."""
-    if not 0 < len(user) <= MAX_USER_LENGTH or "\x00" in user:
-        raise ValueError(f"the user name must have 1 to {MAX_USER_LENGTH} characters, no NUL")
+    """A signed token for ``user`` (see :func:`user_name`), valid for ``expires_in``
+    seconds."""
+    user = user_name(user)
     now = int(time.time())
     claims = {"sub": user, "operator": operator, "iat": now, "exp": now + int(expires_in)}
     with warnings.catch_warnings():
@@ -71,9 +94,12 @@ def verify_token(secret: str, token: str) -> Caller:
         raise Unauthorized(EXPIRED, ErrorCode.TOKEN_EXPIRED) from None
     except jwt.InvalidTokenError as exc:
         raise Unauthorized(f"the token is not valid: {exc}") from None
-    user = claims["sub"]
     operator = claims.get("operator", False)
-    if not isinstance(user, str) or not 0 < len(user) <= MAX_USER_LENGTH or "\x00" in user:
+    try:
+        user = user_name(claims["sub"]) if isinstance(claims["sub"], str) else None
+    except ValueError as exc:
+        raise Unauthorized(f"the token's subject is not a user name: {exc}") from None
+    if user is None:
         raise Unauthorized("the token's subject must be a user name")
     if not isinstance(operator, bool):
         raise Unauthorized("the token's operator claim must be true or false")

@@ -2,15 +2,18 @@
 
 * ServiceError -- a 4xx (or 503) with an :class:`~errands.protocol.ErrorCode`.
     * BadRequest (400), Unauthorized (401), Forbidden (403), NotFound (404)
+    * Conflict (409) -- a mutation id reused for another change.
     * MustRefetch (409) -- answered as a :class:`~errands.protocol.ShapeResponse`
       carrying a ``must-refetch`` message, the way the protocol tells a client to
       start its shape again.
+    * TooManyRequests (429) -- the caller holds its share of live readers or shapes;
+      answered with ``Retry-After``.
     * Unavailable (503) -- Postgres cannot be reached; the client retries.
 
 Handlers installed by :func:`install_error_handlers` turn FastAPI's own errors (request
-validation, unknown routes, wrong methods, malformed JSON) into the same shape, and
-:class:`BodyLimit` refuses oversized bodies before anything parses them. An unexpected
-exception is logged and answered with a JSON 500 that hides the traceback.
+validation, unknown routes, wrong methods, malformed JSON) into the same shape; the
+limits on headers, bodies and live readers are :mod:`errands.sync.limits`. An
+unexpected exception is logged and answered with a JSON 500 that hides the traceback.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from fastapi.responses import JSONResponse, Response
 from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errands.protocol import (
     START,
@@ -77,6 +79,24 @@ class NotFound(ServiceError):
     code = ErrorCode.NOT_FOUND
 
 
+class Conflict(ServiceError):
+    """The request contradicts what the service already recorded."""
+
+    status = 409
+    code = ErrorCode.MUTATION_ID_REUSED
+
+
+class TooManyRequests(ServiceError):
+    """The caller holds its share already; it may retry after ``retry_after`` seconds."""
+
+    status = 429
+    code = ErrorCode.TOO_MANY_LIVE_READERS
+
+    def __init__(self, message: str, code: ErrorCode, retry_after: int) -> None:
+        super().__init__(message, code)
+        self.retry_after = retry_after
+
+
 class MustRefetch(ServiceError):
     """The offset can no longer be answered exactly: start the shape again from -1."""
 
@@ -91,10 +111,22 @@ class Unavailable(ServiceError):
     code = ErrorCode.UNAVAILABLE
 
 
-def error_response(status: int, code: ErrorCode, message: str) -> JSONResponse:
+def error_response(
+    status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """The JSON body every error shares."""
     body = ErrorResponse(error=ErrorDetail(code=code, message=message))
-    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """The answer to a refused request."""
+    if isinstance(exc, MustRefetch):
+        return must_refetch_response(exc.message)
+    headers = None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(exc.retry_after)}
+    return error_response(exc.status, exc.code, exc.message, headers)
 
 
 def must_refetch_response(message: str) -> JSONResponse:
@@ -110,6 +142,7 @@ _STATUS_CODES = {
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.NOT_ALLOWED,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
+    431: ErrorCode.HEADERS_TOO_LARGE,
 }
 
 
@@ -125,9 +158,7 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
 
 async def _service_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    if isinstance(exc, MustRefetch):
-        return must_refetch_response(exc.message)
-    return error_response(exc.status, exc.code, exc.message)
+    return service_error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:
@@ -165,55 +196,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
-
-
-class BodyLimit:
-    """Refuse request bodies larger than ``limit`` bytes with 413, whether or not they
-    announce their length, before the application reads them."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        # Read the whole body (it is small by construction) and replay it to the app.
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(
-            413,
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the request body is larger than {self.limit} bytes; send smaller batches",
-        )
-        await response(scope, receive, send)

@@ -12,14 +12,21 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any, LiteralString
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from pydantic import TypeAdapter, ValidationError
 
-from errands.protocol import JOB_COLUMNS, ErrorCode, Filter
+from errands.protocol import (
+    JOB_COLUMNS,
+    MAX_JSON_DEPTH,
+    ErrorCode,
+    Filter,
+    check_storable,
+    json_depth_problem,
+    parse_timestamp,
+)
 from errands.sync.errors import BadRequest
 
 MAX_FILTERS = 20
@@ -69,19 +76,11 @@ def _uuid(value: Any) -> uuid.UUID:
     return uuid.UUID(value)
 
 
-def parse_timestamp(value: Any) -> datetime:
-    """An ISO 8601 timestamp; one without a time zone is taken as UTC."""
-    if not isinstance(value, str):
-        raise TypeError("an ISO 8601 timestamp string")
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def check_text(value: Any) -> str:
-    """A string Postgres can store (no NUL character), of reasonable length."""
-    if not isinstance(value, str) or "\x00" in value or len(value) > MAX_TEXT:
-        raise TypeError(f"a string of at most {MAX_TEXT} characters, without NUL")
-    return value
+    """A string Postgres can store (no NUL, no lone surrogate), of reasonable length."""
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise TypeError(f"a string of at most {MAX_TEXT} characters")
+    return check_storable(value)
 
 
 def _boolean(value: Any) -> bool:
@@ -103,6 +102,9 @@ def _integer(value: Any) -> int:
 
 
 def _jsonb(value: Any) -> Jsonb:
+    problem = json_depth_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     json.dumps(value, allow_nan=False)
     return Jsonb(value)
 
@@ -124,6 +126,11 @@ def parse_filters(text: str | None) -> tuple[Filter, ...]:
         return ()
     try:
         raw = json.loads(text)
+    except RecursionError:
+        raise BadRequest(
+            f"where: arrays and objects are nested more than {MAX_JSON_DEPTH} deep",
+            ErrorCode.VALIDATION_ERROR,
+        ) from None
     except ValueError:
         raise BadRequest(
             'where must be a JSON list, e.g. [{"column": "state", "op": "eq", "value": "queued"}]',
@@ -144,6 +151,11 @@ def parse_filters(text: str | None) -> tuple[Filter, ...]:
                 f"unknown column {f.column[:80]!r}; columns: {', '.join(JOB_COLUMNS)}",
                 ErrorCode.UNKNOWN_COLUMN,
             )
+    # Before anything encodes them: a value nested too deep, or a string no encoder
+    # takes, would fail far from here (as a 500) rather than as this 400.
+    problem = json_depth_problem(raw, MAX_JSON_DEPTH + 2)  # the list and each filter
+    if problem is not None:
+        raise BadRequest(f"where: {problem}", ErrorCode.VALIDATION_ERROR)
     return tuple(filters)
 
 

@@ -2,9 +2,12 @@
 
 Each mutation is checked against what the caller may do, then applied inside its own
 savepoint, so a rejected mutation changes nothing while the others of the batch still
-apply. Every mutation id is recorded with its result, per owner, before it is applied:
-a retried batch finds its ids recorded and gets the same results back marked
-``replayed``, and two requests racing with the same id take turns on that record.
+apply. Every mutation id is recorded with its result and a fingerprint of its content,
+per owner, before it is applied: a retried batch finds its ids recorded and gets the
+same results back marked ``replayed``, and two requests racing with the same id take
+turns on that record. An id reused with other content (another key, values or
+operation) is not a retry: the whole batch is refused with 409
+``mutation_id_reused``, and nothing of it is applied.
 
 What a caller may do:
 
@@ -18,6 +21,7 @@ What a caller may do:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any, LiteralString
@@ -27,24 +31,26 @@ from psycopg.errors import DataError, DeadlockDetected, IntegrityError, Serializ
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from errands.exceptions import PayloadError
+from errands.payloads import PayloadTooLarge, dump_json, printable
 from errands.protocol import (
     CLIENT_INSERT_COLUMNS,
     CLIENT_UPDATE_COLUMNS,
     JOB_COLUMNS,
     JOBS_TABLE,
     MAX_KIND_LENGTH,
-    MAX_PAYLOAD_BYTES,
     ErrorCode,
     Mutation,
     MutationBatch,
     MutationResponse,
     MutationResult,
     check_job_options,
+    parse_timestamp,
 )
 from errands.queries import query
 from errands.sync.auth import Caller
-from errands.sync.errors import BadRequest
-from errands.sync.filters import check_text, parse_timestamp
+from errands.sync.errors import Conflict
+from errands.sync.filters import check_text
 from errands.sync.shapes import SYNC_QUERIES, snapshot_offset
 
 BATCH_ATTEMPTS = 3
@@ -54,6 +60,7 @@ class Rejection(Exception):  # a result, raised only to leave the checks early
     """Why a mutation is not applied."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
+        message = printable(message)  # it is stored, and may quote what the client sent
         super().__init__(message)
         self.code = code
         self.message = message
@@ -68,9 +75,6 @@ async def apply_batch(
 ) -> MutationResponse:
     """Apply a batch for ``caller``; retried when Postgres resolves a deadlock with a
     concurrent batch by aborting this one."""
-    if any("\x00" in m.id for m in batch.mutations):
-        # The ids are recorded as text, which cannot hold NUL: nothing could be recorded.
-        raise BadRequest("a mutation id contains a NUL character", ErrorCode.VALIDATION_ERROR)
     for attempt in range(BATCH_ATTEMPTS):
         try:
             async with pool.connection() as conn:
@@ -98,13 +102,29 @@ async def _apply(
     return MutationResponse(results=results, txid=txid, offset=offset.encode())
 
 
+def fingerprint(m: Mutation) -> str:
+    """What makes two mutations with one id the same request: a digest of the rest."""
+    content = [m.table, m.op, m.key, m.values]
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 async def _apply_one(conn: AsyncConnection[Any], caller: Caller, m: Mutation) -> MutationResult:
     ids = {"owner": caller.user, "id": m.id}
-    claimed = await (await conn.execute(_q("claim_mutation"), ids)).fetchone()
+    digest = fingerprint(m)
+    claimed = await (
+        await conn.execute(_q("claim_mutation"), ids | {"fingerprint": digest})
+    ).fetchone()
     if claimed is None:
         recorded = await (await conn.execute(_q("recorded_mutation"), ids)).fetchone()
         assert recorded is not None
-        status, code, message = recorded
+        status, code, message, recorded_digest = recorded
+        if recorded_digest is not None and recorded_digest != digest:
+            raise Conflict(
+                f"mutation id {m.id!r:.120} was already used for another change; nothing of "
+                "this batch was applied: give every new change an id of its own",
+                ErrorCode.MUTATION_ID_REUSED,
+            )
         return MutationResult(id=m.id, status=status, replayed=True, code=code, message=message)
     try:
         params = _check(caller, m)
@@ -198,12 +218,12 @@ def _option_values(values: dict[str, Any]) -> dict[str, Any]:
 def _payload(payload: Any) -> Jsonb:
     if payload is None:
         raise Rejection(ErrorCode.VALIDATION_ERROR, "the payload must not be null")
-    size = len(json.dumps(payload, separators=(",", ":")).encode())
-    if size > MAX_PAYLOAD_BYTES:
-        raise Rejection(
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the payload has {size} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-        )
+    try:
+        dump_json(payload)
+    except PayloadTooLarge as exc:
+        raise Rejection(ErrorCode.PAYLOAD_TOO_LARGE, exc.message) from None
+    except PayloadError as exc:
+        raise Rejection(ErrorCode.VALIDATION_ERROR, exc.message) from None
     return Jsonb(payload)
 
 

@@ -13,13 +13,13 @@ Routes::
     GET  /api/events                server-sent events: the jobs and status, on every change
 
 Errors are ``{"error": {"code", "message"}}`` with a 4xx status, as on the sync service.
+Only the page's own host and origin may use it (:mod:`errands.ui.local`).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -30,12 +30,15 @@ from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from errands.client import Client
 from errands.exceptions import ErrandsError, JobNotFound
-from errands.protocol import MAX_PAYLOAD_BYTES, ErrorCode
+from errands.payloads import PayloadTooLarge
+from errands.protocol import ErrorCode
 from errands.ui.kinds import Kind
 from errands.ui.live import LiveView
+from errands.ui.local import LocalOnly
 from errands.ui.views import job_view, status_view
 
 STATIC = Path(__file__).parent / "static"
@@ -69,13 +72,20 @@ class ConnectivityRequest(_Body):
 
 
 def create_app(
-    client: Client, kinds: Sequence[Kind], *, limit: int = 50, online: bool = True
+    client: Client,
+    kinds: Sequence[Kind],
+    *,
+    limit: int = 50,
+    online: bool = True,
+    hosts: Collection[str] | None = None,
 ) -> FastAPI:
     """The page's app, reading and writing through ``client``.
 
     ``kinds`` are offered in the page's kind choice (and only they are accepted);
     ``limit`` is how many of the most recent jobs the table shows; ``online`` says
-    whether the caller has connected the client (the switch starts in that position).
+    whether the caller has connected the client (the switch starts in that position);
+    ``hosts`` are the ``Host`` values it answers (see
+    :func:`errands.ui.local.page_hosts`; None: a loopback name on any port).
     """
     offered = {kind.name: kind for kind in kinds}
     switch = {"online": online}
@@ -98,7 +108,12 @@ def create_app(
             unsubscribe()
             await live.stop()
 
-    app = FastAPI(title="errands: background jobs", lifespan=lifespan, docs_url=None)
+    app = FastAPI(
+        title="errands: background jobs",
+        lifespan=lifespan,
+        docs_url=None,
+        middleware=[Middleware(LocalOnly, hosts=hosts)],
+    )
     app.state.live = live  # the server ends the event streams when it shuts down
     _add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -121,15 +136,10 @@ def create_app(
             names = ", ".join(sorted(offered))
             message = f"unknown kind {request.kind!r}; use one of {names}"
             raise ApiError(400, ErrorCode.VALIDATION_ERROR, message)
-        size = len(json.dumps(request.payload, separators=(",", ":")).encode())
-        if size > MAX_PAYLOAD_BYTES:
-            raise ApiError(
-                413,
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"the payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}",
-            )
         try:
             job = client.submit(request.kind, request.payload)
+        except PayloadTooLarge as exc:
+            raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, exc.message) from None
         except ErrandsError as exc:
             raise ApiError(400, ErrorCode.VALIDATION_ERROR, exc.message) from None
         return job_view(job)
