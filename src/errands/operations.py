@@ -97,6 +97,38 @@ class JobEvent:
 
 
 @dataclass(frozen=True)
+class Attempt:
+    """One run of a job, read from its timeline: who ran it, when, and how it ended
+    (``outcome`` is completed, failed, retried, cancelled, or None while it runs)."""
+
+    number: int
+    worker: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+    error: Any
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long the attempt ran (None while it runs)."""
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+def attempts(events: Iterable[JobEvent]) -> list[Attempt]:
+    """The attempts in a job's :func:`timeline`, oldest first."""
+    runs: list[Attempt] = []
+    for event in events:
+        if event.type == "started":
+            runs.append(Attempt(event.attempt, event.worker, event.at, None, None, None))
+        elif runs and runs[-1].outcome is None and event.attempt == runs[-1].number:
+            run = runs[-1]
+            runs[-1] = Attempt(
+                run.number, run.worker, run.started_at, event.at, event.type, event.error
+            )
+    return runs
+
+
+@dataclass(frozen=True)
 class JobFilter:
     """Which jobs a list, count or bulk action is about. Every field narrows the
     selection; an empty sequence or None means "any". ``since`` and ``until`` bound the
