@@ -7,6 +7,7 @@ import gc
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
@@ -14,6 +15,7 @@ import psycopg
 import uvicorn
 from fastapi import FastAPI
 
+from errands.cli.durations import span_option
 from errands.cli.options import (
     database_url_option,
     fail,
@@ -101,7 +103,16 @@ def _seconds(
     "Seconds tombstones are kept; clients offline longer refetch their shapes.",
     minimum=0,
 )
-@_seconds("prune-interval", 300.0, "Seconds between tombstone prunes.")
+@_seconds("prune-interval", 300.0, "Seconds between tombstone (and job) prunes.")
+@click.option(
+    "--job-retention",
+    callback=span_option,
+    metavar="SPAN",
+    envvar="ERRANDS_JOB_RETENTION",
+    show_envvar=True,
+    help="Prune finished jobs (and their events) this long after they ended: 30d, 12h. "
+    "[default: keep them forever]",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def server(
     database_url: str,
@@ -114,6 +125,7 @@ def server(
     page_size: int,
     retention: float,
     prune_interval: float,
+    job_retention: timedelta | None,
     verbose: bool,
 ) -> None:
     """Run the sync service: shapes out, mutations in, under /v1.
@@ -145,6 +157,7 @@ def server(
         page_size=page_size,
         retention=retention,
         prune_interval=prune_interval,
+        job_retention=None if job_retention is None else job_retention.total_seconds(),
     )
     app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
     listener = listening_socket(host, port)

@@ -23,13 +23,14 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, IsolationLevel
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from errands import __version__
 from errands.exceptions import ConfigurationError
 from errands.migrations import pending
+from errands.operations import prune_async
 from errands.protocol import (
     LIVE_HOLD_SECONDS,
     MAX_BODY_BYTES,
@@ -61,6 +62,8 @@ class ServiceSettings:
     page_size: int = 1000
     retention: float = 7 * 24 * 3600.0
     prune_interval: float = 300.0
+    job_retention: float | None = None
+    """Seconds finished jobs are kept before the service prunes them (None: forever)."""
     pool_min_size: int = 2
     pool_max_size: int = 10
 
@@ -188,12 +191,20 @@ async def _check_generation(service: Service) -> None:
 
 
 async def _maintain(service: Service) -> None:
-    """Prune tombstones past the retention, and notice a restored database."""
+    """Prune tombstones past the retention (and finished jobs past theirs, if set),
+    and notice a restored database."""
     retention = service.settings.retention
     while True:
         try:
             await _check_generation(service)
             async with service.pool.connection() as conn:
+                # A pooled connection may come from a shape read, still read-only.
+                await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
+                await conn.set_read_only(False)
+                if service.settings.job_retention is not None:
+                    jobs = await prune_async(conn, service.settings.job_retention)
+                    if jobs:
+                        log.info("pruned %d finished jobs", jobs)
                 cursor = await conn.execute(query("prune", SYNC_QUERIES), {"retention": retention})
                 row = await cursor.fetchone()
             if row and row[0]:
