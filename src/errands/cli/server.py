@@ -23,6 +23,7 @@ from errands.cli.options import (
     setup_logging,
     stderr,
 )
+from errands.logs import log_format_option, use_json_logs
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
 from errands.sync import ServiceSettings, create_app, make_token
@@ -113,6 +114,7 @@ def _seconds(
     help="Prune finished jobs (and their events) this long after they ended: 30d, 12h. "
     "[default: keep them forever]",
 )
+@log_format_option
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def server(
     database_url: str,
@@ -126,14 +128,19 @@ def server(
     retention: float,
     prune_interval: float,
     job_retention: timedelta | None,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Run the sync service: shapes out, mutations in, under /v1.
 
     Prints "errands server listening on http://HOST:PORT" once it accepts requests.
-    The OpenAPI document is at /openapi.json, and readable at /docs.
+    The OpenAPI document is at /openapi.json, and readable at /docs; Prometheus
+    metrics at /metrics.
     """
-    setup_logging(verbose)
+    if log_format == "json":
+        use_json_logs(verbose)
+    else:
+        setup_logging(verbose)
     if insecure and secret:
         fail("give --secret or --insecure, not both", code=2)
     if not insecure and not secret:
@@ -166,6 +173,8 @@ def server(
         log_level="debug" if verbose else "warning",
         access_log=verbose,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        # JSON logs: uvicorn's own records go through the root logger's handler too.
+        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     running = _Server(config, app)
     running.run(sockets=[listener])  # on uvloop when it is installed

@@ -7,6 +7,7 @@ Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``)::
     GET  /v1/shapes/{table}/stream   the same as server-sent events, continuously
     POST /v1/mutations               a batch of mutations
     GET  /v1/stats                   fan-out counters (operators only)
+    GET  /metrics                    Prometheus metrics (errands.metrics)
 
 The service keeps no state of its own beyond caches: run as many copies as needed.
 """
@@ -29,6 +30,7 @@ from pydantic import BaseModel
 
 from errands import __version__
 from errands.exceptions import ConfigurationError
+from errands.metrics import instrument
 from errands.migrations import pending
 from errands.operations import prune_async
 from errands.protocol import (
@@ -141,6 +143,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    instrument(app, lambda: _fanout_stats(app))  # /metrics, and counts of every request
     _routes(app)
     return app
 
@@ -151,6 +154,11 @@ def release_readers(app: FastAPI) -> None:
     service: Service | None = getattr(app.state, "service", None)
     if service is not None:
         service.hub.release_readers()
+
+
+def _fanout_stats(app: FastAPI) -> FanoutStats | None:
+    service: Service | None = getattr(app.state, "service", None)
+    return None if service is None else service.hub.stats
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
@@ -311,10 +319,12 @@ def _routes(app: FastAPI) -> None:
 
     @app.post(f"{PREFIX}/mutations", response_model=MutationResponse, responses=_ERRORS)
     async def mutations(
-        service: ServiceDep, caller: CallerDep, batch: MutationBatch
+        service: ServiceDep, caller: CallerDep, batch: MutationBatch, request: Request
     ) -> MutationResponse:
         """Apply a batch of mutations in one transaction, each at most once per id."""
-        return await apply_batch(service.pool, caller, batch)
+        response = await apply_batch(service.pool, caller, batch)
+        request.app.state.metrics.count_mutations(response)
+        return response
 
     @app.get(f"{PREFIX}/stats", response_model=ServiceStats, responses=_ERRORS)
     async def stats(service: ServiceDep, caller: CallerDep) -> ServiceStats:
