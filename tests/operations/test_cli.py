@@ -188,6 +188,9 @@ def test_the_client_and_operator_forms_are_told_apart(
     code, output = run("jobs", *client, env=db)
     assert code == 0, output
     assert "no jobs yet" in output
+    code, output = run("jobs", "--json", *client, env=db)
+    assert code == 0, output
+    assert output.rstrip().endswith("[]")
     # Filters and several ids belong to the operator's form.
     code, output = run("jobs", "--state", "failed", *client)
     assert code == 2, output
