@@ -95,6 +95,15 @@ def load_registry(spec: str) -> Registry:
     show_envvar=True,
     help="On SIGTERM, seconds to let running jobs finish before re-queueing them.",
 )
+@click.option(
+    "--burst",
+    is_flag=True,
+    envvar="ERRANDS_BURST",
+    show_envvar=True,
+    help="Exit (status 0) once no job this worker can take is runnable and none is "
+    "running; jobs due later, retries waiting out their backoff included, are left. "
+    "For CI steps and cron-driven batches.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def worker(
     registry: str,
@@ -105,6 +114,7 @@ def worker(
     lease: float,
     heartbeat_interval: float | None,
     shutdown_timeout: float,
+    burst: bool,
     verbose: bool,
 ) -> None:
     """Run the jobs whose kinds MODULE:REGISTRY handles.
@@ -122,6 +132,7 @@ def worker(
         lease=lease,
         heartbeat_interval=heartbeat_interval or lease / 6,
         shutdown_timeout=shutdown_timeout,
+        burst=burst,
     )
     try:
         asyncio.run(_run(Worker(loaded, database_url, settings)))
