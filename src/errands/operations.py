@@ -162,13 +162,14 @@ class JobFilter:
 
 @dataclass(frozen=True)
 class QueueDepth:
-    """One queue's backlog: jobs ready to run now, jobs scheduled for later, and when
-    the oldest ready one was asked for."""
+    """One queue's backlog: jobs ready to run now, jobs scheduled for later, when the
+    oldest ready one was asked for and how many seconds ago."""
 
     queue: str
     ready: int
     scheduled: int
     oldest: datetime | None
+    oldest_age: float | None
 
 
 @dataclass(frozen=True)
@@ -400,21 +401,29 @@ async def workers_async(conn: AnyAsyncConnection) -> list[WorkerInfo]:
         return await cur.fetchall()
 
 
+def queues(conn: AnyConnection) -> list[QueueDepth]:
+    """Each queue that has queued jobs, with its depth."""
+    with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
+        return cur.execute(_q("queue_depth")).fetchall()
+
+
+async def queues_async(conn: AnyAsyncConnection) -> list[QueueDepth]:
+    """:func:`queues` for an asyncio connection."""
+    async with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
+        await cur.execute(_q("queue_depth"))
+        return await cur.fetchall()
+
+
 def stats(conn: AnyConnection) -> Stats:
     """Jobs per kind and state, each queue's depth, each worker's running jobs."""
     kinds = conn.execute(_q("counts_by_kind")).fetchall()
-    with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
-        queues = cur.execute(_q("queue_depth")).fetchall()
-    return _stats(kinds, queues, workers(conn))
+    return _stats(kinds, queues(conn), workers(conn))
 
 
 async def stats_async(conn: AnyAsyncConnection) -> Stats:
     """:func:`stats` for an asyncio connection."""
     kinds = await (await conn.execute(_q("counts_by_kind"))).fetchall()
-    async with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
-        await cur.execute(_q("queue_depth"))
-        queues = await cur.fetchall()
-    return _stats(kinds, queues, await workers_async(conn))
+    return _stats(kinds, await queues_async(conn), await workers_async(conn))
 
 
 # --- waiting --------------------------------------------------------------------------

@@ -1,20 +1,23 @@
-"""``/metrics`` scraped over HTTP from real processes: the numbers move with the work
-done. And ``--log-format json``: every log line is a JSON object."""
+"""``/metrics`` scraped over HTTP from real processes (the sync service and a worker):
+the numbers move with the work done. And ``--log-format json`` on both."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import httpx
 import psycopg
 
-from tests.client.processes import SyncServer, token
-from tests.helpers import wait_for
+import errands
+from tests.client.processes import SyncServer, free_port, token
+from tests.helpers import ErrandsProcess, wait_for
 from tests.operations.jobs import make_job
 from tests.operations.scrape import Samples, scrape, value
 from tests.sync.api import JOBS, mutation, post, read
 
+Conn = psycopg.Connection[Any]
 MUTATIONS = {"route": "/v1/mutations", "method": "POST"}
 SHAPES = {"route": "/v1/shapes/{table}", "method": "GET"}
 
@@ -83,3 +86,60 @@ def test_the_sync_service_metrics_move_with_the_work(database_url: str) -> None:
     assert pruned[0]["logger"] == "errands.sync"
     assert pruned[0]["level"] == "info"
     assert "Traceback" not in server.output
+
+
+def test_the_worker_metrics_move_with_the_work(database_url: str, conn: Conn) -> None:
+    port = free_port()
+    worker = ErrandsProcess(
+        "worker",
+        "tests.worker.handlers:registry",
+        "--database-url",
+        database_url,
+        "--poll-interval",
+        "0.1",
+        "--lease",
+        "1.2",
+        "--metrics-port",
+        str(port),
+        "--log-format",
+        "json",
+    )
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        worker.wait_for_output("metrics at http://127.0.0.1:", timeout=30)
+        before = scrape(metrics_url)
+        added = [errands.enqueue(conn, "add", {"a": i, "b": 1}) for i in range(3)]
+        flaky = errands.enqueue(conn, "flaky", {"succeed_on": 2})
+        for _ in range(4):  # nobody handles it: it waits in the queue
+            errands.enqueue(conn, "unknown", queue="elsewhere")
+        for job_id in [*added, flaky]:
+            assert errands.wait(conn, job_id, timeout=60).state == "completed"
+        wait_for(lambda: value(scrape(metrics_url), "errands_worker_jobs_running") == 0)
+        after = scrape(metrics_url)
+
+        def moved(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)
+
+        assert moved("errands_worker_jobs_claimed_total", kind="add") == 3
+        assert moved("errands_worker_jobs_claimed_total", kind="flaky") == 2
+        assert moved("errands_worker_jobs_finished_total", kind="add", state="completed") == 3
+        assert moved("errands_worker_jobs_finished_total", kind="flaky", state="queued") == 1
+        assert moved("errands_worker_jobs_finished_total", kind="flaky", state="completed") == 1
+        assert moved("errands_worker_job_run_seconds_count", kind="add") == 3
+        assert moved("errands_worker_pickup_latency_seconds_count", kind="flaky") == 2
+        assert value(after, "errands_queue_depth", queue="elsewhere") == 4
+        assert value(after, "errands_queue_oldest_age_seconds", queue="elsewhere") > 0
+        renewed = value(after, "errands_worker_lease_renewals_total")
+        wait_for(
+            lambda: value(scrape(metrics_url), "errands_worker_lease_renewals_total") > renewed,
+            what="another heartbeat",
+        )
+    finally:
+        worker.stop()
+        output = worker.output()
+        worker.close()
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    assert any(
+        r["message"].startswith("worker ") and r["logger"] == "errands.worker" for r in records
+    )
+    assert "Traceback" not in output

@@ -180,7 +180,8 @@ def stats_tables(stats: Stats) -> list[Table]:
     for name in ("queue", "ready", "scheduled", "oldest ready"):
         queues.add_column(name)
     for queue in stats.queues:
-        queues.add_row(queue.queue, str(queue.ready), str(queue.scheduled), ago(queue.oldest))
+        waited = "" if queue.oldest_age is None else f"{span(queue.oldest_age)} ago"
+        queues.add_row(queue.queue, str(queue.ready), str(queue.scheduled), waited)
 
     workers = Table(box=box.SIMPLE_HEAD, title="workers", title_justify="left")
     for name in ("worker", "host", "pid", "kinds", "lease", "running"):

@@ -44,11 +44,13 @@ class Lease:
         kinds: list[str],
         held: Callable[[], Collection[uuid.UUID]],
         lost: Callable[[list[uuid.UUID]], None],
+        renewed: Callable[[], None] | None = None,
     ) -> None:
         self._url = database_url
         self._settings = settings
         self._held = held
         self._lost = lost
+        self._renewed = renewed  # metrics: counts renewals
         self._params = {
             "id": settings.worker_id,
             "hostname": socket.gethostname(),
@@ -76,6 +78,8 @@ class Lease:
             if self._conn.broken or self._conn.closed:
                 self._close()
             raise
+        if self._renewed is not None:
+            self._renewed()
         # A job that ended meanwhile is no longer held: it was not taken back.
         lost = [job_id for (job_id,) in taken if job_id in set(self._held())]
         if lost:

@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 
 from errands.backoff import Retries
+from errands.metrics import WorkerMetrics
 from errands.migrations import ensure_migrated
 from errands.queries import query
 from errands.registry import JobContext, JobHandler, Registry
@@ -59,7 +60,11 @@ class Worker:
     """Runs the jobs of ``registry`` from the database at ``database_url``."""
 
     def __init__(
-        self, registry: Registry, database_url: str, settings: WorkerSettings | None = None
+        self,
+        registry: Registry,
+        database_url: str,
+        settings: WorkerSettings | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if not len(registry):
             raise ValueError("the registry has no handlers; register some with @registry.job")
@@ -79,7 +84,15 @@ class Worker:
         self._aborting = False
         self._jobs = Link(database_url)  # claims and outcomes
         self._side = Link(database_url)  # progress, cancellations, sweeps
-        self._lease = Lease(database_url, self.settings, registry.kinds, self._held, self._lost)
+        self._metrics = metrics
+        self._lease = Lease(
+            database_url,
+            self.settings,
+            registry.kinds,
+            self._held,
+            self._lost,
+            renewed=metrics.lease_renewed if metrics else None,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._warned_kinds: set[str] = set()
         self._next_kinds_check = 0.0
@@ -278,6 +291,8 @@ class Worker:
         if row["cancelled"]:
             ctx.request_cancel()
         timeout = row["timeout_seconds"] or handler.timeout
+        if self._metrics:
+            self._metrics.claimed(row["kind"], row["pickup_seconds"])
         task = asyncio.create_task(self._run_job(handler, ctx, row["payload"], timeout))
         self._running[row["id"]] = _Running(ctx, task, handler)
 
@@ -287,6 +302,7 @@ class Worker:
         self, handler: JobHandler, ctx: JobContext, payload: Any, timeout: float | None
     ) -> None:
         outcome: Outcome | None = None
+        started = time.monotonic()
         try:
             outcome = await attempt(handler, ctx, payload, timeout, lambda: self._aborting)
         except Abandoned:
@@ -294,6 +310,9 @@ class Worker:
         finally:
             running = self._running.pop(ctx.job_id, None)
             self._wakeup.set()
+            if self._metrics:
+                state = outcome.state if outcome else None
+                self._metrics.ended(ctx.kind, state, time.monotonic() - started)
         if outcome is not None:
             self._finish(outcome, taken_back=running is not None and running.taken_back)
 
