@@ -75,6 +75,7 @@ class JobRecord:
     received_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    traceparent: str | None
 
     @property
     def done(self) -> bool:

@@ -34,6 +34,7 @@ from errands.metrics import WorkerMetrics
 from errands.migrations import ensure_migrated
 from errands.queries import query
 from errands.registry import JobContext, JobHandler, Registry
+from errands.tracing import job_span
 from errands.worker import processes
 from errands.worker.connections import RECONNECT, Link
 from errands.worker.finishing import Finisher, Outcome
@@ -293,18 +294,32 @@ class Worker:
         timeout = row["timeout_seconds"] or handler.timeout
         if self._metrics:
             self._metrics.claimed(row["kind"], row["pickup_seconds"])
-        task = asyncio.create_task(self._run_job(handler, ctx, row["payload"], timeout))
+        with job_span("errands.claim", row["traceparent"], "consumer") as claim:
+            claim.set("errands.job.id", str(row["id"]))
+            claim.set("errands.job.attempt", row["attempts"])
+        task = asyncio.create_task(
+            self._run_job(handler, ctx, row["payload"], timeout, claim.traceparent)
+        )
         self._running[row["id"]] = _Running(ctx, task, handler)
 
     # -- running and finishing -------------------------------------------------------
 
     async def _run_job(
-        self, handler: JobHandler, ctx: JobContext, payload: Any, timeout: float | None
+        self,
+        handler: JobHandler,
+        ctx: JobContext,
+        payload: Any,
+        timeout: float | None,
+        traceparent: str | None = None,
     ) -> None:
         outcome: Outcome | None = None
         started = time.monotonic()
         try:
-            outcome = await attempt(handler, ctx, payload, timeout, lambda: self._aborting)
+            with job_span(f"errands.run {ctx.kind}", traceparent, "internal") as run:
+                outcome = await attempt(handler, ctx, payload, timeout, lambda: self._aborting)
+                run.set("errands.job.state", outcome.state)
+                if outcome.state == "failed":
+                    run.failed(outcome.error or "failed")
         except Abandoned:
             pass  # the worker is exiting; the job stays with its lease (see run())
         finally:
