@@ -25,6 +25,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from errands.backoff import Retries
 from errands.queries import query
@@ -45,7 +46,6 @@ class Lease:
         held: Callable[[], Collection[uuid.UUID]],
         lost: Callable[[list[uuid.UUID]], None],
     ) -> None:
-        self._url = database_url
         self._settings = settings
         self._held = held
         self._lost = lost
@@ -57,6 +57,14 @@ class Lease:
             "kinds": kinds,
             "lease": settings.lease,
         }
+        # Over TCP, a connection cut off without a word (a network partition) fails within
+        # a third of the lease rather than hanging until the kernel gives up (minutes):
+        # the renewal then reconnects as soon as the network heals.
+        self._conninfo = make_conninfo(
+            database_url,
+            connect_timeout=max(2, round(settings.lease / 3)),
+            tcp_user_timeout=round(settings.lease * 1000 / 3),
+        )
         self._conn: psycopg.Connection[Any] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="errands-lease")
@@ -64,16 +72,15 @@ class Lease:
     def renew(self) -> None:
         """Take or extend the lease once; raises psycopg.Error if Postgres is unreachable."""
         held = set(self._held())
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._url, autocommit=True)
+        conn = self._connect()
         try:
-            with self._conn.transaction():
-                self._conn.execute(query("renew_lease"), self._params)
-                taken = self._conn.execute(
+            with conn.transaction():
+                conn.execute(query("renew_lease"), self._params)
+                taken = conn.execute(
                     query("jobs_taken_back"), {"ids": list(held), "worker": self._params["id"]}
                 ).fetchall()
         except psycopg.Error:
-            if self._conn.broken or self._conn.closed:
+            if conn.broken or conn.closed:
                 self._close()
             raise
         # A job that ended meanwhile is no longer held: it was not taken back.
@@ -93,9 +100,7 @@ class Lease:
             self._thread.join()
         if release:
             with contextlib.suppress(psycopg.Error):
-                if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._url, autocommit=True)
-                self._conn.execute(query("release_lease"), {"id": self._params["id"]})
+                self._connect().execute(query("release_lease"), {"id": self._params["id"]})
         self._close()
 
     def _run(self) -> None:
@@ -113,6 +118,11 @@ class Lease:
                     log.info("lease renewed again after %d failed attempt(s)", retries.failures)
                 retries.succeeded()
                 wait = self._settings.heartbeat_interval
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        return self._conn
 
     def _close(self) -> None:
         if self._conn is not None:
