@@ -11,6 +11,9 @@ If the lease lapsed anyway (Postgres unreachable for longer than the lease) and 
 worker recovered some of this worker's jobs meanwhile, the renewal finds them (the
 renewal and ``recover_orphans`` both lock the worker's row, so one sees the other's
 effect), asks their handlers to stop and logs that their outcomes will be dropped.
+
+The :class:`Sweeper` is the other side: it re-queues the jobs of workers whose lease
+expired.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection
 from typing import Any
@@ -29,10 +33,12 @@ from psycopg.conninfo import make_conninfo
 
 from errands.backoff import Retries
 from errands.queries import query
-from errands.worker.connections import RECONNECT
+from errands.worker.connections import RECONNECT, Link
 from errands.worker.settings import WorkerSettings
 
 log = logging.getLogger("errands.worker")
+
+UNKNOWN_KINDS_INTERVAL = 60.0
 
 
 class Lease:
@@ -129,3 +135,38 @@ class Lease:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+
+
+class Sweeper:
+    """Recovers the jobs of workers whose lease expired: any live worker does it, so
+    there is no cron to write."""
+
+    def __init__(self, link: Link, job_filter: dict[str, Any]) -> None:
+        self._link = link
+        self._filter = job_filter
+        self._warned_kinds: set[str] = set()
+        self._next_kinds_check = 0.0
+
+    async def sweep(self) -> None:
+        """Re-queue the jobs of dead workers; say which queued kinds nobody handles."""
+        try:
+            for row in await self._link.execute(query("recover_orphans")):
+                log.warning("job %s lost its worker; now %s", row["id"], row["state"])
+            await self._link.execute(query("forget_dead_workers"))
+            if time.monotonic() >= self._next_kinds_check:
+                # It reads every queued job: once a minute, not on every heartbeat.
+                self._next_kinds_check = time.monotonic() + UNKNOWN_KINDS_INTERVAL
+                await self._warn_unknown_kinds()
+        except psycopg.Error as exc:
+            log.warning("sweep failed: %s", exc)
+
+    async def _warn_unknown_kinds(self) -> None:
+        rows = await self._link.execute(query("queued_unknown_kinds"), self._filter)
+        for row in rows:
+            if row["kind"] not in self._warned_kinds:
+                self._warned_kinds.add(row["kind"])
+                log.warning(
+                    "%d queued job(s) of kind %r wait for a worker that has a handler for it",
+                    row["count"],
+                    row["kind"],
+                )

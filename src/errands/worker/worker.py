@@ -36,7 +36,7 @@ from errands.registry import JobContext, JobHandler, Registry
 from errands.worker import processes
 from errands.worker.connections import RECONNECT, Link
 from errands.worker.finishing import Finisher, Outcome
-from errands.worker.leasing import Lease
+from errands.worker.leasing import Lease, Sweeper
 from errands.worker.listening import CANCEL_CHANNEL, listen
 from errands.worker.running import attempt
 from errands.worker.settings import WorkerSettings
@@ -44,7 +44,6 @@ from errands.worker.threads import Abandoned
 
 log = logging.getLogger("errands.worker")
 
-UNKNOWN_KINDS_INTERVAL = 60.0
 ABORT_GRACE = 5.0  # seconds running handlers get to stop after an abort
 
 
@@ -78,18 +77,17 @@ class Worker:
         self._cancel_hint = asyncio.Event()
         self._stopping = asyncio.Event()
         self._aborting = False
-        self._jobs = Link(database_url)  # claims and outcomes
-        self._side = Link(database_url)  # progress, cancellations, sweeps
-        self._lease = Lease(database_url, self.settings, registry.kinds, self._held, self._lost)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._warned_kinds: set[str] = set()
-        self._next_kinds_check = 0.0
         # Which jobs this worker takes, as the queries' parameters: fixed for its life,
         # so worked out once rather than on every claim.
         self._filter = {
             "kinds": registry.kinds,
             "queues": list(self.settings.queues) if self.settings.queues else None,
         }
+        self._jobs = Link(database_url)  # claims and outcomes
+        self._side = Link(database_url)  # progress, cancellations, sweeps
+        self._lease = Lease(database_url, self.settings, registry.kinds, self._held, self._lost)
+        self._sweeper = Sweeper(self._side, self._filter)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -388,29 +386,8 @@ class Worker:
             await self._sweep()
 
     async def _sweep(self) -> None:
-        """Re-queue the jobs of dead workers; say which queued kinds nobody handles."""
-        try:
-            for row in await self._side.execute(query("recover_orphans")):
-                log.warning("job %s lost its worker; now %s", row["id"], row["state"])
-            await self._side.execute(query("forget_dead_workers"))
-            if time.monotonic() >= self._next_kinds_check:
-                # It reads every queued job: once a minute, not on every heartbeat.
-                self._next_kinds_check = time.monotonic() + UNKNOWN_KINDS_INTERVAL
-                await self._warn_unknown_kinds()
-        except psycopg.Error as exc:
-            log.warning("sweep failed: %s", exc)
-        self._wakeup.set()
-
-    async def _warn_unknown_kinds(self) -> None:
-        rows = await self._side.execute(query("queued_unknown_kinds"), self._filter)
-        for row in rows:
-            if row["kind"] not in self._warned_kinds:
-                self._warned_kinds.add(row["kind"])
-                log.warning(
-                    "%d queued job(s) of kind %r wait for a worker that has a handler for it",
-                    row["count"],
-                    row["kind"],
-                )
+        await self._sweeper.sweep()
+        self._wakeup.set()  # re-queued jobs may be this worker's to take
 
     async def _cancellation_loop(self) -> None:
         while True:
