@@ -98,6 +98,7 @@ JOB_COLUMNS: tuple[str, ...] = (
     "started_at",
     "finished_at",
     "unique_key",
+    "traceparent",
 )
 """The columns of a job row as shapes deliver it (values as JSON: uuid and timestamps
 as strings, ISO 8601 with time zone)."""
@@ -109,7 +110,7 @@ JSON_COLUMNS = ("payload", "result", "error")
 
 CLIENT_INSERT_COLUMNS = frozenset(
     {"id", "timestamp", "kind", "payload", "cancelled", "priority", "queue", "run_at"}
-    | {"max_attempts", "unique_key"}
+    | {"max_attempts", "unique_key", "traceparent"}
 )
 """The columns a client may set when it inserts a job; the server sets the rest."""
 MAX_PRIORITY = 1000

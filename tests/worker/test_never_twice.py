@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 import errands
 from tests.helpers import wait_for
@@ -136,3 +137,19 @@ def test_a_process_handler_exits_when_its_worker_is_killed(
     worker.stop(signal.SIGKILL)
     # It exits by itself (it would sleep for another minute otherwise).
     wait_for(lambda: not alive(child), 10, what=f"the child {child} to exit")
+
+
+def test_process_isolation_is_refused_where_it_cannot_work() -> None:
+    registry = errands.Registry()
+    with pytest.raises(ValueError, match="isolation='process' is for plain functions"):
+
+        @registry.job("async", isolation="process")
+        async def on_the_loop(ctx: errands.JobContext, payload: Any) -> None:
+            return None
+
+    @registry.job("local", isolation="process")
+    def local(ctx: errands.JobContext, payload: Any) -> None:  # not importable by name
+        return None
+
+    with pytest.raises(errands.ConfigurationError, match="importable by its module and name"):
+        errands.Worker(registry, "postgresql://unused@127.0.0.1:1/x")

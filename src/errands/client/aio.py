@@ -15,6 +15,7 @@ from typing import Any, Unpack
 
 from errands.client.client import ClientBase, SubmitOptions, submit_options, sync_once
 from errands.client.job import Job
+from errands.tracing import start_span
 
 
 class AsyncClient(ClientBase):
@@ -51,7 +52,11 @@ class AsyncClient(ClientBase):
         options are :class:`~errands.client.client.SubmitOptions`, as for
         :meth:`Client.submit`."""
         values = submit_options(options)
-        job_id = await asyncio.to_thread(self.replica.insert_job, kind, payload, values)
+        with start_span("errands.submit", "producer") as span:
+            values["traceparent"] = span.traceparent
+            job_id = await asyncio.to_thread(self.replica.insert_job, kind, payload, values)
+            span.set("errands.job.id", job_id)
+            span.set("errands.job.kind", kind)
         job = await self.get(job_id)
         assert job is not None
         return job

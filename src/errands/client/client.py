@@ -20,6 +20,7 @@ from errands.client.live import Callback, LiveQueries
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession, make_http
 from errands.exceptions import ReplicaError, WaitTimeout
+from errands.tracing import job_span, start_span
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -118,6 +119,10 @@ class ClientBase:
         """The job if it has ended; raise the sync's fatal error if there is one."""
         job = self.replica.get(job_id)
         if job is not None and job.done:
+            # The result's way back joins the job's trace (errands.tracing).
+            with job_span("errands.result", job.traceparent, "consumer") as span:
+                span.set("errands.job.id", job.id)
+                span.set("errands.job.state", job.state)
             return job
         if self._connection.fatal is not None:
             raise self._connection.fatal
@@ -192,7 +197,12 @@ class Client(ClientBase):
         ``payload`` defaults to ``{}``; PayloadError if it is not JSON. The options are
         :class:`SubmitOptions` (ValueError for a bad one); with a ``unique_key`` an
         unfinished job of this replica has, that job is returned."""
-        job_id = self.replica.insert_job(kind, payload, submit_options(options))
+        values = submit_options(options)
+        with start_span("errands.submit", "producer") as span:
+            values["traceparent"] = span.traceparent
+            job_id = self.replica.insert_job(kind, payload, values)
+            span.set("errands.job.id", job_id)
+            span.set("errands.job.kind", kind)
         job = self.replica.get(job_id)
         assert job is not None
         return job

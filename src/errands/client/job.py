@@ -43,6 +43,7 @@ class Job:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     unique_key: str | None = None
+    traceparent: str | None = None
     pending: bool = False
     rejected: str | None = None
 

@@ -165,8 +165,9 @@ class Replica:
         """Record a new job and its upload; return its id. No payload (None) means ``{}``,
         as for a row inserted without one. ``options`` are the client-settable columns
         (``priority``, ``queue``, ``run_at`` as ISO text, ``max_attempts``,
-        ``unique_key``; ValueError for a bad one); with a ``unique_key`` that an
-        unfinished job here already has, nothing is recorded and that job's id returned."""
+        ``unique_key``; ValueError for a bad one; and ``traceparent``, which puts the job
+        in a trace); with a ``unique_key`` that an unfinished job here already has,
+        nothing is recorded and that job's id returned."""
         options = {name: value for name, value in (options or {}).items() if value is not None}
         check_job_options(options)
         if (

@@ -112,7 +112,8 @@ WHERE NOT EXISTS (
 DELETE FROM errands_workers WHERE id = %(id)s
 
 -- name: claim_jobs
-SELECT id, kind, payload, attempts, max_attempts, timeout_seconds, cancelled
+SELECT id, kind, payload, attempts, max_attempts, timeout_seconds, cancelled, traceparent,
+       extract(epoch FROM started_at - run_at)::float8 AS pickup_seconds
 FROM errands_claim(%(worker)s, %(kinds)s, %(queues)s, %(limit)s)
 
 -- name: finish_jobs

@@ -64,11 +64,11 @@ WHERE owner = %(owner)s AND id = %(id)s
 -- is inserted if the id exists, or if an unfinished job of the owner has the unique key.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, cancelled, owner, priority, queue, run_at,
-     max_attempts, unique_key)
+     max_attempts, unique_key, traceparent)
 VALUES (%(id)s, coalesce(%(timestamp)s, now()), coalesce(%(kind)s, 'default'),
         coalesce(%(payload)s, '{}'::jsonb), coalesce(%(cancelled)s, false), %(owner)s,
         %(priority)s, %(queue)s, coalesce(%(run_at)s, now()), %(max_attempts)s,
-        %(unique_key)s)
+        %(unique_key)s, %(traceparent)s)
 ON CONFLICT DO NOTHING
 RETURNING id
 

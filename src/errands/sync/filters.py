@@ -56,6 +56,7 @@ COLUMN_TYPES: dict[str, LiteralString] = {
     "started_at": "timestamptz",
     "finished_at": "timestamptz",
     "unique_key": "text",
+    "traceparent": "text",
 }
 """The Postgres type of every column a shape delivers (the keys are JOB_COLUMNS)."""
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from errands.exceptions import JobCancelled, JobTimeout
+from errands.exceptions import ConfigurationError, JobCancelled, JobTimeout
 from errands.payloads import dump_json
 from errands.registry import JobContext, JobHandler
 from errands.worker.threads import Abandoned, start_thread
@@ -47,11 +47,11 @@ class HandlerFailed(Exception):
 
 
 def check_startable(handler: JobHandler) -> None:
-    """Raise ValueError unless a child process can import ``handler``'s function."""
+    """Raise ConfigurationError unless a child process can import ``handler``'s function."""
     try:
         pickle.dumps(handler.function)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise ValueError(
+        raise ConfigurationError(
             f"the handler of {handler.kind!r} has isolation='process', so it must be a "
             f"function importable by its module and name: {exc}"
         ) from None

@@ -30,14 +30,16 @@ from typing import Any
 import psycopg
 
 from errands.backoff import Retries
+from errands.metrics import WorkerMetrics
 from errands.migrations import ensure_migrated
 from errands.queries import query
 from errands.registry import JobContext, JobHandler, Registry
 from errands.schedules import run_schedules
+from errands.tracing import job_span
 from errands.worker import processes
 from errands.worker.connections import RECONNECT, Link
 from errands.worker.finishing import Finisher, Outcome
-from errands.worker.leasing import Lease
+from errands.worker.leasing import Lease, Sweeper
 from errands.worker.listening import CANCEL_CHANNEL, listen
 from errands.worker.running import attempt
 from errands.worker.settings import WorkerSettings
@@ -45,7 +47,6 @@ from errands.worker.threads import Abandoned
 
 log = logging.getLogger("errands.worker")
 
-UNKNOWN_KINDS_INTERVAL = 60.0
 ABORT_GRACE = 5.0  # seconds running handlers get to stop after an abort
 
 
@@ -61,7 +62,11 @@ class Worker:
     """Runs the jobs of ``registry`` from the database at ``database_url``."""
 
     def __init__(
-        self, registry: Registry, database_url: str, settings: WorkerSettings | None = None
+        self,
+        registry: Registry,
+        database_url: str,
+        settings: WorkerSettings | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         if not len(registry):
             raise ValueError("the registry has no handlers; register some with @registry.job")
@@ -79,18 +84,25 @@ class Worker:
         self._cancel_hint = asyncio.Event()
         self._stopping = asyncio.Event()
         self._aborting = False
-        self._jobs = Link(database_url)  # claims and outcomes
-        self._side = Link(database_url)  # progress, cancellations, sweeps
-        self._lease = Lease(database_url, self.settings, registry.kinds, self._held, self._lost)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._warned_kinds: set[str] = set()
-        self._next_kinds_check = 0.0
         # Which jobs this worker takes, as the queries' parameters: fixed for its life,
         # so worked out once rather than on every claim.
         self._filter = {
             "kinds": registry.kinds,
             "queues": list(self.settings.queues) if self.settings.queues else None,
         }
+        self._jobs = Link(database_url)  # claims and outcomes
+        self._side = Link(database_url)  # progress, cancellations, sweeps
+        self._metrics = metrics
+        self._lease = Lease(
+            database_url,
+            self.settings,
+            registry.kinds,
+            self._held,
+            self._lost,
+            renewed=metrics.lease_renewed if metrics else None,
+        )
+        self._sweeper = Sweeper(self._side, self._filter)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -295,22 +307,42 @@ class Worker:
         if row["cancelled"]:
             ctx.request_cancel()
         timeout = row["timeout_seconds"] or handler.timeout
-        task = asyncio.create_task(self._run_job(handler, ctx, row["payload"], timeout))
+        if self._metrics:
+            self._metrics.claimed(row["kind"], row["pickup_seconds"])
+        with job_span("errands.claim", row["traceparent"], "consumer") as claim:
+            claim.set("errands.job.id", str(row["id"]))
+            claim.set("errands.job.attempt", row["attempts"])
+        task = asyncio.create_task(
+            self._run_job(handler, ctx, row["payload"], timeout, claim.traceparent)
+        )
         self._running[row["id"]] = _Running(ctx, task, handler)
 
     # -- running and finishing -------------------------------------------------------
 
     async def _run_job(
-        self, handler: JobHandler, ctx: JobContext, payload: Any, timeout: float | None
+        self,
+        handler: JobHandler,
+        ctx: JobContext,
+        payload: Any,
+        timeout: float | None,
+        traceparent: str | None = None,
     ) -> None:
         outcome: Outcome | None = None
+        started = time.monotonic()
         try:
-            outcome = await attempt(handler, ctx, payload, timeout, lambda: self._aborting)
+            with job_span(f"errands.run {ctx.kind}", traceparent, "internal") as run:
+                outcome = await attempt(handler, ctx, payload, timeout, lambda: self._aborting)
+                run.set("errands.job.state", outcome.state)
+                if outcome.state == "failed":
+                    run.failed(outcome.error or "failed")
         except Abandoned:
             pass  # the worker is exiting; the job stays with its lease (see run())
         finally:
             running = self._running.pop(ctx.job_id, None)
             self._wakeup.set()
+            if self._metrics:
+                state = outcome.state if outcome else None
+                self._metrics.ended(ctx.kind, state, time.monotonic() - started)
         if outcome is not None:
             self._finish(outcome, taken_back=running is not None and running.taken_back)
 
@@ -394,29 +426,8 @@ class Worker:
             await self._sweep()
 
     async def _sweep(self) -> None:
-        """Re-queue the jobs of dead workers; say which queued kinds nobody handles."""
-        try:
-            for row in await self._side.execute(query("recover_orphans")):
-                log.warning("job %s lost its worker; now %s", row["id"], row["state"])
-            await self._side.execute(query("forget_dead_workers"))
-            if time.monotonic() >= self._next_kinds_check:
-                # It reads every queued job: once a minute, not on every heartbeat.
-                self._next_kinds_check = time.monotonic() + UNKNOWN_KINDS_INTERVAL
-                await self._warn_unknown_kinds()
-        except psycopg.Error as exc:
-            log.warning("sweep failed: %s", exc)
-        self._wakeup.set()
-
-    async def _warn_unknown_kinds(self) -> None:
-        rows = await self._side.execute(query("queued_unknown_kinds"), self._filter)
-        for row in rows:
-            if row["kind"] not in self._warned_kinds:
-                self._warned_kinds.add(row["kind"])
-                log.warning(
-                    "%d queued job(s) of kind %r wait for a worker that has a handler for it",
-                    row["count"],
-                    row["kind"],
-                )
+        await self._sweeper.sweep()
+        self._wakeup.set()  # re-queued jobs may be this worker's to take
 
     async def _cancellation_loop(self) -> None:
         while True:
