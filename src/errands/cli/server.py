@@ -21,6 +21,7 @@ from errands.cli.options import (
     setup_logging,
     stderr,
 )
+from errands.exceptions import ConfigurationError
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
 from errands.sync import ServiceSettings, create_app, make_token
@@ -31,6 +32,7 @@ from errands.sync.auth import (
     MAX_USER_LENGTH,
     RECOMMENDED_SECRET_BYTES,
 )
+from errands.ui.kinds import parse_kind
 
 F = TypeVar("F", bound=Callable[..., Any])
 SHUTDOWN_GRACE = 3
@@ -102,6 +104,16 @@ def _seconds(
     minimum=0,
 )
 @_seconds("prune-interval", 300.0, "Seconds between tombstone prunes.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="NAME[=JSON]",
+    envvar="ERRANDS_KINDS",
+    show_envvar=True,
+    help="A kind the hosted Background Jobs page (at /) offers, with an example payload "
+    "(repeatable; the variable takes a space-separated list). Default: default={}.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def server(
     database_url: str,
@@ -114,18 +126,24 @@ def server(
     page_size: int,
     retention: float,
     prune_interval: float,
+    kinds: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Run the sync service: shapes out, mutations in, under /v1.
 
     Prints "errands server listening on http://HOST:PORT" once it accepts requests.
-    The OpenAPI document is at /openapi.json, and readable at /docs.
+    The OpenAPI document is at /openapi.json, and readable at /docs; the browser client
+    at /v1/client/errands.js, and the Background Jobs page, built on it, at /.
     """
     setup_logging(verbose)
     if insecure and secret:
         fail("give --secret or --insecure, not both", code=2)
     if not insecure and not secret:
         fail("give --secret (or ERRANDS_SECRET), or --insecure for development", code=2)
+    try:
+        page_kinds = tuple((kind.name, kind.example) for kind in map(parse_kind, kinds))
+    except ConfigurationError as exc:
+        fail(exc.message, code=2)
     _check_database(database_url)
     if secret and len(secret.encode()) < RECOMMENDED_SECRET_BYTES:
         stderr.print(
@@ -145,6 +163,7 @@ def server(
         page_size=page_size,
         retention=retention,
         prune_interval=prune_interval,
+        page_kinds=page_kinds,
     )
     app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
     listener = listening_socket(host, port)

@@ -7,6 +7,7 @@ Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``)::
     GET  /v1/shapes/{table}/stream   the same as server-sent events, continuously
     POST /v1/mutations               a batch of mutations
     GET  /v1/stats                   fan-out counters (operators only)
+    GET  /v1/client/errands.js       the browser client; the page at / (errands.sync.web)
 
 The service keeps no state of its own beyond caches: run as many copies as needed.
 """
@@ -48,6 +49,7 @@ from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
 from errands.sync.mutations import apply_batch
 from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
+from errands.sync.web import web_router
 
 log = logging.getLogger("errands.sync")
 
@@ -63,6 +65,8 @@ class ServiceSettings:
     prune_interval: float = 300.0
     pool_min_size: int = 2
     pool_max_size: int = 10
+    page_kinds: tuple[tuple[str, Any], ...] = ()
+    """(name, example payload) of the kinds the hosted page offers (errands.sync.web)."""
 
 
 class ServiceStats(BaseModel):
@@ -139,6 +143,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     _routes(app)
+    app.include_router(web_router(settings.page_kinds))
     return app
 
 
