@@ -172,4 +172,3 @@ def db(jobs_database: str) -> Iterator[psycopg.Connection]:
     """A connection to the jobs database, to see what reached the server."""
     with psycopg.connect(jobs_database, autocommit=True) as connection:
         yield connection
-

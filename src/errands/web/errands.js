@@ -129,8 +129,8 @@ export function covers(offset, txid) {
 /** Microseconds since the epoch of an ISO 8601 timestamp, for ordering jobs newest first. */
 export function sortKey(timestamp) {
   const text = String(timestamp);
-  const match = /^([^.]*)(?:\.(\d+))?(.*)$/.exec(text);
-  const seconds = Date.parse(match[1] + (/[zZ]|[+-]\d\d:?\d\d$/.test(match[3]) ? match[3] : `${match[3]}Z`));
+  const match = /^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d)?)(?:\.(\d+))?([zZ]|[+-]\d\d:?\d\d)?$/.exec(text);
+  const seconds = match ? Date.parse(`${match[1].replace(" ", "T")}${match[3] ?? "Z"}`) : NaN;
   if (Number.isNaN(seconds)) throw new SyncError(`not a timestamp: ${JSON.stringify(text.slice(0, 40))}`);
   const fraction = (match[2] || "").padEnd(6, "0").slice(0, 6);
   return seconds * 1000 + Number(fraction);
@@ -775,7 +775,10 @@ class Session {
       const parser = new EventStreamParser();
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       for (;;) {
-        const { value, done } = await reader.read();
+        const { value, done } = await reader.read().catch((error) => {
+          signal.throwIfAborted();
+          throw new ServerUnreachable(`the event stream broke: ${error?.message ?? error}`);
+        });
         if (done) throw new ServerUnreachable("the server ended the event stream");
         for (const data of parser.push(value)) {
           watch(LIVE_SECONDS, new ServerUnreachable("the event stream went silent"));
