@@ -21,6 +21,8 @@ from tests.helpers import ErrandsProcess, wait_for
 from tests.ui.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, KINDS, answers, free_port
 
 SECRET = "browser-tests-secret-0123456789abcdef"
+WEB_APP = "http://app.test"
+"""The origin of a web app, elsewhere, that the server lets use it (--cors-origin)."""
 NETWORK_NOISE = re.compile(r"^Failed to load resource|net::ERR_")
 """Chromium logs every refused request as a console error: the tests make those on
 purpose (offline, server killed); a JavaScript error is anything else."""
@@ -80,6 +82,8 @@ class SyncServer:
             "--poll-interval",
             "0.2",
             *kinds,
+            "--cors-origin",
+            WEB_APP,
             env={"ERRANDS_SECRET": SECRET},
         )
         process = self.process
@@ -123,12 +127,17 @@ class Session:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def open(self, *, sign_in: bool = True) -> Page:
-        """A new tab on the hosted page, signed in (the first time) and live."""
+    def tab(self) -> Page:
+        """A new tab, its errors and warnings recorded."""
         tab = self.context.new_page()
         tab.set_default_timeout(30_000)
         tab.on("pageerror", lambda error: self.errors.append(str(error)))
         tab.on("console", self._console)
+        return tab
+
+    def open(self, *, sign_in: bool = True) -> Page:
+        """A new tab on the hosted page, signed in (the first time) and live."""
+        tab = self.tab()
         tab.goto(self.server.url + "/")
         if sign_in:
             tab.get_by_label("Token").fill(self.token)

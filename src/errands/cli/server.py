@@ -114,6 +114,16 @@ def _seconds(
     help="A kind the hosted Background Jobs page (at /) offers, with an example payload "
     "(repeatable; the variable takes a space-separated list). Default: default={}.",
 )
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    envvar="ERRANDS_CORS_ORIGINS",
+    show_envvar=True,
+    help="A web page origin (https://app.example.com) allowed to use the service with "
+    "errands.js (repeatable; the variable takes a space-separated list).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def server(
     database_url: str,
@@ -127,6 +137,7 @@ def server(
     retention: float,
     prune_interval: float,
     kinds: tuple[str, ...],
+    cors_origins: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Run the sync service: shapes out, mutations in, under /v1.
@@ -164,6 +175,7 @@ def server(
         retention=retention,
         prune_interval=prune_interval,
         page_kinds=page_kinds,
+        cors_origins=cors_origins,
     )
     app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
     listener = listening_socket(host, port)

@@ -49,7 +49,7 @@ from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
 from errands.sync.mutations import apply_batch
 from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
-from errands.sync.web import web_router
+from errands.sync.web import allow_origins, web_router
 
 log = logging.getLogger("errands.sync")
 
@@ -67,6 +67,8 @@ class ServiceSettings:
     pool_max_size: int = 10
     page_kinds: tuple[tuple[str, Any], ...] = ()
     """(name, example payload) of the kinds the hosted page offers (errands.sync.web)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins of web pages allowed to use the service (errands.js on another site)."""
 
 
 class ServiceStats(BaseModel):
@@ -144,6 +146,8 @@ def create_app(
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     _routes(app)
     app.include_router(web_router(settings.page_kinds))
+    if settings.cors_origins:
+        allow_origins(app, settings.cors_origins)
     return app
 
 

@@ -21,7 +21,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from errands.protocol import PREFIX
@@ -69,6 +70,18 @@ def web_router(kinds: Sequence[tuple[str, Any]] = ()) -> APIRouter:
     for path, (file, media_type) in FILES.items():
         router.add_api_route(path, _file_route(file, media_type), methods=["GET"])
     return router
+
+
+def allow_origins(app: FastAPI, origins: Sequence[str]) -> None:
+    """Let web pages of ``origins`` (``https://app.example.com``) use the service and
+    load errands.js from it: CORS, for the methods and headers errands.js sends."""
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
 
 
 def _file_route(file: Path, media_type: str) -> Any:

@@ -1148,10 +1148,12 @@ export class Client {
   }
 
   async pushForever(session) {
+    let poke = () => {};
+    this.outboxChanged = () => poke();
+    session.signal.addEventListener("abort", () => poke(), { once: true });
     for (;;) {
       const poked = new Promise((resolve) => {
-        this.outboxChanged = resolve;
-        session.signal.addEventListener("abort", resolve, { once: true });
+        poke = resolve;
       });
       await session.push();
       await poked;

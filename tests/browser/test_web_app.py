@@ -1,0 +1,64 @@
+"""errands.js in someone else's web app: a page of another origin imports the module from
+``errands server`` and runs a job through it, as the README shows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from playwright.sync_api import Route
+
+from tests.browser.conftest import WEB_APP, Session
+
+pytestmark = pytest.mark.browser
+
+
+PAGE = """<!doctype html><title>an app</title><script type="module">
+  window.outcome = import(MODULE).then(async (errands) => {
+    const client = new errands.Client({ server: SERVER, token: TOKEN });
+    client.connect();
+    const job = await client.submit("primes", { n: 1000 });
+    return await client.wait(job.id, { timeout: 60 });
+  }).catch((error) => ({ failed: String(error) }));
+</script>"""
+"""A web app's page that submits a job with errands.js and waits for it to end."""
+
+
+def serve_web_app(session: Session) -> Callable[[Route], None]:
+    """Fulfil requests for the web app's page (its origin exists only in this browser)."""
+    html = PAGE
+    for name, value in {
+        "MODULE": session.server.url + "/v1/client/errands.js",
+        "SERVER": session.server.url,
+        "TOKEN": session.token,
+    }.items():
+        html = html.replace(name, json.dumps(value))
+    return lambda route: route.fulfill(content_type="text/html", body=html)
+
+
+def test_a_web_app_of_an_allowed_origin_runs_a_job_through_errands_js(
+    session: Session, db: psycopg.Connection
+) -> None:
+    page = session.tab()
+    page.route(f"{WEB_APP}/", serve_web_app(session))
+    page.goto(f"{WEB_APP}/")
+    job = page.evaluate("window.outcome")
+    assert (job.get("state"), job.get("result", {}).get("primes"), job.get("pending")) == (
+        "completed",
+        168,
+        False,
+    ), job
+    found = db.execute("SELECT owner, state FROM background_jobs WHERE id = %s", (job["id"],))
+    assert found.fetchone() == (session.user, "completed")
+
+
+def test_a_web_app_of_another_origin_is_refused(session: Session) -> None:
+    page = session.tab()
+    other = "http://other.test"
+    page.route(f"{other}/", serve_web_app(session))
+    page.goto(f"{other}/")
+    outcome = page.evaluate("window.outcome")
+    assert "failed" in outcome, outcome
+    session.errors.clear()  # the refusal is logged: it is what this test wants
