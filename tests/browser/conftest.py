@@ -7,9 +7,11 @@ IndexedDB, cache and service workers) signed in as a user of its own."""
 from __future__ import annotations
 
 import re
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
@@ -21,8 +23,6 @@ from tests.helpers import ErrandsProcess, wait_for
 from tests.ui.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, KINDS, answers, free_port
 
 SECRET = "browser-tests-secret-0123456789abcdef"
-WEB_APP = "http://app.test"
-"""The origin of a web app, elsewhere, that the server lets use it (--cors-origin)."""
 NETWORK_NOISE = re.compile(r"^Failed to load resource|net::ERR_")
 """Chromium logs every refused request as a console error: the tests make those on
 purpose (offline, server killed); a JavaScript error is anything else."""
@@ -56,12 +56,51 @@ def worker(jobs_database: str) -> Iterator[ErrandsProcess]:
         process.close()
 
 
+class WebApp:
+    """Someone's web app, at another origin than the sync service: a server on a port of
+    its own that serves one page, ``html``."""
+
+    def __init__(self) -> None:
+        self.html = ""
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = app.html.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.httpd.server_port}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def web_app() -> Iterator[WebApp]:
+    """A web app the sync service lets use it (``--cors-origin``)."""
+    app = WebApp()
+    yield app
+    app.close()
+
+
 @dataclass
 class SyncServer:
     """``errands server`` on a fixed port, so that it can be killed and started again at
     the same address (what the page knows)."""
 
     database_url: str
+    cors_origin: str
     port: int = field(default_factory=free_port)
     process: ErrandsProcess | None = None
 
@@ -83,7 +122,7 @@ class SyncServer:
             "0.2",
             *kinds,
             "--cors-origin",
-            WEB_APP,
+            self.cors_origin,
             env={"ERRANDS_SECRET": SECRET},
         )
         process = self.process
@@ -97,9 +136,11 @@ class SyncServer:
 
 
 @pytest.fixture
-def sync_server(jobs_database: str, worker: ErrandsProcess) -> Iterator[SyncServer]:
+def sync_server(
+    jobs_database: str, worker: ErrandsProcess, web_app: WebApp
+) -> Iterator[SyncServer]:
     """``errands server`` with a secret, for one test (which may kill and restart it)."""
-    server = SyncServer(jobs_database)
+    server = SyncServer(jobs_database, web_app.origin)
     server.start()
     try:
         yield server

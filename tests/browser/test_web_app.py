@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import psycopg
 import pytest
-from playwright.sync_api import Route
 
-from tests.browser.conftest import WEB_APP, Session
+from tests.browser.conftest import Session, WebApp
 
 pytestmark = pytest.mark.browser
 
@@ -26,8 +24,8 @@ PAGE = """<!doctype html><title>an app</title><script type="module">
 """A web app's page that submits a job with errands.js and waits for it to end."""
 
 
-def serve_web_app(session: Session) -> Callable[[Route], None]:
-    """Fulfil requests for the web app's page (its origin exists only in this browser)."""
+def web_app_page(session: Session) -> str:
+    """The web app's page, for the session's server and user."""
     html = PAGE
     for name, value in {
         "MODULE": session.server.url + "/v1/client/errands.js",
@@ -35,15 +33,15 @@ def serve_web_app(session: Session) -> Callable[[Route], None]:
         "TOKEN": session.token,
     }.items():
         html = html.replace(name, json.dumps(value))
-    return lambda route: route.fulfill(content_type="text/html", body=html)
+    return html
 
 
 def test_a_web_app_of_an_allowed_origin_runs_a_job_through_errands_js(
-    session: Session, db: psycopg.Connection
+    session: Session, web_app: WebApp, db: psycopg.Connection
 ) -> None:
+    web_app.html = web_app_page(session)
     page = session.tab()
-    page.route(f"{WEB_APP}/", serve_web_app(session))
-    page.goto(f"{WEB_APP}/")
+    page.goto(web_app.origin + "/")
     job = page.evaluate("window.outcome")
     assert (job.get("state"), job.get("result", {}).get("primes"), job.get("pending")) == (
         "completed",
@@ -55,10 +53,14 @@ def test_a_web_app_of_an_allowed_origin_runs_a_job_through_errands_js(
 
 
 def test_a_web_app_of_another_origin_is_refused(session: Session) -> None:
-    page = session.tab()
-    other = "http://other.test"
-    page.route(f"{other}/", serve_web_app(session))
-    page.goto(f"{other}/")
-    outcome = page.evaluate("window.outcome")
+    other = WebApp()  # not the origin the server allows
+    try:
+        other.html = web_app_page(session)
+        page = session.tab()
+        page.goto(other.origin + "/")
+        outcome = page.evaluate("window.outcome")
+    finally:
+        other.close()
+    assert "blocked by CORS policy" in " ".join(session.errors), session.errors
     assert "failed" in outcome, outcome
     session.errors.clear()  # the refusal is logged: it is what this test wants
