@@ -5,6 +5,7 @@ the browser holds the replica (IndexedDB) and nothing else runs on the user's si
 from __future__ import annotations
 
 import re
+import uuid
 
 import psycopg
 import pytest
@@ -33,6 +34,20 @@ def runs(db: psycopg.Connection, row: Locator) -> tuple[int, int]:
 def wait_for_service_worker(page: Page) -> None:
     """Wait until the service worker controls the page (it has cached the page's files)."""
     page.wait_for_function("navigator.serviceWorker && navigator.serviceWorker.controller")
+
+
+def record_cancel_buttons(page: Page, row: Locator) -> None:
+    """Keep, in window.disabled, whether the row's Cancel button was disabled after each
+    change to the row: once a cancellation is requested it must never come back."""
+    page.evaluate(
+        """id => {
+            const row = document.querySelector(`tr[data-id="${id}"]`);
+            window.disabled = [];
+            new MutationObserver(() => window.disabled.push(row.querySelector(".cancel").disabled))
+                .observe(row, { subtree: true, childList: true, attributes: true });
+        }""",
+        job_id(row),
+    )
 
 
 def pending_count(page: Page) -> Locator:
@@ -98,6 +113,7 @@ def test_cancelled_offline_a_running_job_and_a_job_never_uploaded(
         cancel.click()
         expect(cancel).to_be_disabled()
         expect(row.get_by_text("Not uploaded")).to_be_visible()
+    record_cancel_buttons(page, running)
     expect(pending_count(page)).to_have_text("3 changes to upload")
     assert (stored(db, running) or {}).get("cancelled") is False
     assert stored(db, never_uploaded) is None
@@ -109,6 +125,9 @@ def test_cancelled_offline_a_running_job_and_a_job_never_uploaded(
     assert (stored(db, running) or {})["state"] == "cancelled"
     assert (stored(db, never_uploaded) or {})["state"] == "cancelled"
     assert runs(db, never_uploaded) == (1, 0)  # cancelled before it ever started
+    disabled = page.evaluate("window.disabled")
+    assert disabled, "the row did not change after the cancellation"
+    assert all(disabled), "the cancellation flickered back"
 
 
 def test_two_tabs_share_one_replica_and_one_connection(
@@ -222,3 +241,39 @@ def test_live_through_long_polls_when_a_proxy_spoils_the_stream(session: Session
     row = submit(page, "random_progress", '{"delay": 0.05}')
     expect(row.locator(".state-done")).to_have_text("100%", timeout=DONE)
     assert page.evaluate("window.errands.live") == "long-poll"
+
+
+def test_a_refused_job_is_marked_rejected_and_the_jobs_behind_it_upload(
+    session: Session, db: psycopg.Connection
+) -> None:
+    """The replica holds an insert the server must refuse (another user's job id, as a
+    buggy program might write): the job shows as rejected, and the one behind it runs."""
+    taken = str(uuid.uuid4())
+    db.execute(
+        "INSERT INTO background_jobs (id, timestamp, kind, payload, owner)"
+        " VALUES (%s, now(), 'primes', '{}', 'someone-else')",
+        (taken,),
+    )
+    page = session.open()
+    page.get_by_role("switch").click()
+    expect(page.locator("#connectivity-state")).to_have_text("Offline")
+    page.evaluate(
+        """id => window.errands.replica.transaction(["outbox"], "readwrite", async ({ outbox }) => {
+            const values = { id, timestamp: new Date().toISOString(), kind: "primes", payload: {} };
+            outbox.add({ mutationId: `copied-${id}`, jobId: id, op: "insert", values,
+                         status: "pending", txid: null, error: null });
+        })""",
+        taken,
+    )
+    behind = submit(page, "primes", '{"n": 1000}')
+    refused = page.locator(f'#jobs tr[data-id="{taken}"]')
+    expect(pending_count(page)).to_have_text("2 changes to upload")
+
+    page.get_by_role("switch").click()
+    expect(refused.locator(".state-failed")).to_contain_text("Rejected")
+    expect(refused.locator(".result-error")).to_contain_text("already_exists")
+    expect(behind.locator(".state-done")).to_have_text("100%", timeout=DONE)
+    expect(pending_count(page)).to_be_hidden()
+    assert page.evaluate("window.errands.status.rejected") == 1
+    owner = db.execute("SELECT owner FROM background_jobs WHERE id = %s", (taken,)).fetchone()
+    assert owner == ("someone-else",)
