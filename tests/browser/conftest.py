@@ -1,8 +1,8 @@
-"""Real processes for the hosted page's browser tests -- a Postgres database and
-``errands worker`` with the demo's handlers, shared by a module's tests; ``errands server``
-(with a secret: the page signs in with real tokens) started for each test, on a port it
-can be restarted on -- and Chromium, each test in a fresh browser context (its own
-IndexedDB, cache and service workers) signed in as a user of its own."""
+"""Real processes for the hosted page's browser tests -- a Postgres database, ``errands
+worker`` with the demo's handlers and ``errands server`` (with a secret: the page signs in
+with real tokens, on a port it can be restarted on), shared by a module's tests -- and
+Chromium, each test in a fresh browser context (its own IndexedDB, cache and service
+workers) signed in as a user of its own."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ class WebApp:
         self.httpd.server_close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def web_app() -> Iterator[WebApp]:
     """A web app the sync service lets use it (``--cors-origin``)."""
     app = WebApp()
@@ -135,17 +135,23 @@ class SyncServer:
             self.process = None
 
 
-@pytest.fixture
-def sync_server(
-    jobs_database: str, worker: ErrandsProcess, web_app: WebApp
-) -> Iterator[SyncServer]:
-    """``errands server`` with a secret, for one test (which may kill and restart it)."""
+@pytest.fixture(scope="module")
+def module_server(jobs_database: str, web_app: WebApp) -> Iterator[SyncServer]:
+    """``errands server`` with a secret, shared by a module's tests."""
     server = SyncServer(jobs_database, web_app.origin)
     server.start()
     try:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def sync_server(module_server: SyncServer, worker: ErrandsProcess) -> SyncServer:
+    """The module's server, running (a test may kill it and start it again)."""
+    if module_server.process is None or not module_server.process.running():
+        module_server.start()
+    return module_server
 
 
 @pytest.fixture(scope="package")
