@@ -14,6 +14,9 @@ if ("serviceWorker" in navigator) {
   navigator.serviceWorker.register("/sw.js").catch((error) => console.warn(`errands: no offline page: ${error.message}`));
 }
 
+document.querySelector("#served-by").textContent =
+  "Kept in this browser by errands.js and synced with the server that served this page.";
+
 const token = localStorage.getItem(TOKEN);
 if (token === null) showSignIn();
 else openPage(token);
@@ -71,8 +74,6 @@ async function kinds() {
 function openPage(value) {
   const client = new Client({ token: value || null });
   client.connect();
-  document.querySelector("#served-by").textContent =
-    "Kept in this browser by errands.js and synced with the server that served this page.";
   const signOut = document.querySelector("#sign-out");
   signOut.hidden = false;
   signOut.addEventListener("click", async () => {
