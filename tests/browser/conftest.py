@@ -189,7 +189,7 @@ class Session:
         if sign_in:
             tab.get_by_label("Token").fill(self.token)
             tab.get_by_role("button", name="Sign in").click()
-        expect(tab.locator("#live")).to_have_text("Live")
+        expect(tab.locator("#live")).to_have_text("Live", timeout=30_000)
         return tab
 
     def _console(self, message: object) -> None:

@@ -5,13 +5,15 @@ the browser holds the replica (IndexedDB) and nothing else runs on the user's si
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 import psycopg
 import pytest
 from playwright.sync_api import Locator, Page, Route, expect
 
-from tests.browser.conftest import Session
+from errands.sync.auth import make_token
+from tests.browser.conftest import SECRET, Session
 from tests.ui.test_page import job_id, stored, submit
 
 pytestmark = pytest.mark.browser
@@ -277,3 +279,26 @@ def test_a_refused_job_is_marked_rejected_and_the_jobs_behind_it_upload(
     assert page.evaluate("window.errands.status.rejected") == 1
     owner = db.execute("SELECT owner FROM background_jobs WHERE id = %s", (taken,)).fetchone()
     assert owner == ("someone-else",)
+
+
+def test_an_expired_token_stops_the_sync_and_says_so(session: Session) -> None:
+    lifetime = 10  # seconds: long enough to sign in on a busy machine
+    expires = time.monotonic() + lifetime
+    session.token = make_token(SECRET, session.user, expires_in=lifetime)
+    page = session.open()
+    switch = page.get_by_role("switch")
+    switch.click()
+    expect(page.locator("#connectivity-state")).to_have_text("Offline")
+    row = submit(page, "primes", '{"n": 1000}')
+    time.sleep(max(0.0, expires - time.monotonic()) + 1.5)  # past the token's expiry
+    switch.click()
+    detail = page.locator("#connectivity-detail")
+    expect(detail).to_contain_text("the server refused the token")
+    expect(detail).to_contain_text("expired")
+    expect(row.get_by_text("Not uploaded")).to_be_visible()  # kept for the next sign-in
+    failed = page.evaluate(
+        "id => window.errands.wait(id, { timeout: 5 }).catch((error) => error.name)",
+        job_id(row),
+    )
+    assert failed == "Unauthorized"
+    session.errors.clear()  # the stop is logged as an error: it is what this test wants

@@ -79,6 +79,12 @@ class StreamUnusable extends SyncError {}
 
 const FATAL = [Unauthorized, ReplicaMismatch]; // retrying cannot fix these: sync stops
 
+/** The fatal error that stopped the sync, rebuilt from what the tabs share: {name, message}. */
+function fatalError({ name, message }) {
+  const kind = FATAL.find((error) => error.name === name) ?? SyncError;
+  return new kind(message);
+}
+
 // -- pure parts (exported for tests) -------------------------------------------------------
 
 /** A new UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. */
@@ -914,7 +920,7 @@ export class Client {
       const check = async () => {
         const job = await this.replica.get(String(jobId));
         if (job?.done) finish(resolve, job);
-        else if (this.link.fatal) finish(reject, new SyncError(this.link.fatal));
+        else if (this.link.fatal) finish(reject, fatalError(this.link.fatal));
       };
       timer = setTimeout(async () => {
         const job = await this.replica.get(String(jobId));
@@ -1122,7 +1128,7 @@ export class Client {
         const reason = session.signal.aborted ? session.signal.reason : error;
         if (FATAL.some((kind) => reason instanceof kind)) {
           console.error(`errands: sync stopped: ${reason.message}`);
-          this.setLink(false, reason.message, reason.message);
+          this.setLink(false, reason.message, { name: reason.name, message: reason.message });
           return;
         }
         if (!(reason instanceof ErrandsError)) console.error("errands: sync: unexpected error", reason);
