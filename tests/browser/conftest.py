@@ -154,6 +154,15 @@ def sync_server(module_server: SyncServer, worker: ErrandsProcess) -> SyncServer
     return module_server
 
 
+@pytest.fixture(autouse=True)
+def patient_expectations() -> Iterator[None]:
+    """Assertions wait up to 15 s, not 5: the machine may be busy (Playwright's default
+    is restored for the other packages' tests)."""
+    expect.set_options(timeout=15_000)
+    yield
+    expect.set_options(timeout=5_000)
+
+
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     """Debian's Chromium, driven by Playwright (which downloads nothing)."""

@@ -59,6 +59,7 @@ def pending_count(page: Page) -> Locator:
 def test_sign_in_refuses_a_bad_token_and_keeps_a_good_one(session: Session) -> None:
     page = session.context.new_page()
     page.goto(session.server.url + "/")
+    expect(page.get_by_label("Token")).to_be_visible(timeout=30_000)  # its scripts ran
     expect(page.get_by_role("heading", name="Submit new job")).to_be_hidden()
     page.get_by_label("Token").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()

@@ -4,6 +4,7 @@ the hosted page and its files, the kinds of ``--kind``; and a bad ``--kind`` ref
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 
@@ -18,6 +19,8 @@ def test_the_client_the_page_and_its_files_are_served(sync_server: SyncServer) -
     assert module.headers["content-type"].startswith("text/javascript")
     assert "export class Client" in module.text
     assert "export class Client" in get("/v1/client/errands.d.ts").text
+    for imported in re.findall(r'from "\./(\w+\.js)"', module.text):  # its own modules
+        assert get(f"/v1/client/{imported}").status_code == 200, imported
     page = get("/")
     assert page.headers["content-type"].startswith("text/html")
     assert '<script type="module" src="/static/hosted.js">' in page.text

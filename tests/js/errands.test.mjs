@@ -1,4 +1,4 @@
-// Unit tests of errands.js's pure parts and the page's job view, with Node's test runner:
+// Unit tests of errands.js's pure parts (model.js) and the page's job view, with Node's test runner:
 // node --test tests/js/  (tests/js/test_node.py runs them under pytest).
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
@@ -22,7 +22,7 @@ import {
   tokenUser,
   uuid7,
   viewJob,
-} from "../../src/errands/web/errands.js";
+} from "../../src/errands/web/model.js";
 import { jobView } from "../../src/errands/ui/static/view.js";
 
 const ROW = { id: "a", timestamp: "2026-12-01T10:00:00.000001+00:00", kind: "k", payload: {}, state: "running", cancelled: false, completed: false, progress: 0.5 };

@@ -30,7 +30,7 @@ def test_the_node_unit_tests_pass() -> None:
 
 
 def test_the_protocol_constants_are_the_python_ones() -> None:
-    module = json.dumps((WEB / "errands.js").as_uri())
+    module = json.dumps((WEB / "model.js").as_uri())
     script = f"import({module}).then(m => console.log(JSON.stringify(m.PROTOCOL)))"
     ran = node("--input-type=module", "-e", script)
     assert ran.returncode == 0, ran.stderr

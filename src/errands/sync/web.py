@@ -2,7 +2,8 @@
 
 Routes::
 
-    GET /v1/client/errands.js     the browser client, a dependency-free ES module
+    GET /v1/client/errands.js     the browser client, a dependency-free ES module (and
+                                  model.js, replica.js, session.js, which it imports)
     GET /v1/client/errands.d.ts   its types
     GET /                         the Background Jobs page, on errands.js (sign in with a token)
     GET /static/{file}            the page's view and styles (shared with ``errands ui``)
@@ -32,8 +33,10 @@ PAGE = Path(__file__).parent.parent / "ui" / "static"  # files only: sync import
 LOCAL_ENTRY = "/static/app.js"
 HOSTED_ENTRY = "/static/hosted.js"
 JAVASCRIPT = "text/javascript; charset=utf-8"
+CLIENT_MODULES = ("errands.js", "model.js", "replica.js", "session.js")
+"""errands.js and the modules it imports (beside it: copy all four into a bundled app)."""
 FILES: dict[str, tuple[Path, str]] = {
-    f"{PREFIX}/client/errands.js": (WEB / "errands.js", JAVASCRIPT),
+    **{f"{PREFIX}/client/{name}": (WEB / name, JAVASCRIPT) for name in CLIENT_MODULES},
     f"{PREFIX}/client/errands.d.ts": (WEB / "errands.d.ts", "text/plain; charset=utf-8"),
     "/sw.js": (WEB / "sw.js", JAVASCRIPT),
     "/static/hosted.js": (WEB / "hosted.js", JAVASCRIPT),

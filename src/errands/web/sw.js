@@ -3,7 +3,8 @@
 // Network first, so a new version is picked up whenever the server answers; the cache
 // only when it does not. It never touches the sync protocol's requests.
 const CACHE = "errands-page";
-const PAGE = ["/", "/static/style.css", "/static/view.js", "/static/hosted.js", "/v1/client/errands.js", "/kinds.json"];
+const CLIENT = ["errands.js", "model.js", "replica.js", "session.js"].map((name) => `/v1/client/${name}`);
+const PAGE = ["/", "/static/style.css", "/static/view.js", "/static/hosted.js", "/kinds.json", ...CLIENT];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(PAGE)).then(() => self.skipWaiting()));
