@@ -34,8 +34,17 @@ def runs(db: psycopg.Connection, row: Locator) -> tuple[int, int]:
 
 
 def wait_for_service_worker(page: Page) -> None:
-    """Wait until the service worker controls the page (it has cached the page's files)."""
-    page.wait_for_function("navigator.serviceWorker && navigator.serviceWorker.controller")
+    """Wait until the page's service worker is active: it has cached the page's files and
+    serves the next navigations. (This page itself may stay uncontrolled: it started
+    loading before the worker was active.)"""
+    page.evaluate(
+        """async () => {
+            const worker = (await navigator.serviceWorker.ready).active;
+            while (worker.state !== "activated") {
+                await new Promise((resolve) => worker.addEventListener("statechange", resolve));
+            }
+        }"""
+    )
 
 
 def record_cancel_buttons(page: Page, row: Locator) -> None:
