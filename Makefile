@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint types unit demo bench clean
+.PHONY: test browser lint types unit demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,8 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## test: lint, types and every test (unit, integration, end-to-end, browser)
-test: $(STAMP) lint types
+test: browser $(STAMP) lint types
 	$(BIN)/pytest
+
+## browser: Chromium and Node for the browser tests; installs them if root, else says how
+browser:
+	@scripts/test-prerequisites
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

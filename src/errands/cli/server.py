@@ -25,6 +25,7 @@ from errands.cli.options import (
     stderr,
     warn_if_on_command_line,
 )
+from errands.exceptions import ConfigurationError
 from errands.logs import log_format_option, use_json_logs
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
@@ -37,6 +38,7 @@ from errands.sync.auth import (
     user_name,
 )
 from errands.sync.limits import Limits
+from errands.ui.kinds import parse_kind
 
 F = TypeVar("F", bound=Callable[..., Any])
 SHUTDOWN_GRACE = 3
@@ -159,6 +161,27 @@ def _seconds(
     "[default: keep them forever]",
 )
 @log_format_option
+@_seconds("prune-interval", 300.0, "Seconds between tombstone prunes.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="NAME[=JSON]",
+    envvar="ERRANDS_KINDS",
+    show_envvar=True,
+    help="A kind the hosted Background Jobs page (at /) offers, with an example payload "
+    "(repeatable; the variable takes a space-separated list). Default: default={}.",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    envvar="ERRANDS_CORS_ORIGINS",
+    show_envvar=True,
+    help="A web page origin (https://app.example.com) allowed to use the service with "
+    "errands.js (repeatable; the variable takes a space-separated list).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def server(
     database_url: str,
@@ -177,13 +200,16 @@ def server(
     body_timeout: float,
     job_retention: timedelta | None,
     log_format: str,
+    kinds: tuple[str, ...],
+    cors_origins: tuple[str, ...],
     verbose: bool,
 ) -> None:
     """Run the sync service: shapes out, mutations in, under /v1.
 
     Prints "errands server listening on http://HOST:PORT" once it accepts requests.
     The OpenAPI document is at /openapi.json, and readable at /docs; Prometheus
-    metrics at /metrics.
+    metrics at /metrics; the browser client at /v1/client/errands.js, and the
+    Background Jobs page, built on it, at /.
     """
     if log_format == "json":
         use_json_logs(verbose)
@@ -194,6 +220,10 @@ def server(
         fail("give a secret or --insecure, not both", code=2)
     if not insecure and not secret:
         fail("give ERRANDS_SECRET (or --secret-file), or --insecure for development", code=2)
+    try:
+        page_kinds = tuple((kind.name, kind.example) for kind in map(parse_kind, kinds))
+    except ConfigurationError as exc:
+        fail(exc.message, code=2)
     _check_database(database_url)
     if secret and len(secret.encode()) < RECOMMENDED_SECRET_BYTES:
         stderr.print(
@@ -220,6 +250,8 @@ def server(
             retry_after=max(1, round(live_hold)),
         ),
         job_retention=None if job_retention is None else job_retention.total_seconds(),
+        page_kinds=page_kinds,
+        cors_origins=cors_origins,
     )
     app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
     listener = listening_socket(host, port)

@@ -8,6 +8,7 @@ Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``)::
     POST /v1/mutations               a batch of mutations
     GET  /v1/stats                   fan-out counters (operators only)
     GET  /metrics                    Prometheus metrics (errands.metrics)
+    GET  /v1/client/errands.js       the browser client; the page at / (errands.sync.web)
 
 The service keeps no state of its own beyond caches: run as many copies as needed.
 """
@@ -51,6 +52,7 @@ from errands.sync.filters import parse_filters
 from errands.sync.limits import FairShare, Limits
 from errands.sync.mutations import apply_batch
 from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
+from errands.sync.web import allow_origins, web_router
 
 log = logging.getLogger("errands.sync")
 
@@ -69,6 +71,10 @@ class ServiceSettings:
     pool_min_size: int = 2
     pool_max_size: int = 10
     limits: Limits = field(default_factory=Limits)
+    page_kinds: tuple[tuple[str, Any], ...] = ()
+    """(name, example payload) of the kinds the hosted page offers (errands.sync.web)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins of web pages allowed to use the service (errands.js on another site)."""
 
 
 class ServiceStats(BaseModel):
@@ -157,6 +163,9 @@ def create_app(
     app.add_middleware(FairShare, auth=auth, limits=settings.limits)
     instrument(app, lambda: _fanout_stats(app))  # /metrics, and counts of every request
     _routes(app)
+    app.include_router(web_router(settings.page_kinds))
+    if settings.cors_origins:
+        allow_origins(app, settings.cors_origins)
     return app
 
 

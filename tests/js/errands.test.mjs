@@ -1,0 +1,195 @@
+// Unit tests of errands.js's pure parts (model.js) and the page's job view, with Node's test runner:
+// node --test tests/js/  (tests/js/test_node.py runs them under pytest).
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import {
+  Backoff,
+  EventStreamParser,
+  InvalidKind,
+  PayloadError,
+  ServerUnreachable,
+  Unauthorized,
+  checkKind,
+  covers,
+  decodeOffset,
+  errorFor,
+  fitBatch,
+  newestJobs,
+  payloadJson,
+  replicaName,
+  sortKey,
+  tokenUser,
+  uuid7,
+  viewJob,
+} from "../../src/errands/web/model.js";
+import { jobView } from "../../src/errands/ui/static/view.js";
+
+const ROW = { id: "a", timestamp: "2026-12-01T10:00:00.000001+00:00", kind: "k", payload: {}, state: "running", cancelled: false, completed: false, progress: 0.5 };
+const pending = (op, values) => ({ op, values, status: "pending", error: null });
+
+describe("uuid7", () => {
+  test("puts the milliseconds first, then version 7 and the RFC 4122 variant", () => {
+    const id = uuid7(0x0123456789ab, new Uint8Array(10).fill(0xff));
+    assert.equal(id, "01234567-89ab-7fff-bfff-ffffffffffff");
+  });
+
+  test("sorts by creation time, and differs within one millisecond", () => {
+    assert.ok(uuid7(1000) < uuid7(1001));
+    assert.notEqual(uuid7(5), uuid7(5));
+  });
+});
+
+describe("offsets", () => {
+  test("decode as protocol.Offset does", () => {
+    assert.deepEqual(decodeOffset("g1_10_15_11.13~key-9"), { generation: "g1", xmin: 10, xmax: 15, xip: [11, 13], afterKey: "key-9" });
+    assert.deepEqual(decodeOffset("g1_10_10_").xip, []);
+  });
+
+  for (const bad of ["", "-1", "g_1_2", "g_3_2_", "g_1_5_7", "g_0_5_", "g_1_x_", "g!_1_2_"]) {
+    test(`refuse ${JSON.stringify(bad)}`, () => assert.throws(() => decodeOffset(bad), /not an offset/));
+  }
+
+  test("cover what the snapshot sees: below xmin, or below xmax and not in progress", () => {
+    const offset = decodeOffset("g_10_15_11.13");
+    assert.deepEqual([9, 10, 11, 12, 13, 14, 15].map((txid) => covers(offset, txid)), [true, true, false, true, false, true, false]);
+  });
+});
+
+describe("sortKey", () => {
+  test("keeps microseconds and time zones", () => {
+    assert.equal(sortKey("1970-01-01T00:00:01.000002+00:00"), 1_000_002);
+    assert.equal(sortKey("1970-01-01T01:00:00+01:00"), 0);
+    assert.equal(sortKey("1970-01-01T00:00:00.5Z"), 500_000);
+  });
+
+  test("refuses what is not a timestamp", () => assert.throws(() => sortKey("yesterday"), /not a timestamp/));
+});
+
+describe("payloads and kinds", () => {
+  test("no payload is {}", () => {
+    assert.equal(payloadJson(undefined), "{}");
+    assert.equal(payloadJson(null), "{}");
+    assert.equal(payloadJson({ a: [1, "é", true, null] }), '{"a":[1,"é",true,null]}');
+  });
+
+  for (const [what, value] of [
+    ["NaN", { n: NaN }],
+    ["Infinity", [Infinity]],
+    ["a NUL", { s: "a\u0000b" }],
+    ["a lone surrogate", { s: "\ud800" }],
+    ["a Date", { when: new Date(0) }],
+    ["a function", { f() {} }],
+    ["undefined inside", { u: undefined }],
+  ]) {
+    test(`refuse ${what}`, () => assert.throws(() => payloadJson(value), PayloadError));
+  }
+
+  test("refuse a payload over the server's limit, counted in UTF-8 bytes", () => {
+    assert.throws(() => payloadJson({ s: "é".repeat(140 * 1024) }), /bytes of JSON/);
+    assert.equal(payloadJson({ s: "e".repeat(140 * 1024) }).length, 140 * 1024 + 8);
+  });
+
+  test("kinds of 1 to 200 characters", () => {
+    assert.equal(checkKind("x".repeat(200)), "x".repeat(200));
+    for (const bad of ["", "x".repeat(201), 7, null]) assert.throws(() => checkKind(bad), InvalidKind);
+  });
+});
+
+describe("the view of a job: synced row with the outbox on top", () => {
+  test("a job only in the outbox is queued and pending", () => {
+    const job = viewJob(null, [pending("insert", { id: "a", timestamp: ROW.timestamp, kind: "k", payload: {}, cancelled: false })]);
+    assert.deepEqual([job.state, job.pending, job.progress, job.done], ["queued", true, 0, false]);
+  });
+
+  test("a pending cancel stays on top of a server row that has not seen it", () => {
+    const job = viewJob(ROW, [pending("update", { cancelled: true })]);
+    assert.deepEqual([job.state, job.cancelled, job.pending, job.progress], ["running", true, true, 0.5]);
+  });
+
+  test("an acknowledged entry is still applied, but no longer pending", () => {
+    const job = viewJob(ROW, [{ op: "update", values: { cancelled: true }, status: "acked", error: null }]);
+    assert.deepEqual([job.cancelled, job.pending], [true, false]);
+  });
+
+  test("a refused insert is a rejected job; a refused cancel is reverted", () => {
+    const refused = { op: "insert", values: { id: "b", timestamp: ROW.timestamp, kind: "k" }, status: "rejected", error: "validation_error: no" };
+    assert.deepEqual([viewJob(null, [refused]).state, viewJob(null, [refused]).rejected, viewJob(null, [refused]).done], ["rejected", "validation_error: no", true]);
+    const job = viewJob(ROW, [{ op: "update", values: { cancelled: true }, status: "rejected", error: "forbidden: no" }]);
+    assert.deepEqual([job.cancelled, job.rejected, job.pending], [false, "forbidden: no", false]);
+  });
+
+  test("an update without a row or insert shows nothing", () => assert.equal(viewJob(null, [pending("update", { cancelled: true })]), null));
+
+  test("newest first, ties by id, pending ones included, limited", () => {
+    const older = { ...ROW, id: "old", timestamp: "2026-12-01T09:00:00+00:00" };
+    const sameTime = { ...ROW, id: "b" };
+    const local = pending("insert", { id: "new", timestamp: "2026-12-01T11:00:00Z", kind: "k", payload: {} });
+    const jobs = newestJobs([ROW, sameTime, older], [], [{ ...local, jobId: "new" }], 3);
+    assert.deepEqual(jobs.map((j) => j.id), ["new", "b", "a"]);
+  });
+
+  test("a touched job beyond the newest rows is still overlaid", () => {
+    const old = { ...ROW, id: "old", timestamp: "2020-01-01T00:00:00Z" };
+    const jobs = newestJobs([ROW], [old], [{ ...pending("update", { cancelled: true }), jobId: "old" }], 10);
+    assert.deepEqual(jobs.map((j) => [j.id, j.cancelled, j.pending]), [["a", false, false], ["old", true, true]]);
+  });
+
+  test("the page's job view matches errands/ui/views.py", () => {
+    const view = jobView(viewJob({ ...ROW, id: "0190b4a1-2c3d-7e4f-8a9b-0c1d2e3f4a5b", state: "failed", error: "boom" }, []));
+    assert.deepEqual([view.short_id, view.ended, view.cancel_requested, view.error], ["2e3f4a5b", true, false, { type: null, message: "boom", traceback: null }]);
+  });
+});
+
+describe("uploads", () => {
+  test("a batch stops before the byte limit, but always holds one mutation", () => {
+    const mutations = Array.from({ length: 5 }, (_, i) => ({ id: String(i), values: { s: "x".repeat(100) } }));
+    const one = new TextEncoder().encode(JSON.stringify(mutations[0])).length;
+    assert.equal(fitBatch(mutations, one * 3).length, 3);
+    assert.equal(fitBatch(mutations, 1).length, 1);
+    assert.equal(fitBatch(mutations).length, 5);
+  });
+
+  test("answers become the errors the sync acts on", () => {
+    assert.ok(errorFor(401, "unauthorized", "no") instanceof Unauthorized);
+    assert.equal(errorFor(409, "must_refetch", "old").constructor.name, "MustRefetch");
+    assert.equal(errorFor(400, "bad_offset", "bad").constructor.name, "MustRefetch");
+    const refused = errorFor(422, "validation_error", "kind too long");
+    assert.deepEqual([refused.constructor.name, refused.code, refused.detail], ["Refused", "validation_error", "kind too long"]);
+    for (const status of [404, 500, 502, 503]) assert.ok(errorFor(status, "x", "y") instanceof ServerUnreachable);
+  });
+});
+
+describe("Backoff", () => {
+  test("full jitter under a ceiling that doubles up to the cap, reset after a success", () => {
+    const backoff = new Backoff({ base: 0.1, cap: 1, random: () => 1 });
+    assert.deepEqual(Array.from({ length: 6 }, () => backoff.next()), [0.1, 0.2, 0.4, 0.8, 1, 1]);
+    backoff.reset();
+    assert.equal(backoff.next(), 0.1);
+    const jittered = new Backoff({ base: 0.1, cap: 1, random: () => 0.25 });
+    assert.equal(jittered.next(), 0.025);
+  });
+});
+
+describe("EventStreamParser", () => {
+  test("events split across chunks and line endings", () => {
+    const parser = new EventStreamParser();
+    assert.deepEqual(parser.push('data: {"a"'), []);
+    assert.deepEqual(parser.push(": 1}\n\n: keepalive\n\nevent: x\r\ndata: 2\r"), ['{"a": 1}']);
+    assert.deepEqual(parser.push("\n\r\ndata:3\ndata: 4\n\n"), ["2", "3\n4"]);
+  });
+});
+
+describe("replica names", () => {
+  const token = (claims) => `h.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.s`;
+
+  test("one replica per server and user (the token's subject)", () => {
+    assert.equal(tokenUser(token({ sub: "zoë" })), "zoë");
+    assert.equal(replicaName("http://h:1/", token({ sub: "alice" })), "errands http://h:1 alice");
+    assert.equal(replicaName("http://h:1", null), "errands http://h:1 (no token)");
+  });
+
+  test("a token that is not a JWT names no user", () => {
+    for (const bad of ["", "abc", "a.!!!.b", token({ sub: 7 })]) assert.equal(tokenUser(bad), null);
+  });
+});
