@@ -262,3 +262,11 @@ def test_find_takes_the_end_of_an_id_as_the_page_shows_it(replica: Replica) -> N
         replica.find("cccc2222")
     with pytest.raises(JobNotFound, match="no job's id ends"):
         replica.find("%")  # a LIKE wildcard is not a short id
+
+
+def test_meta_values_recorded_together_are_all_or_none(replica: Replica) -> None:
+    # The replica's identity (generation, user, server) is written as one: a failure
+    # after the first value must not leave a generation without its user.
+    with pytest.raises(sqlite3.Error):
+        replica.set_metas({"user": "alice", "server": object()})  # type: ignore[dict-item]
+    assert replica.meta("user") is None

@@ -156,8 +156,13 @@ class Replica:
 
     def set_meta(self, key: str, value: str) -> None:
         """Record one value in the meta table."""
+        self.set_metas({key: value})
+
+    def set_metas(self, values: dict[str, str]) -> None:
+        """Record several values of the meta table in one transaction: all or none."""
         with self._write() as db:
-            db.execute(_q("set_meta"), {"key": key, "value": value})
+            for key, value in values.items():
+                db.execute(_q("set_meta"), {"key": key, "value": value})
 
     # -- local writes -----------------------------------------------------------------
 

@@ -107,9 +107,11 @@ class SyncSession:
         return me
 
     def _adopt(self, me: WhoAmI) -> None:
-        self.replica.set_meta("generation", me.generation)
-        self.replica.set_meta("user", me.user)
-        self.replica.set_meta("server", str(self.http.base_url))
+        # One transaction: a replica killed halfway must not keep a generation without
+        # its user (it would then refuse every token as another user's).
+        self.replica.set_metas(
+            {"generation": me.generation, "user": me.user, "server": str(self.http.base_url)}
+        )
 
     # -- write path -------------------------------------------------------------------
 
