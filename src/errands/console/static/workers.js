@@ -1,0 +1,89 @@
+// The Workers view: every registered worker, its lease and the jobs it runs now
+// (GET /v1/admin/workers), refreshed every few seconds while shown.
+
+import { api } from "./api.js";
+import { fill, h, plural, relative, shortId, when } from "./dom.js";
+
+const REFRESH_MS = 2_000;
+
+function list(values, empty) {
+  if (!values || values.length === 0) return h("span", { class: "faint" }, empty);
+  return h("span", { class: "chips" }, values.map((v) => h("code", { class: "chip" }, v)));
+}
+
+function lease(worker) {
+  if (!worker.lease_expires_at) return h("span", { class: "faint" }, "not registered");
+  const label = worker.alive ? `expires ${relative(worker.lease_expires_at)}` : `expired ${relative(worker.lease_expires_at)}`;
+  return h("span", { class: worker.alive ? "lease" : "lease lease-expired", title: worker.lease_expires_at }, label);
+}
+
+function running(worker, kindOf) {
+  if (worker.running.length === 0) return h("span", { class: "faint" }, "idle");
+  return h(
+    "ul",
+    { class: "running-jobs" },
+    worker.running.map((job) =>
+      h(
+        "li",
+        {},
+        h("a", { href: `#/jobs/${job.id}`, class: "mono" }, shortId(job.id)),
+        " ",
+        h("span", { class: "muted" }, job.kind || kindOf(job.id) || ""),
+      ),
+    ),
+  );
+}
+
+function row(worker, kindOf) {
+  return h(
+    "tr",
+    { "data-worker": worker.id, class: worker.alive ? "" : "dead" },
+    h("td", { "data-label": "Worker" }, h("code", {}, worker.id)),
+    h("td", { "data-label": "Host" }, worker.hostname ?? "—"),
+    h("td", { "data-label": "PID", class: "num" }, worker.pid ?? "—"),
+    h("td", { "data-label": "Kinds" }, list(worker.kinds, "—")),
+    h("td", { "data-label": "Queues" }, list(worker.queues, "all")),
+    h("td", { "data-label": "Up since" }, when(worker.started_at)),
+    h("td", { "data-label": "Lease" }, lease(worker)),
+    h("td", { "data-label": "Running now" }, running(worker, kindOf)),
+  );
+}
+
+export class WorkersView {
+  constructor(root, { onError, kindOf }) {
+    this.root = root;
+    this.body = root.querySelector("#workers-body");
+    this.summary = root.querySelector("#workers-summary");
+    this.onError = onError;
+    this.kindOf = kindOf;
+    this.timer = null;
+  }
+
+  show() {
+    this.refresh();
+    this.timer = setInterval(() => this.refresh(), REFRESH_MS);
+  }
+
+  hide() {
+    clearInterval(this.timer);
+  }
+
+  async refresh() {
+    let workers;
+    try {
+      workers = (await api("v1/admin/workers")).workers;
+    } catch (error) {
+      this.onError(error);
+      return;
+    }
+    const alive = workers.filter((w) => w.alive);
+    const busy = workers.reduce((sum, w) => sum + w.running.length, 0);
+    this.summary.textContent = `${plural(alive.length, "live worker")}, ${plural(busy, "running job")}`;
+    if (workers.length === 0) {
+      fill(this.body, h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No worker is registered. Start one with errands worker.")));
+    } else {
+      fill(this.body, workers.map((w) => row(w, this.kindOf)));
+    }
+    this.root.dataset.loaded = "true";
+  }
+}
