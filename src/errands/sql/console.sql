@@ -105,3 +105,10 @@ LEFT JOIN depth d ON d.minute = r.minute
 LEFT JOIN pickup_stats p ON p.minute IS NOT DISTINCT FROM r.minute
 LEFT JOIN run_stats x ON x.minute IS NOT DISTINCT FROM r.minute
 ORDER BY r.minute NULLS LAST
+
+-- name: running_jobs
+-- What the workers run now (errands.operations.workers names them by id).
+SELECT j.id, j.kind, j.started_at, j.progress
+FROM background_jobs j
+WHERE j.state = 'running'
+ORDER BY j.started_at
