@@ -1,0 +1,578 @@
+"""The operator's side, in Python: see, wait for, cancel, retry, delete and prune any
+job, straight against the database (no sync service, no permission filter).
+
+Every function takes a psycopg connection and has an ``_async`` twin that takes an
+``AsyncConnection``, as :func:`errands.enqueue` does::
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        job = errands.get(conn, job_id)
+        errands.retry(conn, where=errands.JobFilter(states=["failed"], kinds=["resize"]))
+        errands.prune(conn, timedelta(days=30))
+
+Actions (:func:`cancel`, :func:`retry`, :func:`delete`) take job ids, a
+:class:`JobFilter`, or both (the jobs matching both), and return the ids of the jobs
+they changed: the rest were not in a state the action applies to. Every change goes
+through the same triggers as the worker's and the clients', so ``job_events`` records
+it, workers are woken, and replicas receive it through their shapes (deleted and pruned
+jobs leave as deletes).
+
+The queries are in ``sql/operations.sql``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+from errands.exceptions import JobNotFound, WaitTimeout
+from errands.jobs import FINAL_STATES, STATES
+from errands.queries import query
+
+OPERATIONS_QUERIES = "operations.sql"
+WAIT_POLL_INTERVAL = 2.0
+"""Seconds :func:`wait` waits for a notification before it reads the row anyway
+(notifications are hints: one lost while the connection was busy must not stall it)."""
+PRUNE_BATCH_SIZE = 1000
+
+JobId = uuid.UUID | str
+"""A job's id, as a UUID or its text."""
+AnyConnection = psycopg.Connection[Any]
+AnyAsyncConnection = psycopg.AsyncConnection[Any]
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job row as the database holds it (every column but the sync bookkeeping)."""
+
+    id: uuid.UUID
+    timestamp: datetime
+    kind: str
+    payload: Any
+    owner: str | None
+    state: str
+    cancelled: bool
+    completed: bool
+    progress: float
+    progress_message: str | None
+    result: Any
+    error: Any
+    attempts: int
+    max_attempts: int
+    timeout_seconds: float | None
+    run_at: datetime
+    priority: int
+    queue: str
+    lease_owner: str | None
+    received_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended: completed, failed or cancelled."""
+        return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One transition of a job, from ``job_events``: ``type`` is queued, started,
+    retried, failed, cancelled or completed; ``error`` is set on retried and failed."""
+
+    id: int
+    job_id: uuid.UUID
+    at: datetime
+    type: str
+    attempt: int
+    worker: str | None
+    error: Any
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs a list, count or bulk action is about. Every field narrows the
+    selection; an empty sequence or None means "any". ``since`` and ``until`` bound the
+    job's ``timestamp`` (when it was asked for): ``since <= timestamp < until``."""
+
+    states: Sequence[str] = ()
+    kinds: Sequence[str] = ()
+    queues: Sequence[str] = ()
+    owners: Sequence[str] = ()
+    ids: Sequence[JobId] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.states) - set(STATES)
+        if unknown:
+            raise ValueError(f"unknown state {sorted(unknown)[0]!r}; states are {STATES}")
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of the ``job_selection`` block."""
+        return {
+            "ids": [_uuid(i) for i in self.ids] or None,
+            "states": list(self.states) or None,
+            "kinds": list(self.kinds) or None,
+            "queues": list(self.queues) or None,
+            "owners": list(self.owners) or None,
+            "since": self.since,
+            "until": self.until,
+        }
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    """One queue's backlog: jobs ready to run now, jobs scheduled for later, and when
+    the oldest ready one was asked for."""
+
+    queue: str
+    ready: int
+    scheduled: int
+    oldest: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker and the jobs it holds now. ``alive`` is false once its lease expired
+    (its jobs are re-queued by the next worker that notices); a lease holder that is
+    no longer registered shows with only ``id`` and ``running``."""
+
+    id: str
+    hostname: str | None
+    pid: int | None
+    kinds: list[str] | None
+    queues: list[str] | None
+    started_at: datetime | None
+    lease_expires_at: datetime | None
+    alive: bool
+    running: list[uuid.UUID]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """The state of the whole system: jobs per kind and state, each queue's depth,
+    and each worker with the jobs it runs."""
+
+    counts: dict[str, dict[str, int]]
+    """kind -> state -> number of jobs."""
+    queues: list[QueueDepth]
+    workers: list[WorkerInfo]
+
+    @property
+    def by_state(self) -> dict[str, int]:
+        """Number of jobs per state, every state listed."""
+        totals = dict.fromkeys(STATES, 0)
+        for per_state in self.counts.values():
+            for state, count in per_state.items():
+                totals[state] += count
+        return totals
+
+    @property
+    def oldest_queued(self) -> datetime | None:
+        """When the oldest job ready to run was asked for (None: nothing waits)."""
+        return min((q.oldest for q in self.queues if q.oldest is not None), default=None)
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    """What :func:`prune` would delete: jobs per state."""
+
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """How many jobs in all."""
+        return sum(self.counts.values())
+
+
+# --- building the queries -------------------------------------------------------------
+
+
+def _uuid(value: JobId) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
+    except ValueError:
+        raise JobNotFound(f"{value!r} is not a job id") from None
+
+
+def _q(name: str) -> LiteralString:
+    return query(name, OPERATIONS_QUERIES)
+
+
+@cache
+def _composed(name: str) -> sql.Composed:
+    """A templated query with its selection and columns filled in."""
+    columns = sql.SQL(", ").join(sql.Identifier("j", field.name) for field in fields(JobRecord))
+    return sql.SQL(_q(name)).format(selection=sql.SQL(_q("job_selection")), columns=columns)
+
+
+def _selection(job_ids: Iterable[JobId], where: JobFilter | None) -> dict[str, Any]:
+    """The parameters for ids and/or a filter; one of them is required, so that a
+    forgotten argument never acts on every job."""
+    ids = [_uuid(i) for i in job_ids]
+    if where is None and not ids:
+        raise ValueError("give job ids, a JobFilter, or both")
+    params = (where or JobFilter()).params()
+    if ids:
+        wanted = set(ids) if params["ids"] is None else set(ids) & set(params["ids"])
+        params["ids"] = sorted(wanted)
+    return params
+
+
+def _seconds(span: timedelta | float) -> float:
+    return span.total_seconds() if isinstance(span, timedelta) else float(span)
+
+
+def _prune_params(
+    older_than: timedelta | float, states: Iterable[str], batch_size: int = PRUNE_BATCH_SIZE
+) -> dict[str, Any]:
+    chosen = list(states)
+    not_final = set(chosen) - FINAL_STATES
+    if not_final:
+        raise ValueError(f"only finished jobs can be pruned, not {sorted(not_final)}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    return {"older_than": _seconds(older_than), "states": chosen, "batch_size": batch_size}
+
+
+def _stats(
+    kind_rows: Iterable[tuple[str, str, int]],
+    queues: list[QueueDepth],
+    workers: list[WorkerInfo],
+) -> Stats:
+    counts: dict[str, dict[str, int]] = {}
+    for kind, state, count in kind_rows:
+        counts.setdefault(kind, {})[state] = count
+    return Stats(counts, queues, workers)
+
+
+def _check_autocommit(autocommit: bool) -> None:
+    if not autocommit:
+        raise ValueError(
+            "wait needs an autocommit connection: inside a transaction it would neither "
+            "see the job change nor hear the notification"
+        )
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def get(conn: AnyConnection, job_id: JobId) -> JobRecord | None:
+    """The job with this id, or None."""
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        return cur.execute(_composed("get_job"), {"id": _uuid(job_id)}).fetchone()
+
+
+async def get_async(conn: AnyAsyncConnection, job_id: JobId) -> JobRecord | None:
+    """:func:`get` for an asyncio connection."""
+    async with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        await cur.execute(_composed("get_job"), {"id": _uuid(job_id)})
+        return await cur.fetchone()
+
+
+def find_id(conn: AnyConnection, text: str) -> uuid.UUID:
+    """The id of the one job whose id is ``text`` or ends with it (the short ids the
+    command line shows). JobNotFound if none or several match."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    return _one_match(text, conn.execute(_q("find_ids"), {"suffix": text.lower()}).fetchall())
+
+
+async def find_id_async(conn: AnyAsyncConnection, text: str) -> uuid.UUID:
+    """:func:`find_id` for an asyncio connection."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    cursor = await conn.execute(_q("find_ids"), {"suffix": text.lower()})
+    return _one_match(text, await cursor.fetchall())
+
+
+def _one_match(text: str, rows: list[tuple[uuid.UUID]]) -> uuid.UUID:
+    if not text or len(rows) != 1:
+        many = "several jobs" if len(rows) > 1 else "no job"
+        raise JobNotFound(f"{many} with an id ending in {text!r}; give more of the id")
+    return rows[0][0]
+
+
+def list_jobs(
+    conn: AnyConnection, where: JobFilter | None = None, *, limit: int = 100, offset: int = 0
+) -> list[JobRecord]:
+    """The jobs matching ``where`` (every job if None), newest first."""
+    params = (where or JobFilter()).params() | {"limit": limit, "offset": offset}
+    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        return cur.execute(_composed("list_jobs"), params).fetchall()
+
+
+async def list_jobs_async(
+    conn: AnyAsyncConnection,
+    where: JobFilter | None = None,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[JobRecord]:
+    """:func:`list_jobs` for an asyncio connection."""
+    params = (where or JobFilter()).params() | {"limit": limit, "offset": offset}
+    async with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+        await cur.execute(_composed("list_jobs"), params)
+        return await cur.fetchall()
+
+
+def count_jobs(conn: AnyConnection, where: JobFilter | None = None) -> dict[str, int]:
+    """How many jobs match ``where``, per state (states with none are left out)."""
+    params = (where or JobFilter()).params()
+    return dict(conn.execute(_composed("count_jobs"), params).fetchall())
+
+
+async def count_jobs_async(
+    conn: AnyAsyncConnection, where: JobFilter | None = None
+) -> dict[str, int]:
+    """:func:`count_jobs` for an asyncio connection."""
+    params = (where or JobFilter()).params()
+    return dict(await (await conn.execute(_composed("count_jobs"), params)).fetchall())
+
+
+def timeline(conn: AnyConnection, job_id: JobId) -> list[JobEvent]:
+    """Every transition of the job, oldest first (empty for an unknown id)."""
+    with conn.cursor(row_factory=class_row(JobEvent)) as cur:
+        return cur.execute(_q("timeline"), {"id": _uuid(job_id)}).fetchall()
+
+
+async def timeline_async(conn: AnyAsyncConnection, job_id: JobId) -> list[JobEvent]:
+    """:func:`timeline` for an asyncio connection."""
+    async with conn.cursor(row_factory=class_row(JobEvent)) as cur:
+        await cur.execute(_q("timeline"), {"id": _uuid(job_id)})
+        return await cur.fetchall()
+
+
+def workers(conn: AnyConnection) -> list[WorkerInfo]:
+    """Every registered worker (live or not yet forgotten) and the jobs it runs."""
+    with conn.cursor(row_factory=class_row(WorkerInfo)) as cur:
+        return cur.execute(_q("workers")).fetchall()
+
+
+async def workers_async(conn: AnyAsyncConnection) -> list[WorkerInfo]:
+    """:func:`workers` for an asyncio connection."""
+    async with conn.cursor(row_factory=class_row(WorkerInfo)) as cur:
+        await cur.execute(_q("workers"))
+        return await cur.fetchall()
+
+
+def stats(conn: AnyConnection) -> Stats:
+    """Jobs per kind and state, each queue's depth, each worker's running jobs."""
+    kinds = conn.execute(_q("counts_by_kind")).fetchall()
+    with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
+        queues = cur.execute(_q("queue_depth")).fetchall()
+    return _stats(kinds, queues, workers(conn))
+
+
+async def stats_async(conn: AnyAsyncConnection) -> Stats:
+    """:func:`stats` for an asyncio connection."""
+    kinds = await (await conn.execute(_q("counts_by_kind"))).fetchall()
+    async with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
+        await cur.execute(_q("queue_depth"))
+        queues = await cur.fetchall()
+    return _stats(kinds, queues, await workers_async(conn))
+
+
+# --- waiting --------------------------------------------------------------------------
+
+
+def wait(conn: AnyConnection, job_id: JobId, *, timeout: float | None = None) -> JobRecord:
+    """Block until the job has ended (completed, failed or cancelled) and return it.
+
+    Woken by the notification every change to the jobs table sends, and reading the
+    row every few seconds anyway. ``conn`` must be in autocommit mode. Raises
+    WaitTimeout after ``timeout`` seconds (None: wait forever), JobNotFound if there is
+    no such job (or it is deleted while waiting).
+    """
+    _check_autocommit(conn.autocommit)
+    wanted = _uuid(job_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    conn.execute(_q("listen"))
+    try:
+        while True:
+            job = _ended(get(conn, wanted), wanted)
+            if job is not None:
+                return job
+            for _ in conn.notifies(timeout=_next_wait(deadline), stop_after=1):
+                pass
+    finally:
+        conn.execute(_q("unlisten"))
+
+
+async def wait_async(
+    conn: AnyAsyncConnection, job_id: JobId, *, timeout: float | None = None
+) -> JobRecord:
+    """:func:`wait` for an asyncio connection."""
+    _check_autocommit(conn.autocommit)
+    wanted = _uuid(job_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    await conn.execute(_q("listen"))
+    try:
+        while True:
+            job = _ended(await get_async(conn, wanted), wanted)
+            if job is not None:
+                return job
+            async for _ in conn.notifies(timeout=_next_wait(deadline), stop_after=1):
+                pass
+    finally:
+        await conn.execute(_q("unlisten"))
+
+
+def _ended(job: JobRecord | None, job_id: uuid.UUID) -> JobRecord | None:
+    """The job if it has ended, None if it runs on; JobNotFound if it is gone."""
+    if job is None:
+        raise JobNotFound(f"no job {job_id} in the database")
+    return job if job.done else None
+
+
+def _next_wait(deadline: float | None) -> float:
+    """How long to wait for the next notification; WaitTimeout past the deadline."""
+    if deadline is None:
+        return WAIT_POLL_INTERVAL
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise WaitTimeout()
+    return min(left, WAIT_POLL_INTERVAL)
+
+
+# --- acting ---------------------------------------------------------------------------
+
+
+def _act(
+    conn: AnyConnection, name: str, job_ids: Iterable[JobId], where: JobFilter | None
+) -> list[uuid.UUID]:
+    rows = conn.execute(_composed(name), _selection(job_ids, where)).fetchall()
+    return [row[0] for row in rows]
+
+
+async def _act_async(
+    conn: AnyAsyncConnection, name: str, job_ids: Iterable[JobId], where: JobFilter | None
+) -> list[uuid.UUID]:
+    cursor = await conn.execute(_composed(name), _selection(job_ids, where))
+    return [row[0] for row in await cursor.fetchall()]
+
+
+def cancel(conn: AnyConnection, *job_ids: JobId, where: JobFilter | None = None) -> list[uuid.UUID]:
+    """Request the cancellation of queued and running jobs, as a client does: a queued
+    job ends as cancelled at once, a running one when its handler sees the request.
+    Returns the ids of the jobs asked to stop (not those that had already ended or had
+    already been asked)."""
+    return _act(conn, "cancel_jobs", job_ids, where)
+
+
+async def cancel_async(
+    conn: AnyAsyncConnection, *job_ids: JobId, where: JobFilter | None = None
+) -> list[uuid.UUID]:
+    """:func:`cancel` for an asyncio connection."""
+    return await _act_async(conn, "cancel_jobs", job_ids, where)
+
+
+def retry(conn: AnyConnection, *job_ids: JobId, where: JobFilter | None = None) -> list[uuid.UUID]:
+    """Put failed and cancelled jobs back in the queue for one more attempt (their
+    ``max_attempts`` grows if it has to). The earlier attempts stay in ``job_events``;
+    the row's result, error and progress are cleared. Returns the ids re-queued."""
+    return _act(conn, "retry_jobs", job_ids, where)
+
+
+async def retry_async(
+    conn: AnyAsyncConnection, *job_ids: JobId, where: JobFilter | None = None
+) -> list[uuid.UUID]:
+    """:func:`retry` for an asyncio connection."""
+    return await _act_async(conn, "retry_jobs", job_ids, where)
+
+
+def delete(conn: AnyConnection, *job_ids: JobId, where: JobFilter | None = None) -> list[uuid.UUID]:
+    """Delete jobs, whatever their state, with their events. Replicas drop them (the
+    delete reaches them through their shapes); a worker running one finds it gone and
+    drops its outcome. Returns the ids deleted."""
+    return _act(conn, "delete_jobs", job_ids, where)
+
+
+async def delete_async(
+    conn: AnyAsyncConnection, *job_ids: JobId, where: JobFilter | None = None
+) -> list[uuid.UUID]:
+    """:func:`delete` for an asyncio connection."""
+    return await _act_async(conn, "delete_jobs", job_ids, where)
+
+
+# --- retention ------------------------------------------------------------------------
+
+
+def prunable(
+    conn: AnyConnection, older_than: timedelta | float, states: Iterable[str] = FINAL_STATES
+) -> PrunePlan:
+    """What :func:`prune` would delete now (a dry run)."""
+    params = _prune_params(older_than, states)
+    return PrunePlan(dict(conn.execute(_q("prunable"), params).fetchall()))
+
+
+async def prunable_async(
+    conn: AnyAsyncConnection,
+    older_than: timedelta | float,
+    states: Iterable[str] = FINAL_STATES,
+) -> PrunePlan:
+    """:func:`prunable` for an asyncio connection."""
+    params = _prune_params(older_than, states)
+    return PrunePlan(dict(await (await conn.execute(_q("prunable"), params)).fetchall()))
+
+
+def prune(
+    conn: AnyConnection,
+    older_than: timedelta | float,
+    states: Iterable[str] = FINAL_STATES,
+    *,
+    batch_size: int = PRUNE_BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Delete jobs that finished more than ``older_than`` ago (a timedelta, or
+    seconds), with their events, in batches of ``batch_size``, oldest first; return how
+    many. Only ``states`` (a subset of completed, failed, cancelled) are pruned: never
+    a queued or running job. ``on_batch`` is called with each batch's size.
+
+    On an autocommit connection each batch commits on its own, so a long prune never
+    holds many locks and can be interrupted; replicas drop the pruned jobs.
+    """
+    params = _prune_params(older_than, states, batch_size)
+    total = 0
+    while True:
+        with conn.transaction():
+            deleted = len(conn.execute(_q("prune_batch"), params).fetchall())
+        total += deleted
+        if on_batch is not None and deleted:
+            on_batch(deleted)
+        if deleted < batch_size:
+            return total
+
+
+async def prune_async(
+    conn: AnyAsyncConnection,
+    older_than: timedelta | float,
+    states: Iterable[str] = FINAL_STATES,
+    *,
+    batch_size: int = PRUNE_BATCH_SIZE,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """:func:`prune` for an asyncio connection."""
+    params = _prune_params(older_than, states, batch_size)
+    total = 0
+    while True:
+        async with conn.transaction():
+            cursor = await conn.execute(_q("prune_batch"), params)
+            deleted = len(await cursor.fetchall())
+        total += deleted
+        if on_batch is not None and deleted:
+            on_batch(deleted)
+        if deleted < batch_size:
+            return total
