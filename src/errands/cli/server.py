@@ -31,6 +31,7 @@ from errands.sync.auth import (
     MAX_USER_LENGTH,
     RECOMMENDED_SECRET_BYTES,
 )
+from errands.sync.console import sign_in_link
 
 F = TypeVar("F", bound=Callable[..., Any])
 SHUTDOWN_GRACE = 3
@@ -214,6 +215,15 @@ class _Server(uvicorn.Server):
 )
 @click.option("--operator", is_flag=True, help="May see and act on every user's jobs.")
 @click.option(
+    "--console-url",
+    metavar="URL",
+    envvar="ERRANDS_CONSOLE_URL",
+    show_envvar=True,
+    help="With --operator: the service's address (http://HOST:PORT); prints a sign-in link "
+    "to its console instead of the bare token (the token rides in the #fragment, which "
+    "browsers never send to a server).",
+)
+@click.option(
     "--expires-in",
     type=click.IntRange(min=1),
     default=DEFAULT_TOKEN_LIFETIME,
@@ -223,8 +233,18 @@ class _Server(uvicorn.Server):
     show_envvar=True,
     help="How long the token stays valid.",
 )
-def token(secret: str, user: str, operator: bool, expires_in: int) -> None:
+def token(secret: str, user: str, operator: bool, console_url: str | None, expires_in: int) -> None:
     """Print a bearer token for the sync service started with the same secret."""
     if not user.strip() or len(user) > MAX_USER_LENGTH:
         fail(f"--user must have 1 to {MAX_USER_LENGTH} characters", code=2)
-    click.echo(make_token(secret, user, operator=operator, expires_in=expires_in))
+    if console_url is not None and not operator:
+        fail("--console-url makes an operator's sign-in link: add --operator", code=2)
+    signed = make_token(secret, user, operator=operator, expires_in=expires_in)
+    click.echo(signed if console_url is None else _console_link(console_url, signed))
+
+
+def _console_link(console_url: str, signed: str) -> str:
+    try:
+        return sign_in_link(console_url, signed)
+    except ValueError as exc:
+        fail(f"--console-url: {exc}", code=2)

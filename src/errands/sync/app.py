@@ -43,6 +43,7 @@ from errands.protocol import (
 )
 from errands.queries import query
 from errands.sync.auth import Authenticator, Caller
+from errands.sync.console import router as console_router
 from errands.sync.errors import BodyLimit, Forbidden, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
@@ -139,6 +140,7 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
     _routes(app)
+    app.include_router(console_router)  # /console and /v1/admin, for operators
     return app
 
 

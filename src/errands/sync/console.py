@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, Literal, LiteralString
+from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -69,6 +70,7 @@ router = APIRouter()
 def _query(name: str) -> LiteralString:
     return query(name, "console.sql")
 
+
 _bearer = HTTPBearer(auto_error=False, description="an operator's token (errands token --operator)")
 
 
@@ -94,6 +96,20 @@ OperatorPool = Annotated[AsyncConnectionPool[Any], Depends(_operator)]
 
 
 # -- the page ---------------------------------------------------------------------------
+
+
+def sign_in_link(service_url: str, token: str) -> str:
+    """The console's address at ``service_url`` with ``token`` in its fragment
+    (``#token=``), which browsers keep to themselves: the page reads it, stores it for
+    the tab and takes it out of the address bar. ``service_url`` may already end in
+    ``/console``; ValueError if it is not an http(s) URL."""
+    parts = urlsplit(service_url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError(f"{service_url!r} is not an http(s) URL such as http://127.0.0.1:8000")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/console"):
+        path += "/console"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, f"token={token}"))
 
 
 def _static(name: str) -> Response:
@@ -339,9 +355,8 @@ async def charts(
 ) -> Charts:
     """Jobs finished per minute by state, queue depth, pickup latency and run time
     percentiles, computed in SQL from ``job_events``."""
-    async with pool.connection() as conn:
-        async with conn.cursor(row_factory=dict_row) as cursor:
-            await cursor.execute(_query("charts"), {"minutes": minutes})
-            result = await cursor.fetchall()
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(_query("charts"), {"minutes": minutes})
+        result = await cursor.fetchall()
     totals = result.pop()  # the row of the whole window comes last
     return Charts(minutes=[ChartMinute(**row) for row in result], totals=ChartTotals(**totals))
