@@ -6,7 +6,7 @@ import { duration, fill, h, s } from "./dom.js";
 
 const WIDTH = 600;
 const HEIGHT = 180;
-const PAD = { top: 12, right: 12, bottom: 24, left: 44 };
+const PAD = { top: 12, right: 12, bottom: 24, left: 58 };
 const REFRESH_MS = 10_000;
 
 /** A y-axis maximum that reads well: 1, 2 or 5 times a power of ten. */

@@ -66,7 +66,7 @@ function jobRow(job) {
     { "data-id": job.id, "data-state": job.state },
     h("td", { "data-label": "State" }, badge(job.state), job.cancelled && job.state === "running" ? h("span", { class: "faint" }, " cancelling") : null),
     h("td", { "data-label": "Kind" }, h("a", { href: link }, job.kind)),
-    h("td", { "data-label": "Job", class: "mono" }, h("a", { href: link, title: job.id }, shortId(job.id))),
+    h("td", { "data-label": "Job", class: "mono hide-narrow" }, h("a", { href: link, title: job.id }, shortId(job.id))),
     h("td", { "data-label": "Owner", class: "hide-narrow" }, job.owner ?? h("span", { class: "faint" }, "—")),
     h("td", { "data-label": "Queue", class: "hide-narrow" }, job.queue),
     h("td", { "data-label": "Attempts", class: "num hide-narrow" }, `${job.attempts}/${job.max_attempts}`),
