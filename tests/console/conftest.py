@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
@@ -62,6 +63,14 @@ def worker(console_database: str) -> Iterator[ErrandsProcess]:
 def sign_in_link(service: SyncServer) -> str:
     """The link ``errands token --operator --console-url`` prints."""
     return errands_token("--user", "ops", "--operator", "--console-url", service.url)
+
+
+@pytest.fixture(scope="module")
+def operator(service: SyncServer) -> Iterator[httpx.Client]:
+    """An HTTP client of the service with an operator's token."""
+    token = errands_token("--user", "ops", "--operator")
+    with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        yield c
 
 
 @pytest.fixture

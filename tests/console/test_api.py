@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,14 +29,6 @@ ADMIN_ROUTES = [
     ("POST", "/v1/admin/jobs/cancel", {"ids": [str(uuid.uuid4())]}),
     ("POST", "/v1/admin/jobs/delete", {"where": {}}),
 ]
-
-
-@pytest.fixture(scope="module")
-def operator(service: SyncServer) -> Iterator[httpx.Client]:
-    """An HTTP client with an operator's token."""
-    token = errands_token("--user", "ops", "--operator")
-    with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {token}"}) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")

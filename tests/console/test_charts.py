@@ -1,0 +1,155 @@
+"""The console's charts: the last hour of ``job_events`` per minute, computed in SQL
+(checked against a history written event by event, with its numbers worked out by
+hand), and drawn as SVG in Chromium."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from playwright.sync_api import Page, expect
+from tests.client.processes import SyncServer
+
+SECOND = timedelta(seconds=1)
+
+
+@pytest.fixture(scope="module")
+def history(console_database: str) -> datetime:
+    """A known history, written with the triggers off so that every event is exactly
+    where it is put. ``base`` is the start of the minute ten minutes ago:
+
+    * A: queued +1 s, started +3 s, completed +6 s;
+    * B: queued +10 s, started +11 s, failed and retried +13 s (backoff to +20 s),
+      started +21 s, failed +25 s;
+    * C: queued +65 s, cancelled +70 s (never ran);
+    * D: queued +90 s, still waiting;
+    * E: queued two hours ago, still waiting (its event is older than the charts).
+    """
+    with psycopg.connect(console_database, autocommit=True) as db:
+        (now,) = db.execute("SELECT date_trunc('minute', now())").fetchone() or ()
+        base = now - timedelta(minutes=10)
+
+        def job(name: str, state: str, attempts: int, run_at: datetime, *events: Any) -> None:
+            (job_id,) = (
+                db.execute(
+                    "INSERT INTO background_jobs (id, kind, state, attempts, run_at, received_at,"
+                    " payload) VALUES (gen_random_uuid(), 'chart', %s, %s, %s, %s, %s)"
+                    " RETURNING id",
+                    (state, attempts, run_at, events[0][1], psycopg.types.json.Jsonb(name)),
+                ).fetchone()
+                or ()
+            )
+            for kind, at, attempt in events:
+                db.execute(
+                    "INSERT INTO job_events (job_id, at, type, attempt, worker)"
+                    " VALUES (%s, %s, %s, %s, 'w')",
+                    (job_id, at, kind, attempt),
+                )
+
+        def at(seconds: float) -> datetime:
+            return base + seconds * SECOND
+
+        with db.transaction():
+            db.execute("SET LOCAL session_replication_role = replica")  # triggers off
+            job(
+                "A",
+                "completed",
+                1,
+                at(1),
+                ("queued", at(1), 0),
+                ("started", at(3), 1),
+                ("completed", at(6), 1),
+            )
+            job(
+                "B",
+                "failed",
+                2,
+                at(20),
+                ("queued", at(10), 0),
+                ("started", at(11), 1),
+                ("retried", at(13), 1),
+                ("started", at(21), 2),
+                ("failed", at(25), 2),
+            )
+            job("C", "cancelled", 0, at(65), ("queued", at(65), 0), ("cancelled", at(70), 0))
+            job("D", "queued", 0, at(90), ("queued", at(90), 0))
+            old = now - timedelta(hours=2)
+            job("E", "queued", 0, old, ("queued", old, 0))
+    return base
+
+
+def test_the_charts_are_computed_from_job_events(operator: httpx.Client, history: datetime) -> None:
+    charts = operator.get("/v1/admin/charts").json()
+    minutes = {datetime.fromisoformat(m["minute"]): m for m in charts["minutes"]}
+    assert len(charts["minutes"]) == 60
+    first, second = minutes[history], minutes[history + timedelta(minutes=1)]
+    # Pickup latency: A 2 s; B's first attempt 1 s (queued +10, started +11); B's second
+    # 1 s from its backoff's end (+20), not from the retry (+13). Run times: 3, 2, 4 s.
+    # percentile_cont interpolates: p95 of [1, 1, 2] is 1 + 0.9 * (2 - 1).
+    assert first == {
+        "minute": first["minute"],
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 0,
+        "retried": 1,
+        "queued": 1,  # E (A and B left, C not yet queued)
+        "pickups": 3,
+        "pickup_seconds": pytest.approx([1.0, 1.9, 1.98]),
+        "runs": 3,
+        "run_seconds": pytest.approx([3.0, 3.9, 3.98]),
+    }
+    assert second == {
+        "minute": second["minute"],
+        "completed": 0,
+        "failed": 0,
+        "cancelled": 1,
+        "retried": 0,
+        "queued": 2,  # E and D (C was cancelled)
+        "pickups": 0,
+        "pickup_seconds": None,
+        "runs": 0,
+        "run_seconds": None,
+    }
+    before = [m for t, m in minutes.items() if t < history]
+    after = [m for t, m in minutes.items() if t > history + timedelta(minutes=1)]
+    assert {m["queued"] for m in before} == {1}  # E alone, all along
+    assert {m["queued"] for m in after} == {2}
+    assert all(m["completed"] + m["failed"] + m["cancelled"] == 0 for m in before + after)
+    assert charts["totals"] == {
+        "pickups": 3,
+        "pickup_seconds": pytest.approx([1.0, 1.9, 1.98]),
+        "runs": 3,
+        "run_seconds": pytest.approx([3.0, 3.9, 3.98]),
+    }
+    shorter = operator.get("/v1/admin/charts", params={"minutes": 5}).json()
+    assert len(shorter["minutes"]) == 5
+    assert shorter["totals"]["pickups"] == 0  # the history is ten minutes old
+
+
+@pytest.mark.browser
+def test_the_charts_are_drawn(console: Page, service: SyncServer, history: datetime) -> None:
+    console.goto(f"{service.url}/console#/charts")
+    view = console.locator("#view-charts[data-loaded=true]")
+    expect(view.locator(".chart-card")).to_have_count(4)
+
+    finished = view.locator("[data-chart=finished]")
+    expect(finished.locator(".stat-value")).to_have_text("3")
+    bars = finished.locator("rect.bar")
+    expect(bars).to_have_count(4)  # completed, failed, retried; then cancelled
+    titles = [t.split(" · ")[1] for t in bars.locator("title").all_text_contents()]
+    assert sorted(titles) == ["1 cancelled", "1 completed", "1 failed", "1 retried"]
+
+    depth = view.locator("[data-chart=depth]")
+    expect(depth.locator(".stat-value")).to_have_text("2")
+    expect(depth.locator("circle.dot")).to_have_count(60)
+
+    pickup = view.locator("[data-chart=pickup] .stat-value")
+    expect(pickup).to_have_text(["1.0 s", "1.9 s", "2.0 s", "3"])
+    runtime = view.locator("[data-chart=runtime] .stat-value")
+    expect(runtime).to_have_text(["3.0 s", "3.9 s", "4.0 s", "3"])
+    # One minute had attempts: one dot per percentile line.
+    expect(view.locator("[data-chart=runtime] circle.dot")).to_have_count(2)
+    assert view.locator("svg.chart").count() == 4
