@@ -32,7 +32,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from errands import operations
 from errands.jobs import STATES
@@ -193,7 +193,16 @@ async def job_detail(pool: OperatorPool, job_id: uuid.UUID) -> JobDetail:
 # -- actions ----------------------------------------------------------------------------
 
 State = Literal["queued", "running", "completed", "failed", "cancelled"]
-Name = Annotated[str, Field(min_length=1, max_length=MAX_KIND_LENGTH)]
+
+
+def _storable(text: str) -> str:
+    # Postgres text cannot hold NUL (pydantic already refuses lone surrogates).
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
+
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_KIND_LENGTH), AfterValidator(_storable)]
 
 
 class _Model(BaseModel):
