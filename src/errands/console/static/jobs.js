@@ -7,6 +7,7 @@ import { api, LiveShape } from "./api.js";
 import { absolute, badge, between, duration, fill, h, json, plural, shortId, STATES, when } from "./dom.js";
 
 const SHOWN_ROWS = 200;
+const RELATIVE_TIMES_MS = 15_000;
 const RANGES = { "15m": 15 * 60, "1h": 3600, "24h": 86400, "7d": 7 * 86400, all: null };
 export const DEFAULT_RANGE = "24h";
 
@@ -97,6 +98,7 @@ export class JobsView {
     for (const action of Object.keys(ACTIONS)) {
       root.querySelector(`#bulk-${action}`).addEventListener("click", () => this.bulk(action));
     }
+    setInterval(() => this.scheduleRender(), RELATIVE_TIMES_MS); // "3 min ago" moves on
   }
 
   /** The job rows of the current shape (for the other views: a running job's kind). */
