@@ -1,7 +1,7 @@
 """Real processes for the console's tests: a Postgres database, ``errands server`` with
-a secret and ``errands worker`` with the worker tests' handlers, shared by a module's
-tests; an operator's sign-in link from ``errands token --console-url``; and Chromium,
-signed in to the console for each test."""
+a secret and ``errands worker`` with the worker tests' handlers, shared by all of them
+(each test keeps to a queue of its own); an operator's sign-in link from ``errands token
+--console-url``; and Chromium, signed in to the console for each test."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from tests.conftest import create_database, drop_database
 from tests.helpers import ErrandsProcess
 from tests.ui import conftest as ui_conftest
 
+from errands.sync.auth import make_token
+
 ARTIFACTS = ui_conftest.ARTIFACTS
 browser = ui_conftest.browser  # the page tests' Chromium fixture, package-scoped here too
 
@@ -32,15 +34,15 @@ def errands_token(*args: str) -> str:
         process.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def console_database(server_url: str, template_db: str) -> Iterator[str]:
-    """A migrated database shared by the module's tests."""
+    """A migrated database shared by the console's tests."""
     url = create_database(server_url, template_db)
     yield url
     drop_database(server_url, url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def service(console_database: str) -> Iterator[SyncServer]:
     """``errands server`` with a secret, on a free port."""
     server = SyncServer(console_database).start()
@@ -48,7 +50,7 @@ def service(console_database: str) -> Iterator[SyncServer]:
     server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def worker(console_database: str) -> Iterator[ErrandsProcess]:
     """``errands worker tests.worker.handlers:registry``, started."""
     process = start_worker(console_database)
@@ -59,16 +61,21 @@ def worker(console_database: str) -> Iterator[ErrandsProcess]:
         process.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def sign_in_link(service: SyncServer) -> str:
     """The link ``errands token --operator --console-url`` prints."""
     return errands_token("--user", "ops", "--operator", "--console-url", service.url)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def operator(service: SyncServer) -> Iterator[httpx.Client]:
     """An HTTP client of the service with an operator's token."""
-    token = errands_token("--user", "ops", "--operator")
+    yield from operator_client(service)
+
+
+def operator_client(service: SyncServer) -> Iterator[httpx.Client]:
+    """An HTTP client of ``service`` with an operator's token."""
+    token = make_token(SECRET, "ops", operator=True)
     with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
 
@@ -82,7 +89,7 @@ def db(console_database: str) -> Iterator[psycopg.Connection[Any]]:
 
 @pytest.fixture
 def queue() -> str:
-    """A queue of this test's own: the module's tests share a database, and the worker
+    """A queue of this test's own: the console's tests share a database, and the worker
     serves every queue, so a test filters the console by its queue."""
     return f"q-{uuid.uuid4().hex[:8]}"
 

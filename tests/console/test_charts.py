@@ -4,6 +4,7 @@ hand), and drawn as SVG in Chromium."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,13 +12,40 @@ import httpx
 import psycopg
 import pytest
 from playwright.sync_api import Page, expect
-from tests.client.processes import SyncServer
+from tests.client.processes import SECRET, SyncServer
+from tests.conftest import create_database, drop_database
+from tests.console.conftest import operator_client
+
+from errands.sync.auth import make_token
+from errands.sync.console import sign_in_link
 
 SECOND = timedelta(seconds=1)
 
 
 @pytest.fixture(scope="module")
-def history(console_database: str) -> datetime:
+def charts_database(server_url: str, template_db: str) -> Iterator[str]:
+    """A database of the charts' own: they count every job_event of the last hour."""
+    url = create_database(server_url, template_db)
+    yield url
+    drop_database(server_url, url)
+
+
+@pytest.fixture(scope="module")
+def charts_service(charts_database: str) -> Iterator[SyncServer]:
+    """``errands server`` on the charts' database."""
+    server = SyncServer(charts_database).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(charts_service: SyncServer) -> Iterator[httpx.Client]:
+    """An HTTP client of the charts' service with an operator's token."""
+    yield from operator_client(charts_service)
+
+
+@pytest.fixture(scope="module")
+def history(charts_database: str) -> datetime:
     """A known history, written with the triggers off so that every event is exactly
     where it is put. ``base`` is the start of the minute ten minutes ago:
 
@@ -28,7 +56,7 @@ def history(console_database: str) -> datetime:
     * D: queued +90 s, still waiting;
     * E: queued two hours ago, still waiting (its event is older than the charts).
     """
-    with psycopg.connect(console_database, autocommit=True) as db:
+    with psycopg.connect(charts_database, autocommit=True) as db:
         (now,) = db.execute("SELECT date_trunc('minute', now())").fetchone() or ()
         base = now - timedelta(minutes=10)
 
@@ -130,8 +158,13 @@ def test_the_charts_are_computed_from_job_events(operator: httpx.Client, history
 
 
 @pytest.mark.browser
-def test_the_charts_are_drawn(console: Page, service: SyncServer, history: datetime) -> None:
-    console.goto(f"{service.url}/console#/charts")
+def test_the_charts_are_drawn(
+    open_tab: Callable[..., Page], charts_service: SyncServer, history: datetime
+) -> None:
+    link = sign_in_link(charts_service.url, make_token(SECRET, "ops", operator=True))
+    console = open_tab(link)
+    console.locator("#view-jobs[data-loaded=true]").wait_for()
+    console.goto(f"{charts_service.url}/console#/charts")
     view = console.locator("#view-charts[data-loaded=true]")
     expect(view.locator(".chart-card")).to_have_count(4)
 

@@ -162,23 +162,27 @@ def test_a_completed_jobs_page_shows_its_result_and_follows_it_live(
     expect(page.locator("h1 .badge")).to_have_text("queued")
     expect(page.locator("#attempts")).to_have_count(0)
 
-    # A worker takes it and finishes it, as SQL: the page follows through its shape.
+    # A worker takes it and finishes it, as SQL: the page follows through its shape. It
+    # holds a live lease, or the real worker would take the job back as orphaned.
     db.execute(
         "INSERT INTO errands_workers (id, hostname, pid, kinds, lease_expires_at)"
         " VALUES ('w-test', 'test', 1, '{nobody-runs-this}', now() + interval '1 hour')"
-    )  # a live lease, or the real worker would take the job back as orphaned
-    db.execute(
-        "UPDATE background_jobs SET state = 'running', attempts = 1, lease_owner = 'w-test',"
-        " started_at = now() WHERE id = %s",
-        (job,),
     )
-    expect(page.locator("h1 .badge")).to_have_text("running")
-    expect(page.locator("#attempts tbody tr .badge")).to_have_text("running")
-    db.execute(
-        "UPDATE background_jobs SET state = 'completed', result = '{\"answer\": 42}',"
-        " finished_at = now() WHERE id = %s",
-        (job,),
-    )
+    try:
+        db.execute(
+            "UPDATE background_jobs SET state = 'running', attempts = 1,"
+            " lease_owner = 'w-test', started_at = now() WHERE id = %s",
+            (job,),
+        )
+        expect(page.locator("h1 .badge")).to_have_text("running")
+        expect(page.locator("#attempts tbody tr .badge")).to_have_text("running")
+        db.execute(
+            "UPDATE background_jobs SET state = 'completed', result = '{\"answer\": 42}',"
+            " finished_at = now() WHERE id = %s",
+            (job,),
+        )
+    finally:
+        db.execute("DELETE FROM errands_workers WHERE id = 'w-test'")
     expect(page.locator("h1 .badge")).to_have_text("completed")
     expect(page.locator("#job-result")).to_contain_text('"answer": 42')
     expect(page.locator("#attempts tbody tr .badge")).to_have_text("completed")

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import pytest
 from playwright.sync_api import Page, Request, expect
-from tests.client.processes import SyncServer
-from tests.console.conftest import errands_token
+from tests.client.processes import SECRET, SyncServer
+
+from errands.sync.auth import make_token
 
 pytestmark = pytest.mark.browser
 
@@ -43,7 +44,7 @@ def test_a_pasted_token_signs_in_and_sign_out_forgets_it(
     open_tab: Callable[..., Page], service: SyncServer
 ) -> None:
     tab = open_tab(f"{service.url}/console")
-    tab.locator("#token").fill(errands_token("--user", "night-shift", "--operator"))
+    tab.locator("#token").fill(make_token(SECRET, "night-shift", operator=True))
     tab.locator("#remember").check()
     tab.get_by_role("button", name="Sign in").click()
     expect(tab.locator("#user")).to_have_text("night-shift")
@@ -63,7 +64,7 @@ def test_a_users_token_is_refused_with_a_reason(
     open_tab: Callable[..., Page], service: SyncServer
 ) -> None:
     tab = open_tab(f"{service.url}/console", refusals=True)
-    tab.locator("#token").fill(errands_token("--user", "alice"))
+    tab.locator("#token").fill(make_token(SECRET, "alice"))
     tab.get_by_role("button", name="Sign in").click()
     expect(tab.locator("#signin-error")).to_contain_text("alice, who is not an operator")
     expect(tab.locator("#app")).to_be_hidden()
@@ -77,7 +78,7 @@ def test_a_users_token_is_refused_with_a_reason(
 def test_a_link_with_a_users_token_does_not_sign_in(
     open_tab: Callable[..., Page], service: SyncServer
 ) -> None:
-    token = errands_token("--user", "alice")
+    token = make_token(SECRET, "alice")
     tab = open_tab(f"{service.url}/console#token={token}", refusals=True)
     expect(tab.locator("#signin-error")).to_contain_text("not an operator")
     assert token not in tab.url
