@@ -75,6 +75,7 @@ class JobRecord:
     received_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    traceparent: str | None
 
     @property
     def done(self) -> bool:
@@ -94,6 +95,38 @@ class JobEvent:
     attempt: int
     worker: str | None
     error: Any
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job, read from its timeline: who ran it, when, and how it ended
+    (``outcome`` is completed, failed, retried, cancelled, or None while it runs)."""
+
+    number: int
+    worker: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+    error: Any
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long the attempt ran (None while it runs)."""
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+def attempts(events: Iterable[JobEvent]) -> list[Attempt]:
+    """The attempts in a job's :func:`timeline`, oldest first."""
+    runs: list[Attempt] = []
+    for event in events:
+        if event.type == "started":
+            runs.append(Attempt(event.attempt, event.worker, event.at, None, None, None))
+        elif runs and runs[-1].outcome is None and event.attempt == runs[-1].number:
+            run = runs[-1]
+            runs[-1] = Attempt(
+                run.number, run.worker, run.started_at, event.at, event.type, event.error
+            )
+    return runs
 
 
 @dataclass(frozen=True)
@@ -130,13 +163,14 @@ class JobFilter:
 
 @dataclass(frozen=True)
 class QueueDepth:
-    """One queue's backlog: jobs ready to run now, jobs scheduled for later, and when
-    the oldest ready one was asked for."""
+    """One queue's backlog: jobs ready to run now, jobs scheduled for later, when the
+    oldest ready one was asked for and how many seconds ago."""
 
     queue: str
     ready: int
     scheduled: int
     oldest: datetime | None
+    oldest_age: float | None
 
 
 @dataclass(frozen=True)
@@ -368,21 +402,29 @@ async def workers_async(conn: AnyAsyncConnection) -> list[WorkerInfo]:
         return await cur.fetchall()
 
 
+def queues(conn: AnyConnection) -> list[QueueDepth]:
+    """Each queue that has queued jobs, with its depth."""
+    with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
+        return cur.execute(_q("queue_depth")).fetchall()
+
+
+async def queues_async(conn: AnyAsyncConnection) -> list[QueueDepth]:
+    """:func:`queues` for an asyncio connection."""
+    async with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
+        await cur.execute(_q("queue_depth"))
+        return await cur.fetchall()
+
+
 def stats(conn: AnyConnection) -> Stats:
     """Jobs per kind and state, each queue's depth, each worker's running jobs."""
     kinds = conn.execute(_q("counts_by_kind")).fetchall()
-    with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
-        queues = cur.execute(_q("queue_depth")).fetchall()
-    return _stats(kinds, queues, workers(conn))
+    return _stats(kinds, queues(conn), workers(conn))
 
 
 async def stats_async(conn: AnyAsyncConnection) -> Stats:
     """:func:`stats` for an asyncio connection."""
     kinds = await (await conn.execute(_q("counts_by_kind"))).fetchall()
-    async with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
-        await cur.execute(_q("queue_depth"))
-        queues = await cur.fetchall()
-    return _stats(kinds, queues, await workers_async(conn))
+    return _stats(kinds, await queues_async(conn), await workers_async(conn))
 
 
 # --- waiting --------------------------------------------------------------------------

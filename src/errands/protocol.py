@@ -73,11 +73,14 @@ JOB_COLUMNS: tuple[str, ...] = (
     "received_at",
     "started_at",
     "finished_at",
+    "traceparent",
 )
 """The columns of a job row as shapes deliver it (values as JSON: uuid and timestamps
 as strings, ISO 8601 with time zone)."""
 
-CLIENT_INSERT_COLUMNS = frozenset({"id", "timestamp", "kind", "payload", "cancelled"})
+CLIENT_INSERT_COLUMNS = frozenset(
+    {"id", "timestamp", "kind", "payload", "cancelled", "traceparent"}
+)
 """The columns a client may set when it inserts a job; the server sets the rest."""
 CLIENT_UPDATE_COLUMNS = frozenset({"cancelled"})
 """The columns a client may update (and ``cancelled`` only to true)."""

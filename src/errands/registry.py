@@ -6,13 +6,14 @@ import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from errands.exceptions import HandlerNotFound, JobCancelled
 from errands.payloads import printable
 
 Payload: TypeAlias = Any
 Handler: TypeAlias = Callable[["JobContext", Payload], Any]
+Isolation: TypeAlias = Literal["thread", "process"]
 
 
 class JobContext:
@@ -82,12 +83,19 @@ class JobHandler:
     function: Handler
     timeout: float | None = None
     retry_backoff: float = 1.0
+    isolation: Isolation = "thread"
+    """Where a plain handler runs: a thread of the worker, or a child process killed at
+    the job's timeout."""
     is_async: bool = field(init=False)
     """Whether the handler is a coroutine function (run on the event loop)."""
 
     def __post_init__(self) -> None:
         # Worked out once: the worker asks for every job it runs.
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
+        if self.isolation not in ("thread", "process"):
+            raise ValueError(f"isolation must be 'thread' or 'process', not {self.isolation!r}")
+        if self.isolation == "process" and self.is_async:
+            raise ValueError(f"{self.kind!r}: isolation='process' is for plain functions")
 
 
 class Registry:
@@ -103,16 +111,23 @@ class Registry:
         self._handlers: dict[str, JobHandler] = {}
 
     def job(
-        self, kind: str = "default", *, timeout: float | None = None, retry_backoff: float = 1.0
+        self,
+        kind: str = "default",
+        *,
+        timeout: float | None = None,
+        retry_backoff: float = 1.0,
+        isolation: Isolation = "thread",
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of ``kind``.
 
         ``timeout`` (seconds) applies to jobs that don't set their own;
-        ``retry_backoff`` is the base delay of the exponential backoff between attempts.
+        ``retry_backoff`` is the base delay of the exponential backoff between attempts;
+        ``isolation="process"`` runs a plain handler in a child process, killed at the
+        job's timeout (the function must be importable by its module and name).
         """
 
         def register(function: Handler) -> Handler:
-            self.add(JobHandler(kind, function, timeout, retry_backoff))
+            self.add(JobHandler(kind, function, timeout, retry_backoff, isolation=isolation))
             return function
 
         return register

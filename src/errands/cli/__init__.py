@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from errands import __version__
-from errands.cli import client, database, server, worker
+from errands.cli import client, database, operations, server, worker
 from errands.cli import ui as ui_commands
 
 
@@ -25,8 +25,12 @@ main.add_command(worker.worker)
 main.add_command(server.server)
 main.add_command(server.token)
 main.add_command(client.submit)
-main.add_command(client.jobs)
-main.add_command(client.cancel)
+main.add_command(operations.jobs)  # the client's, or with --database-url the operator's
+main.add_command(operations.cancel)  # the same
 main.add_command(client.sync)
 main.add_command(ui_commands.ui)
 main.add_command(ui_commands.demo)
+main.add_command(operations.show)
+main.add_command(operations.retry)
+main.add_command(operations.stats)
+main.add_command(operations.prune)

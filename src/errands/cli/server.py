@@ -7,6 +7,7 @@ import gc
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import click
@@ -14,6 +15,7 @@ import psycopg
 import uvicorn
 from fastapi import FastAPI
 
+from errands.cli.durations import span_option
 from errands.cli.options import (
     database_url_option,
     fail,
@@ -21,6 +23,7 @@ from errands.cli.options import (
     setup_logging,
     stderr,
 )
+from errands.logs import log_format_option, use_json_logs
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
 from errands.sync import ServiceSettings, create_app, make_token
@@ -102,7 +105,17 @@ def _seconds(
     "Seconds tombstones are kept; clients offline longer refetch their shapes.",
     minimum=0,
 )
-@_seconds("prune-interval", 300.0, "Seconds between tombstone prunes.")
+@_seconds("prune-interval", 300.0, "Seconds between tombstone (and job) prunes.")
+@click.option(
+    "--job-retention",
+    callback=span_option,
+    metavar="SPAN",
+    envvar="ERRANDS_JOB_RETENTION",
+    show_envvar=True,
+    help="Prune finished jobs (and their events) this long after they ended: 30d, 12h. "
+    "[default: keep them forever]",
+)
+@log_format_option
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def server(
     database_url: str,
@@ -115,14 +128,20 @@ def server(
     page_size: int,
     retention: float,
     prune_interval: float,
+    job_retention: timedelta | None,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Run the sync service: shapes out, mutations in, under /v1.
 
     Prints "errands server listening on http://HOST:PORT" once it accepts requests.
-    The OpenAPI document is at /openapi.json, and readable at /docs.
+    The OpenAPI document is at /openapi.json, and readable at /docs; Prometheus
+    metrics at /metrics.
     """
-    setup_logging(verbose)
+    if log_format == "json":
+        use_json_logs(verbose)
+    else:
+        setup_logging(verbose)
     if insecure and secret:
         fail("give --secret or --insecure, not both", code=2)
     if not insecure and not secret:
@@ -146,6 +165,7 @@ def server(
         page_size=page_size,
         retention=retention,
         prune_interval=prune_interval,
+        job_retention=None if job_retention is None else job_retention.total_seconds(),
     )
     app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
     listener = listening_socket(host, port)
@@ -154,6 +174,8 @@ def server(
         log_level="debug" if verbose else "warning",
         access_log=verbose,
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
+        # JSON logs: uvicorn's own records go through the root logger's handler too.
+        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
     )
     running = _Server(config, app)
     running.run(sockets=[listener])  # on uvloop when it is installed

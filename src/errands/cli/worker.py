@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
 from errands.cli.options import database_url_option, fail, setup_logging
 from errands.exceptions import ErrandsError
+from errands.logs import log_format_option, use_json_logs
+from errands.metrics import WorkerMetrics
 from errands.registry import Registry
 from errands.worker import Worker, WorkerSettings
 
@@ -95,6 +99,33 @@ def load_registry(spec: str) -> Registry:
     show_envvar=True,
     help="On SIGTERM, seconds to let running jobs finish before re-queueing them.",
 )
+@click.option(
+    "--burst",
+    is_flag=True,
+    envvar="ERRANDS_BURST",
+    show_envvar=True,
+    help="Exit (status 0) once no job this worker can take is runnable and none is "
+    "running; jobs due later, retries waiting out their backoff included, are left. "
+    "For CI steps and cron-driven batches.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar="ERRANDS_METRICS_PORT",
+    show_envvar=True,
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port). "
+    "Default: no metrics.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="ERRANDS_METRICS_HOST",
+    show_envvar=True,
+    help="The address --metrics-port listens on.",
+)
+@log_format_option
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def worker(
     registry: str,
@@ -105,6 +136,10 @@ def worker(
     lease: float,
     heartbeat_interval: float | None,
     shutdown_timeout: float,
+    burst: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+    log_format: str,
     verbose: bool,
 ) -> None:
     """Run the jobs whose kinds MODULE:REGISTRY handles.
@@ -113,7 +148,10 @@ def worker(
     wakes on notifications within milliseconds, polls as a fallback, and stops
     gracefully on SIGTERM or Ctrl-C (press it twice to stop at once).
     """
-    setup_logging(verbose)
+    if log_format == "json":
+        use_json_logs(verbose)
+    else:
+        setup_logging(verbose)
     loaded = load_registry(registry)
     settings = WorkerSettings(
         concurrency=concurrency,
@@ -122,11 +160,30 @@ def worker(
         lease=lease,
         heartbeat_interval=heartbeat_interval or lease / 6,
         shutdown_timeout=shutdown_timeout,
+        burst=burst,
     )
+    metrics = None if metrics_port is None else WorkerMetrics(database_url)
+    stop_serving = _serve_metrics(metrics, metrics_host, metrics_port)
     try:
-        asyncio.run(_run(Worker(loaded, database_url, settings)))
+        asyncio.run(_run(Worker(loaded, database_url, settings, metrics)))
     except ErrandsError as exc:
         fail(str(exc))
+    finally:
+        stop_serving()
+
+
+def _serve_metrics(
+    metrics: WorkerMetrics | None, host: str, port: int | None
+) -> Callable[[], None]:
+    """Start serving /metrics if asked; the function that stops it."""
+    if metrics is None or port is None:
+        return lambda: None
+    try:
+        url, stop = metrics.serve(host, port)
+    except OSError as exc:
+        fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", 2)
+    logging.getLogger("errands.worker").info("metrics at %s", url)
+    return stop
 
 
 async def _run(running: Worker) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from errands.client.client import ClientBase, sync_once
 from errands.client.job import Job
+from errands.tracing import start_span
 
 
 class AsyncClient(ClientBase):
@@ -48,7 +49,12 @@ class AsyncClient(ClientBase):
 
     async def submit(self, kind: str, payload: Any = None) -> Job:
         """Create a job locally (instant, offline too); it uploads when connected."""
-        job_id = await asyncio.to_thread(self.replica.insert_job, kind, payload)
+        with start_span("errands.submit", "producer") as span:
+            job_id = await asyncio.to_thread(
+                self.replica.insert_job, kind, payload, traceparent=span.traceparent
+            )
+            span.set("errands.job.id", job_id)
+            span.set("errands.job.kind", kind)
         job = await self.get(job_id)
         assert job is not None
         return job

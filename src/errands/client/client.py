@@ -19,6 +19,7 @@ from errands.client.live import Callback, LiveQueries
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession, make_http
 from errands.exceptions import ReplicaError, WaitTimeout
+from errands.tracing import job_span, start_span
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 
@@ -85,6 +86,10 @@ class ClientBase:
         """The job if it has ended; raise the sync's fatal error if there is one."""
         job = self.replica.get(job_id)
         if job is not None and job.done:
+            # The result's way back joins the job's trace (errands.tracing).
+            with job_span("errands.result", job.traceparent, "consumer") as span:
+                span.set("errands.job.id", job.id)
+                span.set("errands.job.state", job.state)
             return job
         if self._connection.fatal is not None:
             raise self._connection.fatal
@@ -157,7 +162,11 @@ class Client(ClientBase):
     def submit(self, kind: str, payload: Any = None) -> Job:
         """Create a job locally (instant, offline too); it uploads when connected.
         ``payload`` defaults to ``{}``; PayloadError if it is not JSON."""
-        job = self.replica.get(self.replica.insert_job(kind, payload))
+        with start_span("errands.submit", "producer") as span:
+            job_id = self.replica.insert_job(kind, payload, traceparent=span.traceparent)
+            span.set("errands.job.id", job_id)
+            span.set("errands.job.kind", kind)
+        job = self.replica.get(job_id)
         assert job is not None
         return job
 

@@ -42,6 +42,7 @@ class Job:
     received_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    traceparent: str | None = None
     pending: bool = False
     rejected: str | None = None
 

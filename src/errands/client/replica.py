@@ -154,9 +154,9 @@ class Replica:
 
     # -- local writes -----------------------------------------------------------------
 
-    def insert_job(self, kind: str, payload: Any) -> str:
+    def insert_job(self, kind: str, payload: Any, traceparent: str | None = None) -> str:
         """Record a new job and its upload; return its id. No payload (None) means ``{}``,
-        as for a row inserted without one."""
+        as for a row inserted without one. ``traceparent`` puts the job in a trace."""
         if not isinstance(kind, str) or not 0 < len(kind) <= MAX_KIND_LENGTH:
             raise InvalidKind(f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters")
         payload = {} if payload is None else payload
@@ -175,6 +175,8 @@ class Replica:
             "payload": payload,
             "cancelled": False,
         }
+        if traceparent is not None:
+            values["traceparent"] = traceparent
         with self._write() as db:
             self._insert_entry(db, job_id, "insert", values)
         self.notify()

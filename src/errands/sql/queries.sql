@@ -37,21 +37,28 @@ SELECT id, now(), %(kind)s, payload, %(owner)s, %(max_attempts)s, %(timeout)s,
 FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) AS batch (id, payload)
 ON CONFLICT (id) DO NOTHING
 
--- name: register_worker
+-- name: renew_lease
+-- Takes or extends this worker's lease. Waits while recover_orphans holds the row, so
+-- that jobs_taken_back, next in the same transaction, sees what it did.
 INSERT INTO errands_workers (id, hostname, pid, queues, kinds, lease_expires_at)
 VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(kinds)s,
         now() + make_interval(secs => %(lease)s))
+ON CONFLICT (id) DO UPDATE SET lease_expires_at = excluded.lease_expires_at
 
--- name: heartbeat
-UPDATE errands_workers SET lease_expires_at = now() + make_interval(secs => %(lease)s)
-WHERE id = %(id)s
-RETURNING id
+-- name: jobs_taken_back
+-- Of the jobs this worker runs, those it no longer holds: recovered by another worker
+-- while its lease had lapsed.
+SELECT h.id FROM unnest(%(ids)s::uuid[]) AS h (id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM background_jobs j
+    WHERE j.id = h.id AND j.state = 'running' AND j.lease_owner = %(worker)s)
 
--- name: unregister_worker
+-- name: release_lease
 DELETE FROM errands_workers WHERE id = %(id)s
 
 -- name: claim_jobs
-SELECT id, kind, payload, attempts, max_attempts, timeout_seconds, cancelled
+SELECT id, kind, payload, attempts, max_attempts, timeout_seconds, cancelled, traceparent,
+       extract(epoch FROM started_at - run_at)::float8 AS pickup_seconds
 FROM errands_claim(%(worker)s, %(kinds)s, %(queues)s, %(limit)s)
 
 -- name: finish_jobs
@@ -69,6 +76,7 @@ FROM unnest(%(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[], %(errors)
             %(retry_in)s::float8[])
      AS f (id, state, result, error, retry_in)
 WHERE j.id = f.id AND j.lease_owner = %(worker)s AND j.state = 'running'
+RETURNING j.id
 
 -- name: write_progress
 UPDATE background_jobs AS j
@@ -84,13 +92,18 @@ WHERE id = ANY(%(ids)s::uuid[]) AND cancelled AND state = 'running'
 -- name: recover_orphans
 -- Jobs whose worker stopped heartbeating go back to the queue (or fail, if that was
 -- their last attempt). The attempt that was lost still counts, so a job that kills its
--- worker every time cannot loop forever.
-WITH lost AS (
+-- worker every time cannot loop forever. Expired workers' rows are locked: a worker
+-- renewing its lease at this moment is either skipped (it holds the lock: alive) or
+-- waits for this statement and then learns which of its jobs were taken back.
+WITH expired AS (
+    SELECT id FROM errands_workers WHERE lease_expires_at <= now()
+    FOR UPDATE SKIP LOCKED
+),
+lost AS (
     SELECT j.id FROM background_jobs j
     WHERE j.state = 'running'
-      AND NOT EXISTS (
-          SELECT 1 FROM errands_workers w
-          WHERE w.id = j.lease_owner AND w.lease_expires_at > now())
+      AND (j.lease_owner IN (SELECT id FROM expired)
+           OR NOT EXISTS (SELECT 1 FROM errands_workers w WHERE w.id = j.lease_owner))
     FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE background_jobs AS j

@@ -59,9 +59,10 @@ WHERE owner = %(owner)s AND id = %(id)s
 -- name: insert_job
 -- Only the client-owned columns come from the client; owner comes from the token and
 -- everything else from the column defaults.
-INSERT INTO background_jobs (id, "timestamp", kind, payload, cancelled, owner)
+INSERT INTO background_jobs (id, "timestamp", kind, payload, cancelled, owner, traceparent)
 VALUES (%(id)s, coalesce(%(timestamp)s, now()), coalesce(%(kind)s, 'default'),
-        coalesce(%(payload)s, '{}'::jsonb), coalesce(%(cancelled)s, false), %(owner)s)
+        coalesce(%(payload)s, '{}'::jsonb), coalesce(%(cancelled)s, false), %(owner)s,
+        %(traceparent)s)
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 

@@ -7,6 +7,7 @@ Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``)::
     GET  /v1/shapes/{table}/stream   the same as server-sent events, continuously
     POST /v1/mutations               a batch of mutations
     GET  /v1/stats                   fan-out counters (operators only)
+    GET  /metrics                    Prometheus metrics (errands.metrics)
 
 The service keeps no state of its own beyond caches: run as many copies as needed.
 """
@@ -23,13 +24,15 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, IsolationLevel
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from errands import __version__
 from errands.exceptions import ConfigurationError
+from errands.metrics import instrument
 from errands.migrations import pending
+from errands.operations import prune_async
 from errands.protocol import (
     LIVE_HOLD_SECONDS,
     MAX_BODY_BYTES,
@@ -62,6 +65,8 @@ class ServiceSettings:
     page_size: int = 1000
     retention: float = 7 * 24 * 3600.0
     prune_interval: float = 300.0
+    job_retention: float | None = None
+    """Seconds finished jobs are kept before the service prunes them (None: forever)."""
     pool_min_size: int = 2
     pool_max_size: int = 10
 
@@ -139,6 +144,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    instrument(app, lambda: _fanout_stats(app))  # /metrics, and counts of every request
     _routes(app)
     app.include_router(console_router)  # /console and /v1/admin, for operators
     return app
@@ -150,6 +156,11 @@ def release_readers(app: FastAPI) -> None:
     service: Service | None = getattr(app.state, "service", None)
     if service is not None:
         service.hub.release_readers()
+
+
+def _fanout_stats(app: FastAPI) -> FanoutStats | None:
+    service: Service | None = getattr(app.state, "service", None)
+    return None if service is None else service.hub.stats
 
 
 async def _configure(conn: AsyncConnection[Any]) -> None:
@@ -190,12 +201,20 @@ async def _check_generation(service: Service) -> None:
 
 
 async def _maintain(service: Service) -> None:
-    """Prune tombstones past the retention, and notice a restored database."""
+    """Prune tombstones past the retention (and finished jobs past theirs, if set),
+    and notice a restored database."""
     retention = service.settings.retention
     while True:
         try:
             await _check_generation(service)
             async with service.pool.connection() as conn:
+                # A pooled connection may come from a shape read, still read-only.
+                await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
+                await conn.set_read_only(False)
+                if service.settings.job_retention is not None:
+                    jobs = await prune_async(conn, service.settings.job_retention)
+                    if jobs:
+                        log.info("pruned %d finished jobs", jobs)
                 cursor = await conn.execute(query("prune", SYNC_QUERIES), {"retention": retention})
                 row = await cursor.fetchone()
             if row and row[0]:
@@ -302,10 +321,12 @@ def _routes(app: FastAPI) -> None:
 
     @app.post(f"{PREFIX}/mutations", response_model=MutationResponse, responses=_ERRORS)
     async def mutations(
-        service: ServiceDep, caller: CallerDep, batch: MutationBatch
+        service: ServiceDep, caller: CallerDep, batch: MutationBatch, request: Request
     ) -> MutationResponse:
         """Apply a batch of mutations in one transaction, each at most once per id."""
-        return await apply_batch(service.pool, caller, batch)
+        response = await apply_batch(service.pool, caller, batch)
+        request.app.state.metrics.count_mutations(response)
+        return response
 
     @app.get(f"{PREFIX}/stats", response_model=ServiceStats, responses=_ERRORS)
     async def stats(service: ServiceDep, caller: CallerDep) -> ServiceStats:

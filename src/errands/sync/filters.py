@@ -48,6 +48,7 @@ COLUMN_TYPES: dict[str, LiteralString] = {
     "received_at": "timestamptz",
     "started_at": "timestamptz",
     "finished_at": "timestamptz",
+    "traceparent": "text",
 }
 """The Postgres type of every column a shape delivers (the keys are JOB_COLUMNS)."""
 

@@ -43,6 +43,7 @@ from errands.sync.auth import Caller
 from errands.sync.errors import BadRequest
 from errands.sync.filters import check_text, parse_timestamp
 from errands.sync.shapes import SYNC_QUERIES, snapshot_offset
+from errands.tracing import job_span, valid_traceparent
 
 BATCH_ATTEMPTS = 3
 
@@ -106,8 +107,10 @@ async def _apply_one(conn: AsyncConnection[Any], caller: Caller, m: Mutation) ->
     try:
         params = _check(caller, m)
         try:
-            async with conn.transaction():  # a savepoint: a failure undoes only this one
-                await _write(conn, caller, m, params)
+            # The insert of a job submitted in a trace joins that trace.
+            with job_span(f"errands.{m.op}", params.get("traceparent"), "server"):
+                async with conn.transaction():  # a savepoint: a failure undoes only this one
+                    await _write(conn, caller, m, params)
         except (IntegrityError, DataError) as exc:
             raise Rejection(
                 ErrorCode.VALIDATION_ERROR, f"the database refused it: {exc.diag.message_primary}"
@@ -168,6 +171,7 @@ def _insert_values(job_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
             "kind": None if kind is None else check_text(kind),
             "payload": None,
             "cancelled": values.get("cancelled"),
+            "traceparent": values.get("traceparent"),
         }
     except (TypeError, ValueError) as exc:
         raise Rejection(ErrorCode.VALIDATION_ERROR, f"bad value: {exc}") from None
@@ -175,6 +179,8 @@ def _insert_values(job_id: uuid.UUID, values: dict[str, Any]) -> dict[str, Any]:
         raise Rejection(ErrorCode.VALIDATION_ERROR, f"kind must have 1 to {MAX_KIND_LENGTH} chars")
     if params["cancelled"] is not None and not isinstance(params["cancelled"], bool):
         raise Rejection(ErrorCode.VALIDATION_ERROR, "cancelled must be true or false")
+    if params["traceparent"] is not None and not valid_traceparent(params["traceparent"]):
+        raise Rejection(ErrorCode.VALIDATION_ERROR, "traceparent must be a W3C traceparent")
     if "payload" in values:
         params["payload"] = _payload(values["payload"])
     return params
