@@ -34,20 +34,31 @@ def errands_token(*args: str) -> str:
         process.close()
 
 
-@pytest.fixture(scope="package")
-def console_database(server_url: str, template_db: str) -> Iterator[str]:
-    """A migrated database shared by the console's tests."""
+def scratch_database(server_url: str, template_db: str) -> Iterator[str]:
+    """A migrated database for as long as the generator runs; its URL."""
     url = create_database(server_url, template_db)
     yield url
     drop_database(server_url, url)
 
 
-@pytest.fixture(scope="package")
-def service(console_database: str) -> Iterator[SyncServer]:
-    """``errands server`` with a secret, on a free port."""
-    server = SyncServer(console_database).start()
+def sync_server(database_url: str) -> Iterator[SyncServer]:
+    """``errands server`` with a secret, on a free port, for as long as the generator
+    runs."""
+    server = SyncServer(database_url).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="package")
+def console_database(server_url: str, template_db: str) -> Iterator[str]:
+    """A migrated database shared by the console's tests."""
+    yield from scratch_database(server_url, template_db)
+
+
+@pytest.fixture(scope="package")
+def service(console_database: str) -> Iterator[SyncServer]:
+    """``errands server`` on the console's database."""
+    yield from sync_server(console_database)
 
 
 @pytest.fixture(scope="package")

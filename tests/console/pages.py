@@ -48,3 +48,10 @@ def local_input(tab: Page, iso: str) -> str:
             iso,
         )
     )
+
+
+def open_view(tab: Page, service_url: str, route: str) -> None:
+    """Go to ``#/route`` of the console and wait until its view has loaded."""
+    tab.goto(f"{service_url}/console#/{route}")
+    view = "job" if route.startswith("jobs/") else route.split("?", maxsplit=1)[0]
+    tab.locator(f"#view-{view}[data-loaded=true]").wait_for()

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Page, expect
 from tests.client.processes import SyncServer
-from tests.console.pages import ROWS, show_queue, states
+from tests.console.pages import ROWS, open_view, show_queue, states
 from tests.helpers import ErrandsProcess, wait_for
 
 import errands
@@ -20,8 +20,7 @@ pytestmark = pytest.mark.browser
 
 
 def open_job(tab: Page, service: SyncServer, job: uuid.UUID) -> None:
-    tab.goto(f"{service.url}/console#/jobs/{job}")
-    tab.locator("#view-job[data-loaded=true]").wait_for()
+    open_view(tab, service.url, f"jobs/{job}")
 
 
 def confirm(tab: Page, title: str, button: str) -> None:

@@ -13,8 +13,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Page, expect
 from tests.client.processes import SECRET, SyncServer
-from tests.conftest import create_database, drop_database
-from tests.console.conftest import operator_client
+from tests.console.conftest import operator_client, scratch_database, sync_server
 
 from errands.sync.auth import make_token
 from errands.sync.console import sign_in_link
@@ -25,17 +24,13 @@ SECOND = timedelta(seconds=1)
 @pytest.fixture(scope="module")
 def charts_database(server_url: str, template_db: str) -> Iterator[str]:
     """A database of the charts' own: they count every job_event of the last hour."""
-    url = create_database(server_url, template_db)
-    yield url
-    drop_database(server_url, url)
+    yield from scratch_database(server_url, template_db)
 
 
 @pytest.fixture(scope="module")
 def charts_service(charts_database: str) -> Iterator[SyncServer]:
     """``errands server`` on the charts' database."""
-    server = SyncServer(charts_database).start()
-    yield server
-    server.stop()
+    yield from sync_server(charts_database)
 
 
 @pytest.fixture(scope="module")

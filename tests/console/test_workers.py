@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from playwright.sync_api import Page, expect
 from tests.client.processes import SyncServer
+from tests.console.pages import open_view
 from tests.helpers import ErrandsProcess, wait_for
 from tests.worker.handlers import registry
 
@@ -30,11 +31,6 @@ def registered(db: psycopg.Connection[Any], pid: int) -> str:
     return str(wait_for(row, timeout=30, what=f"worker {pid} to register")[0])
 
 
-def open_workers(console: Page, service: SyncServer) -> None:
-    console.goto(f"{service.url}/console#/workers")
-    console.locator("#view-workers[data-loaded=true]").wait_for()
-
-
 def test_a_worker_with_its_host_pid_kinds_queues_lease_and_running_jobs(
     console: Page,
     db: psycopg.Connection[Any],
@@ -44,7 +40,7 @@ def test_a_worker_with_its_host_pid_kinds_queues_lease_and_running_jobs(
 ) -> None:
     worker_id = registered(db, worker.pid)
     job = errands.enqueue(db, "sleep_async", {"steps": 100, "step": 0.1}, queue=queue)
-    open_workers(console, service)
+    open_view(console, service.url, "workers")
 
     row = console.locator(f"#workers-body tr[data-worker='{worker_id}']")
     cells = row.locator("td")
@@ -71,7 +67,7 @@ def test_workers_come_and_go_and_a_dead_ones_lease_expires(
     service: SyncServer,
 ) -> None:
     registered(db, worker.pid)
-    open_workers(console, service)
+    open_view(console, service.url, "workers")
     expect(console.locator("#workers-body tr[data-worker]")).to_have_count(1)
     polite = ErrandsProcess(
         "worker",

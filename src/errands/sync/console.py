@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -281,24 +281,12 @@ class RunningJob(BaseModel):
     progress: float
 
 
-class Worker(BaseModel):
-    """A registered worker (``alive`` while its lease runs) and the jobs it runs."""
-
-    id: str
-    hostname: str | None
-    pid: int | None
-    kinds: list[str] | None
-    queues: list[str] | None
-    started_at: datetime | None
-    lease_expires_at: datetime | None
-    alive: bool
-    running: list[RunningJob]
-
-
 class Workers(BaseModel):
-    """Every worker the database knows of, live ones first."""
+    """Every worker the database knows of, live ones first, and the jobs they run (each
+    worker's ``running`` names them by id)."""
 
-    workers: list[Worker]
+    workers: list[operations.WorkerInfo]
+    jobs: list[RunningJob]
 
 
 @router.get(f"{ADMIN}/workers", response_model=Workers, responses=_ERRORS)
@@ -306,19 +294,10 @@ async def workers(pool: OperatorPool) -> Workers:
     """Each worker with host, pid, kinds, queues, lease expiry and its running jobs."""
     async with pool.connection() as conn:
         known = await operations.workers_async(conn)
-        async with conn.cursor(row_factory=dict_row) as cursor:
+        async with conn.cursor(row_factory=class_row(RunningJob)) as cursor:
             await cursor.execute(_query("running_jobs"))
             running = await cursor.fetchall()
-    by_id = {row["id"]: RunningJob(**row) for row in running}
-    listed = [
-        Worker(
-            **{name: getattr(worker, name) for name in Worker.model_fields if name != "running"},
-            running=[by_id[job_id] for job_id in worker.running if job_id in by_id],
-        )
-        for worker in known
-    ]
-    listed.sort(key=lambda worker: not worker.alive)
-    return Workers(workers=listed)
+    return Workers(workers=sorted(known, key=lambda worker: not worker.alive), jobs=running)
 
 
 # -- charts -----------------------------------------------------------------------------

@@ -174,3 +174,36 @@ export class LiveShape {
     this.onChange(this);
   }
 }
+
+/** A view that reads `path` when shown and every `interval` ms while it stays shown;
+ * subclasses draw each answer (`draw(data)`). */
+export class PolledView {
+  constructor(root, path, interval, onError) {
+    this.root = root;
+    this.path = path;
+    this.interval = interval;
+    this.onError = onError;
+    this.timer = null;
+  }
+
+  show() {
+    this.refresh();
+    this.timer = setInterval(() => this.refresh(), this.interval);
+  }
+
+  hide() {
+    clearInterval(this.timer);
+  }
+
+  async refresh() {
+    let data;
+    try {
+      data = await api(this.path);
+    } catch (error) {
+      this.onError(error);
+      return;
+    }
+    this.draw(data);
+    this.root.dataset.loaded = "true";
+  }
+}

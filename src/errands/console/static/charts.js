@@ -1,7 +1,7 @@
 // The Charts view: the last hour from job_events, computed by the service in SQL
 // (GET /v1/admin/charts) and drawn here as plain SVG.
 
-import { api } from "./api.js";
+import { PolledView } from "./api.js";
 import { duration, fill, h, s } from "./dom.js";
 
 const WIDTH = 600;
@@ -129,6 +129,17 @@ function percentiles(totals, key, samplesKey) {
   );
 }
 
+/** A card of p50/p95/p99 over the window and p50/p95 lines per minute. */
+function percentileCard(title, id, key, samplesKey, minutes, totals) {
+  const line = (name, index, cls) => ({ name, cls, value: percentile(key, index) });
+  return card(
+    title,
+    percentiles(totals, key, samplesKey),
+    lines(`${title} per minute`, minutes, [line("p50", 0, "s-p50"), line("p95", 1, "s-p95")], duration),
+    id,
+  );
+}
+
 /** Draw the four charts of `data` (the /v1/admin/charts answer) into `root`. */
 export function drawCharts(root, data) {
   const { minutes, totals } = data;
@@ -155,61 +166,19 @@ export function drawCharts(root, data) {
       ),
       "depth",
     ),
-    card(
-      "Pickup latency",
-      percentiles(totals, "pickup_seconds", "pickups"),
-      lines(
-        "Pickup latency per minute",
-        minutes,
-        [
-          { name: "p50", cls: "s-p50", value: percentile("pickup_seconds", 0) },
-          { name: "p95", cls: "s-p95", value: percentile("pickup_seconds", 1) },
-        ],
-        duration,
-      ),
-      "pickup",
-    ),
-    card(
-      "Run time",
-      percentiles(totals, "run_seconds", "runs"),
-      lines(
-        "Run time per minute",
-        minutes,
-        [
-          { name: "p50", cls: "s-p50", value: percentile("run_seconds", 0) },
-          { name: "p95", cls: "s-p95", value: percentile("run_seconds", 1) },
-        ],
-        duration,
-      ),
-      "runtime",
-    ),
+    percentileCard("Pickup latency", "pickup", "pickup_seconds", "pickups", minutes, totals),
+    percentileCard("Run time", "runtime", "run_seconds", "runs", minutes, totals),
   );
 }
 
-/** The Charts view: fetched now and every few seconds while it is shown. */
-export class ChartsView {
+/** The Charts view. */
+export class ChartsView extends PolledView {
   constructor(root, { onError }) {
-    this.root = root;
+    super(root, "v1/admin/charts?minutes=60", REFRESH_MS, onError);
     this.grid = root.querySelector("#charts");
-    this.onError = onError;
-    this.timer = null;
   }
 
-  show() {
-    this.refresh();
-    this.timer = setInterval(() => this.refresh(), REFRESH_MS);
-  }
-
-  hide() {
-    clearInterval(this.timer);
-  }
-
-  async refresh() {
-    try {
-      drawCharts(this.grid, await api("v1/admin/charts?minutes=60"));
-      this.root.dataset.loaded = "true";
-    } catch (error) {
-      this.onError(error);
-    }
+  draw(data) {
+    drawCharts(this.grid, data);
   }
 }

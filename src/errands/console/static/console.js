@@ -38,10 +38,7 @@ function createViews() {
   const common = { onError: showError, onAuthError: (error) => signOut(error.message) };
   views.jobs = new JobsView($("#view-jobs"), { ...common, onStatus: setStatus });
   views.job = new JobView($("#view-job"), common);
-  views.workers = new WorkersView($("#view-workers"), {
-    ...common,
-    kindOf: (id) => views.jobs.job(id)?.kind,
-  });
+  views.workers = new WorkersView($("#view-workers"), common);
   views.charts = new ChartsView($("#view-charts"), common);
 }
 

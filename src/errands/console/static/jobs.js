@@ -101,11 +101,6 @@ export class JobsView {
     setInterval(() => this.scheduleRender(), RELATIVE_TIMES_MS); // "3 min ago" moves on
   }
 
-  /** The job rows of the current shape (for the other views: a running job's kind). */
-  job(id) {
-    return this.shape ? this.shape.rows.get(id) : undefined;
-  }
-
   show(params) {
     this.visible = true;
     const next = selectionOf(params);

@@ -1,7 +1,7 @@
 // The Workers view: every registered worker, its lease and the jobs it runs now
 // (GET /v1/admin/workers), refreshed every few seconds while shown.
 
-import { api } from "./api.js";
+import { PolledView } from "./api.js";
 import { fill, h, plural, relative, shortId, when } from "./dom.js";
 
 const REFRESH_MS = 2_000;
@@ -17,24 +17,24 @@ function lease(worker) {
   return h("span", { class: worker.alive ? "lease" : "lease lease-expired", title: worker.lease_expires_at }, label);
 }
 
-function running(worker, kindOf) {
+function running(worker, jobs) {
   if (worker.running.length === 0) return h("span", { class: "faint" }, "idle");
   return h(
     "ul",
     { class: "running-jobs" },
-    worker.running.map((job) =>
+    worker.running.map((id) =>
       h(
         "li",
         {},
-        h("a", { href: `#/jobs/${job.id}`, class: "mono" }, shortId(job.id)),
+        h("a", { href: `#/jobs/${id}`, class: "mono" }, shortId(id)),
         " ",
-        h("span", { class: "muted" }, job.kind || kindOf(job.id) || ""),
+        h("span", { class: "muted" }, jobs.get(id)?.kind ?? ""),
       ),
     ),
   );
 }
 
-function row(worker, kindOf) {
+function row(worker, jobs) {
   return h(
     "tr",
     { "data-worker": worker.id, class: worker.alive ? "" : "dead" },
@@ -45,45 +45,27 @@ function row(worker, kindOf) {
     h("td", { "data-label": "Queues" }, list(worker.queues, "all")),
     h("td", { "data-label": "Up since" }, when(worker.started_at)),
     h("td", { "data-label": "Lease" }, lease(worker)),
-    h("td", { "data-label": "Running now" }, running(worker, kindOf)),
+    h("td", { "data-label": "Running now" }, running(worker, jobs)),
   );
 }
 
-export class WorkersView {
-  constructor(root, { onError, kindOf }) {
-    this.root = root;
+/** The Workers view. */
+export class WorkersView extends PolledView {
+  constructor(root, { onError }) {
+    super(root, "v1/admin/workers", REFRESH_MS, onError);
     this.body = root.querySelector("#workers-body");
     this.summary = root.querySelector("#workers-summary");
-    this.onError = onError;
-    this.kindOf = kindOf;
-    this.timer = null;
   }
 
-  show() {
-    this.refresh();
-    this.timer = setInterval(() => this.refresh(), REFRESH_MS);
-  }
-
-  hide() {
-    clearInterval(this.timer);
-  }
-
-  async refresh() {
-    let workers;
-    try {
-      workers = (await api("v1/admin/workers")).workers;
-    } catch (error) {
-      this.onError(error);
-      return;
-    }
+  draw({ workers, jobs }) {
+    const running = new Map(jobs.map((job) => [job.id, job]));
     const alive = workers.filter((w) => w.alive);
     const busy = workers.reduce((sum, w) => sum + w.running.length, 0);
     this.summary.textContent = `${plural(alive.length, "live worker")}, ${plural(busy, "running job")}`;
     if (workers.length === 0) {
       fill(this.body, h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No worker is registered. Start one with errands worker.")));
     } else {
-      fill(this.body, workers.map((w) => row(w, this.kindOf)));
+      fill(this.body, workers.map((w) => row(w, running)));
     }
-    this.root.dataset.loaded = "true";
   }
 }
