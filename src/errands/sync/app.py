@@ -7,6 +7,7 @@ Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``)::
     GET  /v1/shapes/{table}/stream   the same as server-sent events, continuously
     POST /v1/mutations               a batch of mutations
     GET  /v1/stats                   fan-out counters (operators only)
+    /console, /v1/admin/...          the operator's console (errands.sync.console)
     GET  /metrics                    Prometheus metrics (errands.metrics)
 
 The service keeps no state of its own beyond caches: run as many copies as needed.
