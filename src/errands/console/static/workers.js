@@ -13,8 +13,12 @@ function list(values, empty) {
 
 function lease(worker) {
   if (!worker.lease_expires_at) return h("span", { class: "faint" }, "not registered");
-  const label = worker.alive ? `expires ${relative(worker.lease_expires_at)}` : `expired ${relative(worker.lease_expires_at)}`;
-  return h("span", { class: worker.alive ? "lease" : "lease lease-expired", title: worker.lease_expires_at }, label);
+  if (!worker.alive) {
+    return h("span", { class: "lease lease-expired", title: worker.lease_expires_at }, `expired ${relative(worker.lease_expires_at)}`);
+  }
+  // Alive as the database saw it: never "ago", whatever this browser's clock says.
+  const left = Math.max(0, Math.round((Date.parse(worker.lease_expires_at) - Date.now()) / 1000));
+  return h("span", { class: "lease", title: worker.lease_expires_at }, `expires in ${left} s`);
 }
 
 function running(worker, jobs) {
