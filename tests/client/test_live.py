@@ -122,6 +122,8 @@ def test_async_client_end_to_end(
                 if got is not None and got.state == "running":
                     break
                 await asyncio.sleep(0.05)
+            assert got is not None
+            assert got.state == "running"  # the cancel below reaches a running job
             await client.cancel(running.id)
             assert (await client.wait(running.id, timeout=60)).state == "cancelled"
             assert client.status.connected

@@ -94,3 +94,37 @@ def huge_number(ctx: errands.JobContext, payload: Any) -> Any:
     """Valid JSON that Postgres' numeric cannot hold (more than 131,072 digits)."""
     sys.set_int_max_str_digits(0)
     return 10**140_000
+
+
+@registry.job("ignores_timeout", retry_backoff=0.05)
+def ignores_timeout(ctx: errands.JobContext, payload: dict[str, Any]) -> str:
+    """Sleeps without ever looking at ctx, noting when each attempt starts and ends."""
+    _note(payload["log"], "start")
+    time.sleep(float(payload["seconds"]))
+    _note(payload["log"], "end")
+    return "slept"
+
+
+@registry.job("blocks_loop")
+async def blocks_loop(ctx: errands.JobContext, payload: dict[str, Any]) -> str:
+    """An async handler that blocks the event loop (the mistake the heartbeat survives)."""
+    _mark(payload)
+    time.sleep(float(payload["seconds"]))  # noqa: ASYNC251 -- blocking on purpose
+    return "blocked"
+
+
+@registry.job("in_process", retry_backoff=0.05, isolation="process")
+def in_process(ctx: errands.JobContext, payload: dict[str, Any]) -> dict[str, int]:
+    """Runs in a child process: notes its pid, reports progress, never checks for
+    cancellation (only killing it stops it)."""
+    _mark(payload)
+    steps = int(payload.get("steps", 10))
+    for step in range(steps):
+        time.sleep(float(payload.get("step", 0.1)))
+        ctx.progress((step + 1) / steps, f"step {step + 1}")
+    return {"pid": os.getpid()}
+
+
+def _note(path: str, what: str) -> None:
+    with Path(path).open("a") as log:
+        log.write(f"{what} {time.time()!r}\n")

@@ -61,3 +61,24 @@ def test_a_running_job_ends_as_cancelled(
     assert row["progress"] < 1
     assert row["finished_at"] is not None
     assert events(conn, job_id) == ["queued", "started", "cancelled"]
+
+
+def test_a_cancel_that_reaches_a_finished_job_leaves_it_as_it_was(
+    conn: psycopg.Connection[Any], start_worker: StartWorker
+) -> None:
+    start_worker()
+    completed = errands.enqueue(conn, "add", {"a": 1, "b": 1})
+    failed = errands.enqueue(conn, "flaky", {"succeed_on": 9}, max_attempts=1)
+    ended = {job_id: wait_for_state(conn, job_id, "completed", "failed")
+             for job_id in (completed, failed)}  # fmt: skip
+    for job_id, before in ended.items():
+        request_cancel(conn, job_id)
+        after = job(conn, job_id)
+        assert after["cancelled"] is False
+        assert (after["state"], after["completed"], after["finished_at"]) == (
+            before["state"],
+            before["completed"],
+            before["finished_at"],
+        )
+    assert events(conn, completed) == ["queued", "started", "completed"]
+    assert events(conn, failed) == ["queued", "started", "failed"]

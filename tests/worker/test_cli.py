@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -11,7 +12,7 @@ import pytest
 
 import errands
 from tests.helpers import ROOT, ErrandsProcess
-from tests.worker.conftest import FAST, wait_for_state
+from tests.worker.conftest import FAST, job, wait_for_state
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -103,3 +104,26 @@ def test_worker_on_an_unreachable_database_fails_at_once() -> None:
     assert result.returncode == 1
     assert "error: cannot reach the database" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_burst_runs_what_is_runnable_then_exits(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    runnable = errands.enqueue_many(conn, "add", [{"a": i, "b": i} for i in range(5)])
+    later = errands.enqueue(
+        conn, "add", {"a": 0, "b": 0}, run_at=datetime.now(UTC) + timedelta(hours=1)
+    )
+    unknown = errands.enqueue(conn, "nobody_handles_this", {})
+    worker = ("worker", "tests.worker.handlers:registry", "--database-url", database_url, *FAST)
+    result = run(*worker, "--burst", "--concurrency", "2")
+    assert result.returncode == 0, result.stderr
+    assert "no runnable job left" in result.stderr
+    for i, job_id in enumerate(runnable):
+        assert (job(conn, job_id)["state"], job(conn, job_id)["result"]) == ("completed", 2 * i)
+    assert job(conn, later)["state"] == "queued"
+    assert job(conn, unknown)["state"] == "queued"
+    assert conn.execute("SELECT count(*) FROM errands_workers").fetchone() == (0,)
+    # Nothing runnable at all: it exits straight away (the flag also reads ERRANDS_BURST).
+    again = run(*worker, env={"ERRANDS_BURST": "1"})
+    assert again.returncode == 0, again.stderr
+    assert "no runnable job left" in again.stderr

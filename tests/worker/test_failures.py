@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import psycopg
@@ -53,19 +52,23 @@ def test_retries_back_off_exponentially(
     start_worker()
     job_id = errands.enqueue(conn, "flaky", {"succeed_on": 4}, max_attempts=4)
     wait_for_state(conn, job_id, "completed")
-    starts = [
-        r[0]
-        for r in conn.execute(
-            "SELECT at FROM job_events WHERE job_id = %s AND type = 'started' ORDER BY id",
-            (job_id,),
-        )
-    ]
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
-    # The handler's base is 0.05 s: waits of at least 0.025, 0.05 and 0.1 s, growing.
-    assert len(gaps) == 3
-    assert gaps[0] >= 0.025
-    assert gaps[1] >= 0.05
-    assert gaps[2] >= 0.1
+    rows = conn.execute(
+        "SELECT type, at, error FROM job_events"
+        " WHERE job_id = %s AND type IN ('started', 'retried') ORDER BY id",
+        (job_id,),
+    ).fetchall()
+    assert [r[0] for r in rows] == ["started", "retried"] * 3 + ["started"]
+    retried = [(at, error["retry_in"]) for kind, at, error in rows if kind == "retried"]
+    starts = [at for kind, at, _ in rows if kind == "started"]
+    # The handler's base is 0.05 s: each delay lies in the upper half of its doubling
+    # window (0.025-0.05, 0.05-0.1, 0.1-0.2 s), so each is at least the one before...
+    delays = [delay for _, delay in retried]
+    for attempt, delay in enumerate(delays, start=1):
+        nominal = 0.05 * 2 ** (attempt - 1)
+        assert nominal / 2 <= delay <= nominal, delays
+    # ...and each retry really waited its delay before it started.
+    for (failed_at, delay), started_at in zip(retried, starts[1:], strict=True):
+        assert (started_at - failed_at).total_seconds() >= delay
 
 
 def test_a_job_past_its_timeout_fails_with_a_timeout_error(

@@ -1,11 +1,17 @@
 """The worker: claims jobs from Postgres, runs their handlers, writes back the outcome.
 
-One module per part: :mod:`.worker` (the :class:`Worker` and its claim loop),
-:mod:`.running` (a handler's attempt: on the event loop, in a thread, its timeout),
-:mod:`.processes` (``isolation="process"``), :mod:`.finishing` (outcomes and their
-writes), :mod:`.leasing` (the lease, renewed from its own thread), :mod:`.listening`
-(``LISTEN``), :mod:`.connections` (reconnecting database connections) and
-:mod:`.settings`.
+One module per part:
+
+* :mod:`.worker` -- the :class:`Worker`: its lifecycle and claim loop;
+* :mod:`.running` -- one attempt of a handler, on the event loop or in a thread, and
+  its timeout;
+* :mod:`.threads` and :mod:`.processes` -- plain handlers' threads, and
+  ``isolation="process"`` children;
+* :mod:`.finishing` -- outcomes and their writes;
+* :mod:`.leasing` -- the lease, renewed from a thread of its own;
+* :mod:`.listening` -- ``LISTEN`` wake-ups;
+* :mod:`.connections` -- database connections that reconnect at once;
+* :mod:`.settings` -- :class:`WorkerSettings`.
 """
 
 from errands.worker.finishing import MAX_RETRY_DELAY, retry_delay

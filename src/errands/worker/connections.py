@@ -15,6 +15,7 @@ import contextlib
 from typing import Any, LiteralString
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from errands.backoff import Backoff
@@ -56,8 +57,10 @@ class Link:
                     for sql, params in statements:
                         await cur.execute(sql, params)
                         results.append(await cur.fetchall() if cur.description else [])
-            except psycopg.Error:
-                if conn.broken or conn.closed:
+            except BaseException:
+                # Broken, or interrupted mid-transaction (a task cancelled at shutdown):
+                # not to be used again.
+                if conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
                     self._conn = None
                     with contextlib.suppress(psycopg.Error):
                         await conn.close()

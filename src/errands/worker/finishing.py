@@ -102,7 +102,7 @@ class Finisher:
             if outcome.job_id not in ended:
                 log.warning(
                     "job %s: dropping this attempt's outcome (%s): the job is no longer "
-                    "held by this worker (its lease lapsed and the job was recovered)",
+                    "held by this worker (taken back after its lease lapsed, or deleted)",
                     outcome.job_id,
                     outcome.state,
                 )

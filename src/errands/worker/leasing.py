@@ -11,6 +11,9 @@ If the lease lapsed anyway (Postgres unreachable for longer than the lease) and 
 worker recovered some of this worker's jobs meanwhile, the renewal finds them (the
 renewal and ``recover_orphans`` both lock the worker's row, so one sees the other's
 effect), asks their handlers to stop and logs that their outcomes will be dropped.
+
+The :class:`Sweeper` is the other side: it re-queues the jobs of workers whose lease
+expired.
 """
 
 from __future__ import annotations
@@ -20,18 +23,22 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from errands.backoff import Retries
 from errands.queries import query
-from errands.worker.connections import RECONNECT
+from errands.worker.connections import RECONNECT, Link
 from errands.worker.settings import WorkerSettings
 
 log = logging.getLogger("errands.worker")
+
+UNKNOWN_KINDS_INTERVAL = 60.0
 
 
 class Lease:
@@ -46,7 +53,6 @@ class Lease:
         lost: Callable[[list[uuid.UUID]], None],
         renewed: Callable[[], None] | None = None,
     ) -> None:
-        self._url = database_url
         self._settings = settings
         self._held = held
         self._lost = lost
@@ -59,6 +65,14 @@ class Lease:
             "kinds": kinds,
             "lease": settings.lease,
         }
+        # Over TCP, a connection cut off without a word (a network partition) fails within
+        # a third of the lease rather than hanging until the kernel gives up (minutes):
+        # the renewal then reconnects as soon as the network heals.
+        self._conninfo = make_conninfo(
+            database_url,
+            connect_timeout=max(2, round(settings.lease / 3)),
+            tcp_user_timeout=round(settings.lease * 1000 / 3),
+        )
         self._conn: psycopg.Connection[Any] | None = None
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="errands-lease")
@@ -66,22 +80,22 @@ class Lease:
     def renew(self) -> None:
         """Take or extend the lease once; raises psycopg.Error if Postgres is unreachable."""
         held = set(self._held())
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._url, autocommit=True)
+        conn = self._connect()
         try:
-            with self._conn.transaction():
-                self._conn.execute(query("renew_lease"), self._params)
-                taken = self._conn.execute(
+            with conn.transaction():
+                conn.execute(query("renew_lease"), self._params)
+                taken = conn.execute(
                     query("jobs_taken_back"), {"ids": list(held), "worker": self._params["id"]}
                 ).fetchall()
         except psycopg.Error:
-            if self._conn.broken or self._conn.closed:
+            if conn.broken or conn.closed:
                 self._close()
             raise
         if self._renewed is not None:
             self._renewed()
         # A job that ended meanwhile is no longer held: it was not taken back.
-        lost = [job_id for (job_id,) in taken if job_id in set(self._held())]
+        still_held = set(self._held())
+        lost = [job_id for (job_id,) in taken if job_id in still_held]
         if lost:
             self._lost(lost)
 
@@ -96,9 +110,7 @@ class Lease:
             self._thread.join()
         if release:
             with contextlib.suppress(psycopg.Error):
-                if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._url, autocommit=True)
-                self._conn.execute(query("release_lease"), {"id": self._params["id"]})
+                self._connect().execute(query("release_lease"), {"id": self._params["id"]})
         self._close()
 
     def _run(self) -> None:
@@ -117,8 +129,48 @@ class Lease:
                 retries.succeeded()
                 wait = self._settings.heartbeat_interval
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+        return self._conn
+
     def _close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+
+
+class Sweeper:
+    """Recovers the jobs of workers whose lease expired: any live worker does it, so
+    there is no cron to write."""
+
+    def __init__(self, link: Link, job_filter: dict[str, Any]) -> None:
+        self._link = link
+        self._filter = job_filter
+        self._warned_kinds: set[str] = set()
+        self._next_kinds_check = 0.0
+
+    async def sweep(self) -> None:
+        """Re-queue the jobs of dead workers; say which queued kinds nobody handles."""
+        try:
+            for row in await self._link.execute(query("recover_orphans")):
+                log.warning("job %s lost its worker; now %s", row["id"], row["state"])
+            await self._link.execute(query("forget_dead_workers"))
+            if time.monotonic() >= self._next_kinds_check:
+                # It reads every queued job: once a minute, not on every heartbeat.
+                self._next_kinds_check = time.monotonic() + UNKNOWN_KINDS_INTERVAL
+                await self._warn_unknown_kinds()
+        except psycopg.Error as exc:
+            log.warning("sweep failed: %s", exc)
+
+    async def _warn_unknown_kinds(self) -> None:
+        rows = await self._link.execute(query("queued_unknown_kinds"), self._filter)
+        for row in rows:
+            if row["kind"] not in self._warned_kinds:
+                self._warned_kinds.add(row["kind"])
+                log.warning(
+                    "%d queued job(s) of kind %r wait for a worker that has a handler for it",
+                    row["count"],
+                    row["kind"],
+                )

@@ -26,22 +26,32 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from errands.exceptions import JobCancelled, JobTimeout
+from errands.exceptions import ConfigurationError, JobCancelled, JobTimeout
 from errands.payloads import dump_json
 from errands.registry import JobContext, JobHandler
-from errands.worker.running import Abandoned, HandlerFailed, start_thread
+from errands.worker.threads import Abandoned, start_thread
 
 _CONTEXT = multiprocessing.get_context("spawn")
 _POLL = 0.05  # seconds between looks at the child, the cancel flag and the clock
 _KILL_GRACE = 1.0  # seconds a child gets between SIGTERM and SIGKILL
 
 
+class HandlerFailed(Exception):
+    """A handler raised where its exception cannot travel (in a child process): its
+    exception's type name, message and formatted traceback."""
+
+    def __init__(self, kind: str, message: str, traceback_text: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.traceback_text = traceback_text
+
+
 def check_startable(handler: JobHandler) -> None:
-    """Raise ValueError unless a child process can import ``handler``'s function."""
+    """Raise ConfigurationError unless a child process can import ``handler``'s function."""
     try:
         pickle.dumps(handler.function)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
-        raise ValueError(
+        raise ConfigurationError(
             f"the handler of {handler.kind!r} has isolation='process', so it must be a "
             f"function importable by its module and name: {exc}"
         ) from None

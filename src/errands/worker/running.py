@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -22,23 +21,10 @@ from errands.exceptions import JobCancelled, JobTimeout
 from errands.payloads import dump_json
 from errands.registry import JobContext, JobHandler
 from errands.worker.finishing import Outcome, error_json, requeued, retry_delay
+from errands.worker.processes import HandlerFailed, in_process
+from errands.worker.threads import Abandoned, start_thread
 
 log = logging.getLogger("errands.worker")
-
-
-class HandlerFailed(Exception):
-    """A handler raised where its exception cannot travel (in a child process): its
-    exception's type name, message and formatted traceback."""
-
-    def __init__(self, kind: str, message: str, traceback_text: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.traceback_text = traceback_text
-
-
-class Abandoned(BaseException):
-    """The attempt was interrupted while its handler's thread still runs: the job stays
-    with this worker (nothing may be written for it) until the lease expires."""
 
 
 async def attempt(
@@ -88,8 +74,6 @@ async def run_handler(
             raise
         return dump_json(result, "result")
     if handler.isolation == "process":
-        from errands.worker.processes import in_process  # noqa: PLC0415 -- only if used
-
         return await in_process(handler.function, ctx, payload, timeout)
     return dump_json(await _thread_with_timeout(handler.function, ctx, payload, timeout), "result")
 
@@ -121,33 +105,6 @@ async def _thread_with_timeout(
     )
 
 
-def start_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-    """Run ``function`` in a daemon thread; a future of its result.
-
-    A daemon thread rather than an executor: a handler that never returns must not keep
-    the process alive after shutdown.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    # Retrieved here so that an outcome nobody waits for any more is not reported.
-    future.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-    def settle(outcome: Callable[[Any], None], value: Any) -> None:
-        if not future.done():
-            outcome(value)
-
-    def target() -> None:
-        try:
-            value = function(*args)
-        except BaseException as exc:  # noqa: BLE001 -- handed to the awaiting coroutine
-            loop.call_soon_threadsafe(settle, future.set_exception, exc)
-        else:
-            loop.call_soon_threadsafe(settle, future.set_result, value)
-
-    threading.Thread(target=target, daemon=True, name="errands-handler").start()
-    return future
-
-
 def failure(handler: JobHandler, ctx: JobContext, exc: BaseException) -> Outcome:
     """The outcome of an attempt that raised ``exc``: a retry while attempts remain."""
     message = str(exc) or type(exc).__name__
@@ -156,9 +113,9 @@ def failure(handler: JobHandler, ctx: JobContext, exc: BaseException) -> Outcome
     else:
         kind = type(exc).__name__
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    error = error_json(kind, message, traceback=trace, attempt=ctx.attempt)
     if ctx.attempt < ctx.max_attempts:
         delay = retry_delay(handler.retry_backoff, ctx.attempt)
+        error = error_json(kind, message, traceback=trace, attempt=ctx.attempt, retry_in=delay)
         log.info(
             "job %s failed (attempt %d of %d), retrying in %.1fs: %s",
             ctx.job_id,
@@ -168,5 +125,6 @@ def failure(handler: JobHandler, ctx: JobContext, exc: BaseException) -> Outcome
             message,
         )
         return Outcome(ctx.job_id, "queued", error=error, retry_in=delay)
+    error = error_json(kind, message, traceback=trace, attempt=ctx.attempt)
     log.warning("job %s failed after %d attempt(s): %s", ctx.job_id, ctx.attempt, message)
     return Outcome(ctx.job_id, "failed", error=error)

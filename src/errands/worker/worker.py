@@ -38,14 +38,14 @@ from errands.tracing import job_span
 from errands.worker import processes
 from errands.worker.connections import RECONNECT, Link
 from errands.worker.finishing import Finisher, Outcome
-from errands.worker.leasing import Lease
+from errands.worker.leasing import Lease, Sweeper
 from errands.worker.listening import CANCEL_CHANNEL, listen
-from errands.worker.running import Abandoned, attempt
+from errands.worker.running import attempt
 from errands.worker.settings import WorkerSettings
+from errands.worker.threads import Abandoned
 
 log = logging.getLogger("errands.worker")
 
-UNKNOWN_KINDS_INTERVAL = 60.0
 ABORT_GRACE = 5.0  # seconds running handlers get to stop after an abort
 
 
@@ -83,6 +83,12 @@ class Worker:
         self._cancel_hint = asyncio.Event()
         self._stopping = asyncio.Event()
         self._aborting = False
+        # Which jobs this worker takes, as the queries' parameters: fixed for its life,
+        # so worked out once rather than on every claim.
+        self._filter = {
+            "kinds": registry.kinds,
+            "queues": list(self.settings.queues) if self.settings.queues else None,
+        }
         self._jobs = Link(database_url)  # claims and outcomes
         self._side = Link(database_url)  # progress, cancellations, sweeps
         self._metrics = metrics
@@ -94,15 +100,8 @@ class Worker:
             self._lost,
             renewed=metrics.lease_renewed if metrics else None,
         )
+        self._sweeper = Sweeper(self._side, self._filter)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._warned_kinds: set[str] = set()
-        self._next_kinds_check = 0.0
-        # Which jobs this worker takes, as the queries' parameters: fixed for its life,
-        # so worked out once rather than on every claim.
-        self._filter = {
-            "kinds": registry.kinds,
-            "queues": list(self.settings.queues) if self.settings.queues else None,
-        }
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -194,11 +193,10 @@ class Worker:
                 self.settings.shutdown_timeout,
                 len(self._running),
             )
-            tasks = [r.task for r in self._running.values()]
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
-            if pending:
+            await self._wait_for_running(self.settings.shutdown_timeout, until_abort=True)
+            if self._running:
                 self.abort()
-                await asyncio.wait(pending, timeout=ABORT_GRACE)
+                await self._wait_for_running(ABORT_GRACE, until_abort=False)
         stuck = list(self._running)
         for job_id in stuck:
             log.warning(
@@ -209,6 +207,17 @@ class Worker:
             )
             self._running[job_id].task.cancel()
         return stuck
+
+    async def _wait_for_running(self, seconds: float, *, until_abort: bool) -> None:
+        """Wait until no job runs, for at most ``seconds`` (or until :meth:`abort`)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self._wakeup.clear()  # set when a job ends, and by abort()
+            remaining = deadline - time.monotonic()
+            if not self._running or (until_abort and self._aborting) or remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
 
     async def _retrying(
         self, what: str, action: Callable[[], Awaitable[Any]], attempts: int | None = None
@@ -411,29 +420,8 @@ class Worker:
             await self._sweep()
 
     async def _sweep(self) -> None:
-        """Re-queue the jobs of dead workers; say which queued kinds nobody handles."""
-        try:
-            for row in await self._side.execute(query("recover_orphans")):
-                log.warning("job %s lost its worker; now %s", row["id"], row["state"])
-            await self._side.execute(query("forget_dead_workers"))
-            if time.monotonic() >= self._next_kinds_check:
-                # It reads every queued job: once a minute, not on every heartbeat.
-                self._next_kinds_check = time.monotonic() + UNKNOWN_KINDS_INTERVAL
-                await self._warn_unknown_kinds()
-        except psycopg.Error as exc:
-            log.warning("sweep failed: %s", exc)
-        self._wakeup.set()
-
-    async def _warn_unknown_kinds(self) -> None:
-        rows = await self._side.execute(query("queued_unknown_kinds"), self._filter)
-        for row in rows:
-            if row["kind"] not in self._warned_kinds:
-                self._warned_kinds.add(row["kind"])
-                log.warning(
-                    "%d queued job(s) of kind %r wait for a worker that has a handler for it",
-                    row["count"],
-                    row["kind"],
-                )
+        await self._sweeper.sweep()
+        self._wakeup.set()  # re-queued jobs may be this worker's to take
 
     async def _cancellation_loop(self) -> None:
         while True:
