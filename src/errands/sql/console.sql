@@ -29,23 +29,28 @@ events AS (
     SELECT e.job_id, e.type, e.at, e.attempt,
            lag(e.type) OVER history AS previous_type,
            lag(e.at) OVER history AS previous_at,
+           lag(e.error) OVER history AS previous_error,
            lead(e.at) OVER history AS next_at
     FROM job_events e
     WHERE e.job_id IN (SELECT job_id FROM jobs)
     WINDOW history AS (PARTITION BY e.job_id ORDER BY e.id)
 ),
--- Pickup latency: from when the attempt could run to its start. The row's run_at
--- (a schedule or a retry's backoff) is known for its latest attempt only; an earlier
--- attempt counts only if it was the first (queued -> started), and retries whose
--- backoff is unknown are left out rather than counted with their backoff.
+-- Pickup latency: from when the attempt could run to its start. The latest attempt
+-- could run from the row's run_at (a schedule, or a retry's backoff); an earlier one
+-- from its 'queued' event, or after a retry from the 'retried' event plus the backoff
+-- the worker wrote in its error (retry_in). Attempts whose start is unknown (a retry
+-- without retry_in, e.g. an operator's) are left out rather than guessed.
 pickups AS (
     SELECT date_trunc('minute', e.at) AS minute,
-           extract(epoch FROM e.at - CASE WHEN e.attempt = j.attempts
-                                          THEN greatest(e.previous_at, j.run_at)
-                                          ELSE e.previous_at END) AS seconds
+           extract(epoch FROM e.at - CASE
+               WHEN e.attempt = j.attempts THEN greatest(e.previous_at, j.run_at)
+               WHEN e.previous_type = 'queued' THEN e.previous_at
+               WHEN jsonb_typeof(e.previous_error -> 'retry_in') = 'number'
+               THEN e.previous_at
+                    + make_interval(secs => (e.previous_error ->> 'retry_in')::float8)
+           END) AS seconds
     FROM events e JOIN background_jobs j ON j.id = e.job_id, bounds
     WHERE e.type = 'started' AND e.at >= bounds.since
-      AND (e.attempt = j.attempts OR e.previous_type = 'queued')
 ),
 runs AS (
     SELECT date_trunc('minute', e.next_at) AS minute,
@@ -75,7 +80,7 @@ depth AS (
 pickup_stats AS (
     SELECT minute, count(*) AS samples,
            percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY seconds) AS p
-    FROM pickups WHERE seconds >= 0
+    FROM pickups WHERE seconds >= 0  -- NULL: unknown start; < 0: run_at moved since
     GROUP BY GROUPING SETS ((minute), ())
 ),
 run_stats AS (
