@@ -166,6 +166,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN = "forbidden"
     FORBIDDEN_COLUMN = "forbidden_column"
     FORBIDDEN_OPERATION = "forbidden_operation"
+    OPERATOR_REQUIRED = "operator_required"
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
     DUPLICATE = "duplicate"

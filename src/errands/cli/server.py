@@ -37,6 +37,7 @@ from errands.sync.auth import (
     RECOMMENDED_SECRET_BYTES,
     user_name,
 )
+from errands.sync.console import sign_in_link
 from errands.sync.limits import Limits
 from errands.ui.kinds import parse_kind
 
@@ -323,6 +324,15 @@ class _Server(uvicorn.Server):
 )
 @click.option("--operator", is_flag=True, help="May see and act on every user's jobs.")
 @click.option(
+    "--console-url",
+    metavar="URL",
+    envvar="ERRANDS_CONSOLE_URL",
+    show_envvar=True,
+    help="With --operator: the service's address (http://HOST:PORT); prints a sign-in link "
+    "to its console instead of the bare token (the token rides in the #fragment, which "
+    "browsers never send to a server).",
+)
+@click.option(
     "--expires-in",
     type=click.IntRange(min=1),
     default=DEFAULT_TOKEN_LIFETIME,
@@ -333,7 +343,12 @@ class _Server(uvicorn.Server):
     help="How long the token stays valid.",
 )
 def token(
-    secret: str | None, secret_file: Path | None, user: str, operator: bool, expires_in: int
+    secret: str | None,
+    secret_file: Path | None,
+    user: str,
+    operator: bool,
+    console_url: str | None,
+    expires_in: int,
 ) -> None:
     """Print a bearer token for the sync service started with the same secret, e.g.
     ERRANDS_SECRET=... errands token --user alice. The user name is stored NFC-normalised;
@@ -347,4 +362,14 @@ def token(
         fail(f"--user {user!r}: {exc}", code=2)
     if name != user:
         stderr.print(f"[yellow]note:[/] the user name is stored as {name!r} (NFC)", highlight=False)
-    click.echo(make_token(secret, name, operator=operator, expires_in=expires_in))
+    if console_url is not None and not operator:
+        fail("--console-url makes an operator's sign-in link: add --operator", code=2)
+    signed = make_token(secret, name, operator=operator, expires_in=expires_in)
+    click.echo(signed if console_url is None else _console_link(console_url, signed))
+
+
+def _console_link(console_url: str, signed: str) -> str:
+    try:
+        return sign_in_link(console_url, signed)
+    except ValueError as exc:
+        fail(f"--console-url: {exc}", code=2)

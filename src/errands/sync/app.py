@@ -7,6 +7,7 @@ Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``)::
     GET  /v1/shapes/{table}/stream   the same as server-sent events, continuously
     POST /v1/mutations               a batch of mutations
     GET  /v1/stats                   fan-out counters (operators only)
+    /console, /v1/admin/...          the operator's console (errands.sync.console)
     GET  /metrics                    Prometheus metrics (errands.metrics)
     GET  /v1/client/errands.js       the browser client; the page at / (errands.sync.web)
 
@@ -46,6 +47,7 @@ from errands.protocol import (
 )
 from errands.queries import query
 from errands.sync.auth import Authenticator, Caller
+from errands.sync.console import router as console_router
 from errands.sync.errors import Forbidden, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
@@ -166,6 +168,7 @@ def create_app(
     app.include_router(web_router(settings.page_kinds))
     if settings.cors_origins:
         allow_origins(app, settings.cors_origins)
+    app.include_router(console_router)  # /console and /v1/admin, for operators
     return app
 
 

@@ -1,0 +1,119 @@
+-- The console's charts (errands.sync.console), by name: the last %(minutes)s minutes of
+-- job_events, per minute. Values are always parameters.
+
+-- name: charts
+-- One row per minute, oldest first: jobs finished (by how they ended), queue depth at
+-- the end of the minute, and pickup latency and run time percentiles of the attempts
+-- that started (pickup) or ended (run time) in it; then one row with minute NULL that
+-- holds the percentiles over the whole window (GROUPING SETS: a percentile of the
+-- window is not a mean of per-minute ones).
+WITH bounds AS (
+    SELECT date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1) AS since,
+           now() AS until
+),
+minutes AS (
+    SELECT generate_series(since, date_trunc('minute', until), interval '1 minute') AS minute
+    FROM bounds
+),
+-- Every job with an event in the window, or waiting in the queue now (its 'queued'
+-- event may be older than the window): all that any series below can count.
+jobs AS (
+    SELECT e.job_id FROM job_events e, bounds WHERE e.at >= bounds.since
+    UNION
+    SELECT j.id FROM background_jobs j WHERE j.state = 'queued'
+),
+-- Each event with its neighbours in the job's history: a job sits in the queue from a
+-- 'queued' or 'retried' event to the next event; an attempt runs from 'started' to
+-- the next event.
+events AS (
+    SELECT e.job_id, e.type, e.at, e.attempt,
+           lag(e.type) OVER history AS previous_type,
+           lag(e.at) OVER history AS previous_at,
+           lag(e.error) OVER history AS previous_error,
+           lead(e.at) OVER history AS next_at
+    FROM job_events e
+    WHERE e.job_id IN (SELECT job_id FROM jobs)
+    WINDOW history AS (PARTITION BY e.job_id ORDER BY e.id)
+),
+-- Pickup latency: from when the attempt could run to its start. The latest attempt
+-- could run from the row's run_at (a schedule, or a retry's backoff); an earlier one
+-- from its 'queued' event, or after a retry from the 'retried' event plus the backoff
+-- the worker wrote in its error (retry_in). Attempts whose start is unknown (a retry
+-- without retry_in, e.g. an operator's) are left out rather than guessed.
+pickups AS (
+    SELECT date_trunc('minute', e.at) AS minute,
+           extract(epoch FROM e.at - CASE
+               WHEN e.attempt = j.attempts THEN greatest(e.previous_at, j.run_at)
+               WHEN e.previous_type = 'queued' THEN e.previous_at
+               WHEN jsonb_typeof(e.previous_error -> 'retry_in') = 'number'
+               THEN e.previous_at
+                    + make_interval(secs => (e.previous_error ->> 'retry_in')::float8)
+           END) AS seconds
+    FROM events e JOIN background_jobs j ON j.id = e.job_id, bounds
+    WHERE e.type = 'started' AND e.at >= bounds.since
+),
+runs AS (
+    SELECT date_trunc('minute', e.next_at) AS minute,
+           extract(epoch FROM e.next_at - e.at) AS seconds
+    FROM events e, bounds
+    WHERE e.type = 'started' AND e.next_at >= bounds.since
+),
+finished AS (
+    SELECT date_trunc('minute', e.at) AS minute,
+           count(*) FILTER (WHERE e.type = 'completed') AS completed,
+           count(*) FILTER (WHERE e.type = 'failed') AS failed,
+           count(*) FILTER (WHERE e.type = 'cancelled') AS cancelled,
+           count(*) FILTER (WHERE e.type = 'retried') AS retried
+    FROM events e, bounds
+    WHERE e.type IN ('completed', 'failed', 'cancelled', 'retried') AND e.at >= bounds.since
+    GROUP BY 1
+),
+depth AS (
+    SELECT m.minute, count(e.job_id) AS queued
+    FROM minutes m, bounds
+    CROSS JOIN LATERAL (SELECT least(m.minute + interval '1 minute', bounds.until) AS at) s
+    LEFT JOIN events e
+        ON e.type IN ('queued', 'retried') AND e.at <= s.at
+       AND (e.next_at IS NULL OR e.next_at > s.at)
+    GROUP BY m.minute
+),
+pickup_stats AS (
+    SELECT minute, count(*) AS samples,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY seconds) AS p
+    FROM pickups WHERE seconds >= 0  -- NULL: unknown start; < 0: run_at moved since
+    GROUP BY GROUPING SETS ((minute), ())
+),
+run_stats AS (
+    SELECT minute, count(*) AS samples,
+           percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY seconds) AS p
+    FROM runs
+    GROUP BY GROUPING SETS ((minute), ())
+),
+rows AS (
+    SELECT m.minute FROM minutes m
+    UNION ALL
+    SELECT NULL
+)
+SELECT r.minute,
+       coalesce(f.completed, 0) AS completed,
+       coalesce(f.failed, 0) AS failed,
+       coalesce(f.cancelled, 0) AS cancelled,
+       coalesce(f.retried, 0) AS retried,
+       coalesce(d.queued, 0) AS queued,
+       coalesce(p.samples, 0) AS pickups,
+       p.p AS pickup_seconds,
+       coalesce(x.samples, 0) AS runs,
+       x.p AS run_seconds
+FROM rows r
+LEFT JOIN finished f ON f.minute = r.minute
+LEFT JOIN depth d ON d.minute = r.minute
+LEFT JOIN pickup_stats p ON p.minute IS NOT DISTINCT FROM r.minute
+LEFT JOIN run_stats x ON x.minute IS NOT DISTINCT FROM r.minute
+ORDER BY r.minute NULLS LAST
+
+-- name: running_jobs
+-- What the workers run now (errands.operations.workers names them by id).
+SELECT j.id, j.kind, j.started_at, j.progress
+FROM background_jobs j
+WHERE j.state = 'running'
+ORDER BY j.started_at

@@ -1,0 +1,350 @@
+"""The operator's console: the page at ``/console`` and its API under ``/v1/admin``.
+
+Routes (every ``/v1/admin`` route needs an operator's token: 403 ``operator_required``
+for anyone else)::
+
+    GET  /console                    the page (static files from errands/console/static)
+    GET  /console/{file}             its scripts and style sheet
+    GET  /v1/admin/jobs/{id}         a job's row, its events and its attempts
+    POST /v1/admin/jobs/{action}     retry, cancel or delete jobs by id and/or filter
+    GET  /v1/admin/workers           every registered worker and the jobs it runs now
+    GET  /v1/admin/charts            the last hour of job_events, per minute
+
+The page reads the jobs themselves live through the operator's shapes
+(``/v1/shapes/background_jobs/stream``), like any client; this router adds what shapes
+cannot give: the timeline, actions on other users' jobs, workers and charts. The actions
+and reads are :mod:`errands.operations`; only the charts' SQL is the console's own
+(``sql/console.sql``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Annotated, Any, Literal, LiteralString
+from urllib.parse import urlsplit, urlunsplit
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg.rows import class_row, dict_row
+from psycopg_pool import AsyncConnectionPool
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+from errands import operations
+from errands.jobs import STATES
+from errands.protocol import MAX_KIND_LENGTH, ErrorCode, ErrorResponse
+from errands.queries import query
+from errands.sync.auth import Caller
+from errands.sync.errors import BadRequest, Forbidden, NotFound
+
+ADMIN = "/v1/admin"
+CHART_MINUTES = 60
+MAX_CHART_MINUTES = 24 * 60
+MAX_SELECTED = 10_000
+"""Most job ids one action request may name (a filter selects any number)."""
+
+_STATIC = resources.files("errands").joinpath("console", "static")
+_MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+# The page loads nothing from elsewhere and runs no inline script; no other site may
+# frame it, and it sends no Referer (a sign-in link's fragment is never sent anyway).
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed request"},
+    401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
+    403: {"model": ErrorResponse, "description": "operator_required: not an operator's token"},
+}
+
+router = APIRouter()
+
+
+def _query(name: str) -> LiteralString:
+    return query(name, "console.sql")
+
+
+_bearer = HTTPBearer(auto_error=False, description="an operator's token (errands token --operator)")
+
+
+async def _operator(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AsyncConnectionPool[Any]:
+    """The service's connection pool, once the request's token is known to be an
+    operator's."""
+    service = request.app.state.service  # errands.sync.app.Service, which includes us
+    caller: Caller = service.auth.caller(credentials.credentials if credentials else None)
+    if not caller.operator:
+        raise Forbidden(
+            f"the console and /v1/admin are for operators; {caller.user!r} is not one "
+            "(errands token --operator makes an operator's token)",
+            ErrorCode.OPERATOR_REQUIRED,
+        )
+    pool: AsyncConnectionPool[Any] = service.pool
+    return pool
+
+
+OperatorPool = Annotated[AsyncConnectionPool[Any], Depends(_operator)]
+
+
+# -- the page ---------------------------------------------------------------------------
+
+
+def sign_in_link(service_url: str, token: str) -> str:
+    """The console's address at ``service_url`` with ``token`` in its fragment
+    (``#token=``), which browsers keep to themselves: the page reads it, stores it for
+    the tab and takes it out of the address bar. ``service_url`` may already end in
+    ``/console``; ValueError if it is not an http(s) URL."""
+    parts = urlsplit(service_url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError(f"{service_url!r} is not an http(s) URL such as http://127.0.0.1:8000")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/console"):
+        path += "/console"
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, f"token={token}"))
+
+
+def _static(name: str) -> Response:
+    path = _STATIC.joinpath(name)
+    suffix = name[name.rfind(".") :]
+    if "/" in name or suffix not in _MEDIA_TYPES or not path.is_file():
+        raise NotFound(f"the console has no file {name[:80]!r}")
+    return Response(path.read_bytes(), media_type=_MEDIA_TYPES[suffix], headers=_PAGE_HEADERS)
+
+
+@router.get("/console", include_in_schema=False)
+async def console_page() -> Response:
+    """The console; it asks for an operator's token itself."""
+    return _static("console.html")
+
+
+@router.get("/console/{name}", include_in_schema=False)
+async def console_file(name: str) -> Response:
+    """A script or style sheet of the console."""
+    return _static(name)
+
+
+# -- a job ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job: from its ``started`` event to the event that ended it.
+    ``outcome`` is that event's type (``retried``: it failed, or its worker died, and
+    the job went back to the queue), or ``running`` while it runs."""
+
+    attempt: int
+    worker: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    seconds: float | None
+    outcome: str
+    error: Any
+
+
+def attempts_of(events: Sequence[operations.JobEvent]) -> list[Attempt]:
+    """Each attempt in a job's timeline (events oldest first), oldest first."""
+    runs = []
+    for index, event in enumerate(events):
+        if event.type != "started":
+            continue
+        end = events[index + 1] if index + 1 < len(events) else None
+        runs.append(
+            Attempt(
+                attempt=event.attempt,
+                worker=event.worker,
+                started_at=event.at,
+                ended_at=end.at if end else None,
+                seconds=(end.at - event.at).total_seconds() if end else None,
+                outcome=end.type if end else "running",
+                error=end.error if end else None,
+            )
+        )
+    return runs
+
+
+class JobDetail(BaseModel):
+    """A job's row, every transition it went through, and its attempts."""
+
+    job: operations.JobRecord
+    events: list[operations.JobEvent]
+    attempts: list[Attempt]
+
+
+@router.get(f"{ADMIN}/jobs/{{job_id}}", response_model=JobDetail, responses=_ERRORS)
+async def job_detail(pool: OperatorPool, job_id: uuid.UUID) -> JobDetail:
+    """One job with its timeline from ``job_events``; 404 if there is no such job."""
+    async with pool.connection() as conn:
+        job = await operations.get_async(conn, job_id)
+        events = await operations.timeline_async(conn, job_id)
+    if job is None:
+        raise NotFound(f"no job has the id {job_id}")
+    return JobDetail(job=job, events=events, attempts=attempts_of(events))
+
+
+# -- actions ----------------------------------------------------------------------------
+
+State = Literal["queued", "running", "completed", "failed", "cancelled"]
+
+
+def _storable(text: str) -> str:
+    # Postgres text cannot hold NUL (pydantic already refuses lone surrogates).
+    if "\x00" in text:
+        raise ValueError("must not contain a NUL character")
+    return text
+
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_KIND_LENGTH), AfterValidator(_storable)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Selection(_Model):
+    """Jobs matching every criterion given (an empty list: any), as the console's
+    filters select them: ``since <= timestamp < until``."""
+
+    states: list[State] = Field(default_factory=list, max_length=len(STATES))
+    kinds: list[Name] = Field(default_factory=list, max_length=100)
+    queues: list[Name] = Field(default_factory=list, max_length=100)
+    owners: list[Name] = Field(default_factory=list, max_length=100)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+
+    def job_filter(self) -> operations.JobFilter:
+        """The same selection for :mod:`errands.operations`."""
+        return operations.JobFilter(
+            states=self.states,
+            kinds=self.kinds,
+            queues=self.queues,
+            owners=self.owners,
+            since=self.since,
+            until=self.until,
+        )
+
+
+class ActionRequest(_Model):
+    """The jobs to act on: ``ids``, a filter (``where``), or both (jobs matching both)."""
+
+    ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_SELECTED)
+    where: Selection | None = None
+
+
+class ActionResult(BaseModel):
+    """What an action did: the jobs it changed. Selected jobs in a state the action
+    does not apply to (retrying a running job) are left alone and not listed."""
+
+    action: str
+    ids: list[uuid.UUID]
+
+
+_ACTIONS = {
+    "retry": operations.retry_async,
+    "cancel": operations.cancel_async,
+    "delete": operations.delete_async,
+}
+
+
+@router.post(f"{ADMIN}/jobs/{{action}}", response_model=ActionResult, responses=_ERRORS)
+async def act(
+    pool: OperatorPool, action: Literal["retry", "cancel", "delete"], request: ActionRequest
+) -> ActionResult:
+    """Retry failed and cancelled jobs, cancel queued and running ones, or delete jobs.
+    Changes go through the same triggers as every other writer: ``job_events`` records
+    them and replicas receive them through their shapes."""
+    if not request.ids and request.where is None:
+        raise BadRequest("say which jobs: ids, where (a filter), or both")
+    where = request.where.job_filter() if request.where is not None else None
+    async with pool.connection() as conn:
+        changed = await _ACTIONS[action](conn, *request.ids, where=where)
+    return ActionResult(action=action, ids=changed)
+
+
+# -- workers ----------------------------------------------------------------------------
+
+
+class RunningJob(BaseModel):
+    """A job a worker runs now."""
+
+    id: uuid.UUID
+    kind: str
+    started_at: datetime | None
+    progress: float
+
+
+class Workers(BaseModel):
+    """Every worker the database knows of, live ones first, and the jobs they run (each
+    worker's ``running`` names them by id)."""
+
+    workers: list[operations.WorkerInfo]
+    jobs: list[RunningJob]
+
+
+@router.get(f"{ADMIN}/workers", response_model=Workers, responses=_ERRORS)
+async def workers(pool: OperatorPool) -> Workers:
+    """Each worker with host, pid, kinds, queues, lease expiry and its running jobs."""
+    async with pool.connection() as conn:
+        known = await operations.workers_async(conn)
+        async with conn.cursor(row_factory=class_row(RunningJob)) as cursor:
+            await cursor.execute(_query("running_jobs"))
+            running = await cursor.fetchall()
+    return Workers(workers=sorted(known, key=lambda worker: not worker.alive), jobs=running)
+
+
+# -- charts -----------------------------------------------------------------------------
+
+
+class ChartMinute(BaseModel):
+    """One minute: jobs that ended (by how; ``retried`` attempts went back to the
+    queue), jobs queued at its end, and the p50/p95/p99 pickup latency and run time in
+    seconds of the attempts that started / ended in it (null: none did)."""
+
+    minute: datetime
+    completed: int
+    failed: int
+    cancelled: int
+    retried: int
+    queued: int
+    pickups: int
+    pickup_seconds: list[float] | None
+    runs: int
+    run_seconds: list[float] | None
+
+
+class ChartTotals(BaseModel):
+    """The pickup latency and run time percentiles (p50, p95, p99) over the window."""
+
+    pickups: int
+    pickup_seconds: list[float] | None
+    runs: int
+    run_seconds: list[float] | None
+
+
+class Charts(BaseModel):
+    """The last ``minutes`` minutes, oldest first, and totals over all of them."""
+
+    minutes: list[ChartMinute]
+    totals: ChartTotals
+
+
+@router.get(f"{ADMIN}/charts", response_model=Charts, responses=_ERRORS)
+async def charts(
+    pool: OperatorPool,
+    minutes: Annotated[int, Query(ge=1, le=MAX_CHART_MINUTES)] = CHART_MINUTES,
+) -> Charts:
+    """Jobs finished per minute by state, queue depth, pickup latency and run time
+    percentiles, computed in SQL from ``job_events``."""
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
+        await cursor.execute(_query("charts"), {"minutes": minutes})
+        result = await cursor.fetchall()
+    totals = result.pop()  # the row of the whole window comes last
+    return Charts(minutes=[ChartMinute(**row) for row in result], totals=ChartTotals(**totals))
