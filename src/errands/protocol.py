@@ -103,6 +103,7 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     INTERNAL = "internal_error"
 
 

@@ -5,7 +5,8 @@
     * MustRefetch (409) -- answered as a :class:`~errands.protocol.ShapeResponse`
       carrying a ``must-refetch`` message, the way the protocol tells a client to
       start its shape again.
-    * Unavailable (503) -- Postgres cannot be reached; the client retries.
+    * Unavailable (503) -- Postgres cannot be reached; answered at once with
+      ``Retry-After`` (see :mod:`errands.sync.database`), and the client retries.
 
 Handlers installed by :func:`install_error_handlers` turn FastAPI's own errors (request
 validation, unknown routes, wrong methods, malformed JSON) into the same shape, and
@@ -84,11 +85,19 @@ class MustRefetch(ServiceError):
     code = ErrorCode.MUST_REFETCH
 
 
+RETRY_AFTER_SECONDS = 1
+"""What a 503 tells clients to wait: the service notices Postgres is back within about
+that long (errands.sync.database)."""
+
+
 class Unavailable(ServiceError):
-    """Postgres cannot be reached right now."""
+    """The service cannot reach its database right now; retry in a second."""
 
     status = 503
-    code = ErrorCode.UNAVAILABLE
+    code = ErrorCode.DATABASE_UNAVAILABLE
+
+    def __init__(self, message: str = "the server can't reach its database; retry shortly") -> None:
+        super().__init__(message)
 
 
 def error_response(status: int, code: ErrorCode, message: str) -> JSONResponse:
@@ -123,10 +132,19 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+def unavailable_response(message: str) -> JSONResponse:
+    """503 ``database_unavailable`` with ``Retry-After``: the client waits, then retries."""
+    response = error_response(503, ErrorCode.DATABASE_UNAVAILABLE, message)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 async def _service_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     if isinstance(exc, MustRefetch):
         return must_refetch_response(exc.message)
+    if isinstance(exc, Unavailable):
+        return unavailable_response(exc.message)
     return error_response(exc.status, exc.code, exc.message)
 
 
@@ -149,7 +167,7 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 async def _database_unavailable(_: Request, exc: Exception) -> Response:
     log.warning("database unavailable: %s", exc)
-    return error_response(503, ErrorCode.UNAVAILABLE, "the database is unavailable; retry later")
+    return unavailable_response(Unavailable().message)
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
