@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -94,3 +94,16 @@ class ErrandsProcess:
         """Kill the process if need be and forget its output."""
         self.stop(signal.SIGKILL)
         self._log.close()
+
+
+def stop_postgres(server: Any) -> None:
+    """Stop an embedded Postgres (pgserver) abruptly: connections drop, like a crash."""
+    from pgserver._commands import pg_ctl  # noqa: PLC0415 -- only outage tests need it
+
+    pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def start_postgres(server: Any) -> None:
+    """Start a stopped embedded Postgres again; return once it accepts connections."""
+    with server._lock:
+        server.ensure_postgres_running()
