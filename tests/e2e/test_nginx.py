@@ -1,0 +1,177 @@
+"""Past one process: nginx (deploy/nginx.conf) in front of two ``errands server``
+processes on one database, a worker, and clients that go through nginx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import errands
+from errands.sync.auth import make_token
+from tests.client.processes import SECRET, SyncServer, start_worker, token
+from tests.e2e.conftest import StartNginx, StartServers
+from tests.helpers import wait_for
+from tests.sync.api import JOBS, insert, mutation, post, read, sync_all
+
+
+def queries(server: SyncServer) -> int:
+    """Shape queries the process has run, from its /v1/stats."""
+    headers = {"Authorization": f"Bearer {make_token(SECRET, 'ops', operator=True)}"}
+    stats = httpx.get(f"{server.url}/v1/stats", headers=headers, timeout=10)
+    assert stats.status_code == 200, stats.text
+    return int(stats.json()["shape_queries"])
+
+
+def http(url: str, user: str, **claims: Any) -> httpx.Client:
+    """An HTTP client with a fresh token for ``user``."""
+    headers = {"Authorization": f"Bearer {make_token(SECRET, user, **claims)}"}
+    return httpx.Client(base_url=url, headers=headers, timeout=30)
+
+
+def test_clients_through_nginx_go_on_when_a_server_is_killed_mid_run(
+    database_url: str, start_servers: StartServers, start_nginx: StartNginx, tmp_path: Path
+) -> None:
+    first, second = start_servers(2)
+    nginx = start_nginx([first.port, second.port])
+    worker = start_worker(database_url)
+    alice, bob = token("alice"), token("bob")
+    clients = {
+        "alice": errands.Client(tmp_path / "alice.db", nginx.url, alice, max_backoff=0.3),
+        "alice's other replica": errands.Client(
+            tmp_path / "alice2.db", nginx.url, alice, max_backoff=0.3
+        ),
+        "bob": errands.Client(tmp_path / "bob.db", nginx.url, bob, max_backoff=0.3),
+    }
+    try:
+        for client in clients.values():
+            client.connect()
+        slow = {"steps": 30, "step": 0.1}
+        before = [clients["alice"].submit("sleep_async", slow) for _ in range(3)]
+        bobs = [clients["bob"].submit("sleep_async", slow)]
+        watcher = clients["alice's other replica"]
+
+        def progressing() -> bool:
+            return any((job := watcher.get(j.id)) is not None and job.progress > 0 for j in before)
+
+        wait_for(progressing, timeout=30, what="a job's progress to reach the other replica")
+        first.stop(signal.SIGKILL)  # mid-run: jobs running, long polls held through it
+        after = [
+            watcher.submit("add", {"a": 2, "b": 3}),
+            clients["alice"].submit("sleep_async", {"steps": 3, "step": 0.1}),
+        ]
+        bobs.append(clients["bob"].submit("add", {"a": 1, "b": 1}))
+        for job in before + after:
+            assert clients["alice"].wait(job.id, timeout=60).state == "completed"
+            assert watcher.wait(job.id, timeout=30).state == "completed"
+        for job in bobs:
+            assert clients["bob"].wait(job.id, timeout=60).state == "completed"
+        assert watcher.get(after[0].id).result == 5  # type: ignore[union-attr]
+        alices = {j.id for j in before + after}
+        assert {j.id for j in watcher.jobs(limit=100)} == alices
+        assert {j.id for j in clients["bob"].jobs(limit=100)} == {j.id for j in bobs}
+        assert all(c.status.connected and c.status.pending == 0 for c in clients.values())
+    finally:
+        for client in clients.values():
+            client.close()
+        worker.close()
+    served_by = {line.split()[1] for line in nginx.access_log()}
+    assert {f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"} <= served_by
+
+
+def test_an_offset_issued_by_one_server_is_honoured_by_the_other(
+    start_servers: StartServers,
+) -> None:
+    first, second = start_servers(2)
+    with http(first.url, "alice") as one, http(second.url, "alice") as other:
+        cancelled = insert(one)
+        _, offset = sync_all(one)
+        added = insert(other)
+        post(one, mutation("update", cancelled, {"cancelled": True}))
+        from_one, from_other = read(one, offset), read(other, offset)
+        assert from_one.messages == from_other.messages
+        changed = {m.key: m.row for m in from_other.messages if m.type == "upsert"}
+        assert set(changed) == {cancelled, added}
+        assert changed[cancelled]["cancelled"] is True
+        # And on, back and forth: a live read on one from the other's offset.
+        later = insert(other)
+        live = read(one, from_other.offset, live="true")
+        assert [m.key for m in live.messages if m.type == "upsert"] == [later]
+
+
+CLIENTS = 500
+ROWS = 12
+PAGE = 5
+PAGES = -(-ROWS // PAGE)
+
+
+def test_a_cold_start_of_500_clients_of_one_user_costs_the_origins_a_query_or_two_per_page(
+    start_servers: StartServers, start_nginx: StartNginx
+) -> None:
+    # A long poll interval: the hubs run no query of their own while the clients start.
+    import time
+
+    t0 = time.monotonic()
+    servers = start_servers(2, "--page-size", str(PAGE), "--poll-interval", "30")
+    print("servers took", time.monotonic() - t0)
+    nginx = start_nginx([s.port for s in servers])
+    with http(servers[0].url, "carol") as carol, http(servers[1].url, "dave") as dave:
+        values = [{"kind": "test", "payload": {"n": n}} for n in range(ROWS)]
+        post(carol, *[mutation("insert", str(uuid.uuid4()), v) for v in values])
+        daves = {insert(dave)}
+    before = sum(queries(s) for s in servers)
+
+    async def follow(n: int) -> dict[str, Any]:
+        # Each client has a token of its own (another expiry): one user, many devices.
+        token = make_token(SECRET, "carol", expires_in=3600 + n)
+        headers = {"Authorization": f"Bearer {token}"}
+        rows: dict[str, Any] = {}
+        offset = "-1"
+        # verify=False: plain HTTP, and building an SSL context costs 0.1 s per client.
+        async with httpx.AsyncClient(
+            base_url=nginx.url, headers=headers, timeout=60, verify=False
+        ) as web:
+            while True:
+                answer = await web.get(JOBS, params={"offset": offset})
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                rows |= {m["key"]: m["row"] for m in body["messages"] if m["type"] == "upsert"}
+                offset = body["offset"]
+                if any(m["type"] == "up-to-date" for m in body["messages"]):
+                    return rows
+
+    async def cold_start() -> list[dict[str, Any]]:
+        return await asyncio.gather(*(follow(n) for n in range(CLIENTS)))
+
+    import time
+
+    t0 = time.monotonic()
+    replicas = asyncio.run(cold_start())
+    print("cold start took", time.monotonic() - t0)
+    cost = sum(queries(s) for s in servers) - before
+    hits = sum(" HIT " in line for line in nginx.access_log())
+    import collections
+
+    print(collections.Counter((l.split()[2], l.split()[4][:60]) for l in nginx.access_log()))
+    print(f"{CLIENTS} clients x {PAGES} pages: {cost} shape queries at the origins, {hits} hits")
+    assert all(len(rows) == ROWS for rows in replicas)
+    assert all({r["owner"] for r in rows.values()} == {"carol"} for rows in replicas)
+    # One query per page; at worst a second one if a page's lock outlived its 10 s age.
+    assert PAGES <= cost <= 2 * PAGES
+    # Same URL, another user: dave's own rows, never carol's from the cache.
+    with http(nginx.url, "dave") as dave_via_cache:
+        answer = dave_via_cache.get(JOBS, params={"offset": "-1"})
+    assert answer.headers["x-cache-status"] == "MISS"
+    assert {m["key"] for m in answer.json()["messages"] if m["type"] == "upsert"} == daves
+    # A forged token naming carol gets nothing, cached or not.
+    forged = make_token("another-secret-0123456789abcdef012", "carol")
+    refused = httpx.get(
+        f"{nginx.url}{JOBS}", params={"offset": "-1"}, headers={"Authorization": f"Bearer {forged}"}
+    )
+    assert refused.status_code == 401
+    assert json.loads(refused.text)["error"]["code"] == "unauthorized"
