@@ -35,12 +35,13 @@ class Nginx:
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "nginx.conf"
         config.write_text(self._config(ports))
+        self._stderr = (folder / "stderr.log").open("w")
         self.process = subprocess.Popen(
             [NGINX, "-p", str(folder), "-c", str(config), "-e", str(folder / "error.log"),
              "-g", "daemon off;"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=(folder / "stderr.log").open("w"),
+            stderr=self._stderr,
         )  # fmt: skip
         wait_for(self._accepts, timeout=20, what="nginx to listen")
 
@@ -90,7 +91,7 @@ http {{
         return (self.folder / "access.log").read_text().splitlines()
 
     def stop(self) -> None:
-        """Stop nginx (SIGQUIT: let it finish) and reap it."""
+        """Stop nginx (SIGTERM, then SIGKILL) and reap it."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -98,6 +99,7 @@ http {{
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._stderr.close()
 
 
 StartNginx = Callable[[list[int]], Nginx]
