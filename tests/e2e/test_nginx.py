@@ -21,14 +21,6 @@ from tests.helpers import wait_for
 from tests.sync.api import JOBS, insert, mutation, post, read, sync_all
 
 
-def queries(server: SyncServer) -> int:
-    """Shape queries the process has run, from its /v1/stats."""
-    headers = {"Authorization": f"Bearer {make_token(SECRET, 'ops', operator=True)}"}
-    stats = httpx.get(f"{server.url}/v1/stats", headers=headers, timeout=10)
-    assert stats.status_code == 200, stats.text
-    return int(stats.json()["shape_queries"])
-
-
 def http(url: str, user: str, **claims: Any) -> httpx.Client:
     """An HTTP client with a fresh token for ``user``."""
     headers = {"Authorization": f"Bearer {make_token(SECRET, user, **claims)}"}
@@ -111,53 +103,86 @@ PAGE = 5
 PAGES = -(-ROWS // PAGE)
 
 
-def test_a_cold_start_of_500_clients_of_one_user_costs_the_origins_a_query_or_two_per_page(
+def stats(servers: list[SyncServer], counter: str) -> int:
+    """The sum of one /v1/stats counter over the processes."""
+    headers = {"Authorization": f"Bearer {make_token(SECRET, 'ops', operator=True)}"}
+    total = 0
+    for server in servers:
+        answer = httpx.get(f"{server.url}/v1/stats", headers=headers, timeout=10)
+        assert answer.status_code == 200, answer.text
+        total += int(answer.json()[counter])
+    return total
+
+
+def device(url: str, n: int) -> httpx.AsyncClient:
+    """Client ``n`` of carol: a token of its own (another expiry), one user, many
+    devices. verify=False: plain HTTP, and an SSL context costs 0.1 s per client."""
+    token = make_token(SECRET, "carol", expires_in=3600 + n)
+    headers = {"Authorization": f"Bearer {token}"}
+    return httpx.AsyncClient(base_url=url, headers=headers, timeout=60, verify=False)  # noqa: S501
+
+
+async def snapshot(web: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
+    """Follow the shape from -1 to up-to-date: the rows and the offset reached."""
+    rows: dict[str, Any] = {}
+    offset = "-1"
+    while True:
+        answer = await web.get(JOBS, params={"offset": offset})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        rows |= {m["key"]: m["row"] for m in body["messages"] if m["type"] == "upsert"}
+        offset = body["offset"]
+        if any(m["type"] == "up-to-date" for m in body["messages"]):
+            return rows, offset
+
+
+def test_500_clients_of_one_user_cost_the_origins_one_query_per_page_then_per_change(
     start_servers: StartServers, start_nginx: StartNginx
 ) -> None:
-    # A long poll interval: the hubs run no query of their own while the clients start.
+    # A long poll interval: the hubs run (almost) no query of their own meanwhile.
     servers = start_servers(2, "--page-size", str(PAGE), "--poll-interval", "30")
     nginx = start_nginx([s.port for s in servers])
     with http(servers[0].url, "carol") as carol, http(servers[1].url, "dave") as dave:
         values = [{"kind": "test", "payload": {"n": n}} for n in range(ROWS)]
         post(carol, *[mutation("insert", str(uuid.uuid4()), v) for v in values])
         daves = {insert(dave)}
-    before = sum(queries(s) for s in servers)
+        before = stats(servers, "shape_queries")
 
-    async def follow(n: int) -> dict[str, Any]:
-        # Each client has a token of its own (another expiry): one user, many devices.
-        token = make_token(SECRET, "carol", expires_in=3600 + n)
-        headers = {"Authorization": f"Bearer {token}"}
-        rows: dict[str, Any] = {}
-        offset = "-1"
-        # verify=False: plain HTTP, and building an SSL context costs 0.1 s per client.
-        async with httpx.AsyncClient(
-            base_url=nginx.url,
-            headers=headers,
-            timeout=60,
-            verify=False,  # noqa: S501 -- plain HTTP to nginx on loopback
-        ) as web:
-            while True:
-                answer = await web.get(JOBS, params={"offset": offset})
-                assert answer.status_code == 200, answer.text
-                body = answer.json()
-                rows |= {m["key"]: m["row"] for m in body["messages"] if m["type"] == "upsert"}
-                offset = body["offset"]
-                if any(m["type"] == "up-to-date" for m in body["messages"]):
-                    return rows
+        async def cold_start_then_follow() -> tuple[list[dict[str, Any]], int, list[Any]]:
+            webs = [device(nginx.url, n) for n in range(CLIENTS)]
+            try:
+                replicas = await asyncio.gather(*(snapshot(web) for web in webs))
+                cold = await asyncio.to_thread(stats, servers, "shape_queries")
+                live = [
+                    asyncio.create_task(web.get(JOBS, params={"offset": offset, "live": "true"}))
+                    for web, (_, offset) in zip(webs, replicas, strict=True)
+                ]
+                await asyncio.to_thread(
+                    wait_for, lambda: stats(servers, "waiting") == CLIENTS, 60, 0.2, "live polls"
+                )
+                await asyncio.to_thread(insert, carol)
+                answers = [(await task).json() for task in live]
+                return [rows for rows, _ in replicas], cold, answers
+            finally:
+                await asyncio.gather(*(web.aclose() for web in webs))
 
-    async def cold_start() -> list[dict[str, Any]]:
-        return await asyncio.gather(*(follow(n) for n in range(CLIENTS)))
-
-    started = time.monotonic()
-    replicas = asyncio.run(cold_start())
-    took = time.monotonic() - started
-    cost = sum(queries(s) for s in servers) - before
+        started = time.monotonic()
+        replicas, cold, answers = asyncio.run(cold_start_then_follow())
+        took = time.monotonic() - started
+        after = stats(servers, "shape_queries")
     hits = sum(" HIT " in line for line in nginx.access_log())
-    print(f"{CLIENTS} clients x {PAGES} pages in {took:.1f} s: {cost} shape queries, {hits} hits")
+    print(
+        f"{CLIENTS} clients x {PAGES} pages: {cold - before} shape queries, {hits} cache hits;"
+        f" then {CLIENTS} long polls and a write: {after - cold} queries; {took:.1f} s in all"
+    )
     assert all(len(rows) == ROWS for rows in replicas)
     assert all({r["owner"] for r in rows.values()} == {"carol"} for rows in replicas)
     # One query per page; at worst a second one if a page's lock outlived its 10 s age.
-    assert PAGES <= cost <= 2 * PAGES
+    assert PAGES <= cold - before <= 2 * PAGES
+    # Every long poll got the new row; each process ran a query as they arrived (one
+    # more for those arriving during it), one for the change, perhaps one for a poll.
+    assert all(len([m for m in a["messages"] if m["type"] == "upsert"]) == 1 for a in answers)
+    assert 1 <= after - cold <= 4 * len(servers)
     # Same URL, another user: dave's own rows, never carol's from the cache.
     with http(nginx.url, "dave") as dave_via_cache:
         answer = dave_via_cache.get(JOBS, params={"offset": "-1"})
