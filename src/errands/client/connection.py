@@ -79,7 +79,8 @@ class Connection:
 
     ``run()`` pushes the outbox whenever it has entries (written by this process or
     another one sharing the file) and follows the jobs shape with long-polls; any
-    failure drops the connection, waits (:class:`Backoff`) and starts again. A refused
+    failure drops the connection, waits (:class:`Backoff`; or, when the server says
+    it cannot reach its database, what its ``Retry-After`` says) and starts again. A refused
     token or a replica of another server stops it: retrying cannot help, and ``fatal``
     says why.
     """
