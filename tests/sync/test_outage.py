@@ -98,6 +98,22 @@ def test_while_postgres_is_away_requests_get_503_at_once_and_it_serves_soon_afte
         assert set(rows) == {later}
 
 
+def test_a_stream_ends_cleanly_when_postgres_goes_away(
+    own_postgres: Any, own_service: SyncService
+) -> None:
+    with own_service.client("alice") as alice:
+        insert(alice)
+        with alice.stream("GET", f"{JOBS}/stream", params={"offset": "-1"}) as stream:
+            events = stream.iter_lines()
+            assert next(events).startswith("data: ")
+            stop_postgres(own_postgres)
+            for _ in events:  # ends cleanly (an abrupt end would raise), never hangs
+                pass
+        answer = alice.get(f"{JOBS}/stream", params={"offset": "-1"})
+        assert answer.status_code == 503
+        assert error_code(answer) == "database_unavailable"
+
+
 def test_a_client_says_the_server_cannot_reach_its_database_and_uploads_once_it_can(
     own_postgres: Any, own_service: SyncService, tmp_path: Path
 ) -> None:

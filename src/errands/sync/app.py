@@ -44,7 +44,7 @@ from errands.queries import query
 from errands.sync.auth import Authenticator, Caller
 from errands.sync.caching import SEGMENT_HEADER, cache_segment, shape_answer
 from errands.sync.database import DatabasePool
-from errands.sync.errors import BodyLimit, Forbidden, install_error_handlers
+from errands.sync.errors import BodyLimit, Forbidden, Unavailable, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
 from errands.sync.mutations import apply_batch
@@ -294,8 +294,11 @@ def _routes(app: FastAPI) -> None:
 
         async def events() -> AsyncIterator[bytes]:
             yield b"data: " + first.body + b"\n\n"
-            async for answer in answers:
-                yield b"data: " + answer.body + b"\n\n"
+            # The database went away: end the stream cleanly; the client's reconnection
+            # then gets the 503 and its Retry-After.
+            with contextlib.suppress(Unavailable):
+                async for answer in answers:
+                    yield b"data: " + answer.body + b"\n\n"
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
