@@ -4,10 +4,10 @@ how soon it serves again once Postgres is back.
     .venv/bin/python bench/outage_bench.py [--outages 2,5,10] [--runs 2]
 
 An embedded Postgres (pgserver, in a temporary folder) and one ``errands server``
-process. For each outage of T seconds: Postgres is stopped abruptly (``pg_ctl -m
-immediate``, like a crash); a shape read, a live read and an upload are sent at once and
-timed (each must be a 503 ``database_unavailable``); after T seconds Postgres is
-started again, and the time from ``pg_ctl start`` returning (Postgres accepts
+process. For each outage of T seconds: Postgres is stopped (``pg_ctl -m fast``: every
+connection is cut at once, as in a failover); a shape read, a live read and an upload
+are sent at once and timed (each must be a 503 ``database_unavailable``); after T
+seconds Postgres is started again, and the time from ``pg_ctl start`` returning (Postgres accepts
 connections) to the first shape read answered 200 is the resume time.
 """
 
@@ -34,10 +34,10 @@ READY = re.compile(r"errands server listening on (http://\S+)")
 
 
 def stop(server: Any) -> None:
-    """Stop Postgres abruptly."""
+    """Stop Postgres, cutting every connection."""
     from pgserver._commands import pg_ctl  # noqa: PLC0415
 
-    pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
 def start(server: Any) -> None:
