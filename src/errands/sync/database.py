@@ -110,7 +110,10 @@ class DatabasePool(AsyncConnectionPool[AsyncConnection[Any]]):
     async def _wait_for_return(self) -> None:
         while not await self._reachable():  # noqa: ASYNC110 -- polling Postgres, no event to await
             await asyncio.sleep(PROBE_INTERVAL)
-        await self.check()  # drop the idle connections the outage broke, replace them
+        try:
+            await self.check()  # drop the idle connections the outage broke, replace them
+        except Exception:  # the probe connected: serve, and let requests find out
+            log.exception("checking the pool's connections failed")
         assert self.outage_since is not None
         log.warning("the database is back after %.1f s", time.monotonic() - self.outage_since)
         self.outage_since = None
