@@ -57,11 +57,6 @@ class DatabasePool(AsyncConnectionPool[AsyncConnection[Any]]):
         self.outage_since: float | None = None
         self._watcher: asyncio.Task[None] | None = None
 
-    @property
-    def available(self) -> bool:
-        """False from the moment an outage is noticed until a probe connects again."""
-        return self.outage_since is None
-
     def ensure_available(self) -> None:
         """Raise :class:`~errands.sync.errors.Unavailable` during an outage."""
         if self.outage_since is not None:
