@@ -3,6 +3,7 @@ serves again within about a second of its return; clients say why they wait."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,13 +25,16 @@ again ~0.7 of an outage later) and its 30 s wait for a connection would both sho
 
 
 @pytest.fixture(scope="module")
-def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """An embedded Postgres these tests may stop and start."""
+def own_postgres() -> Iterator[Any]:
+    """An embedded Postgres these tests may stop and start. Not under pytest's tmp_path:
+    Postgres runs as another user, and any pytest session starting meanwhile makes
+    /tmp/pytest-of-USER private again, which would lock it out of its data."""
     import pgserver  # noqa: PLC0415 -- only these tests need it
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    yield server
-    server.cleanup()
+    with tempfile.TemporaryDirectory(prefix="errands-outage-") as folder:
+        server = pgserver.get_server(Path(folder) / "data", cleanup_mode="delete")
+        yield server
+        server.cleanup()
 
 
 @pytest.fixture
