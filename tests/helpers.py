@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -94,3 +94,25 @@ class ErrandsProcess:
         """Kill the process if need be and forget its output."""
         self.stop(signal.SIGKILL)
         self._log.close()
+
+
+def stop_postgres(server: Any) -> None:
+    """Stop an embedded Postgres (pgserver): every connection is cut at once, as in a
+    failover. (``-m fast``: a crash-like ``immediate`` stop makes the next start replay
+    the log, which can outlast pgserver's 10 s start timeout on a busy machine.)"""
+    from pgserver._commands import pg_ctl  # noqa: PLC0415 -- only outage tests need it
+
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def start_postgres(server: Any, attempts: int = 3) -> None:
+    """Start a stopped embedded Postgres again; return once it accepts connections."""
+    for attempt in range(attempts):
+        try:
+            with server._lock:
+                server.ensure_postgres_running()
+        except subprocess.SubprocessError:
+            if attempt == attempts - 1:
+                raise
+        else:
+            return

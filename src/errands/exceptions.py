@@ -18,6 +18,7 @@ is the default message, so ``raise ConfigurationError()`` still says something u
         * ReplicaMismatch -- the replica belongs to another server or user.
     * SyncError -- the sync service could not be used.
         * ServerUnreachable -- no answer from the sync service (the client retries).
+            * DatabaseUnreachable -- the service answers, but cannot reach its database.
         * Unauthorized -- the sync service refused the client's token.
 """
 
@@ -94,6 +95,16 @@ class SyncError(ErrandsError):
 
 class ServerUnreachable(SyncError):
     """The sync service did not answer; local changes wait in the outbox."""
+
+
+class DatabaseUnreachable(ServerUnreachable):
+    """The sync service answers but cannot reach its database; the client retries when
+    the service says (``Retry-After``)."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("server can't reach its database")
+        self.retry_after = retry_after
+        """Seconds the server asked the client to wait before retrying."""
 
 
 class Unauthorized(SyncError):

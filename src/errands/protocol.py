@@ -182,6 +182,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN_ORIGIN = "forbidden_origin"
     NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
     INTERNAL = "internal_error"
 
 

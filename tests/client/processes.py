@@ -43,11 +43,10 @@ class SyncServer:
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--secret",
-            SECRET,
             "--poll-interval",
             "0.2",
             *self.extra,
+            env={"ERRANDS_SECRET": SECRET},
         )
         self.process.wait_for_output(f"listening on {self.url}", timeout=30)
         return self
@@ -77,7 +76,7 @@ def start_worker(database_url: str) -> ErrandsProcess:
 
 def token(user: str, secret: str = SECRET) -> str:
     """A bearer token from the real ``errands token`` command."""
-    process = ErrandsProcess("token", "--secret", secret, "--user", user)
+    process = ErrandsProcess("token", "--user", user, env={"ERRANDS_SECRET": secret})
     try:
         assert process.process.wait(30) == 0, process.output()
         return process.output().strip().splitlines()[-1]

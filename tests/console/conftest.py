@@ -25,8 +25,8 @@ browser = ui_conftest.browser  # the page tests' Chromium fixture, package-scope
 
 
 def errands_token(*args: str) -> str:
-    """What ``errands token --secret SECRET ARGS`` prints (its last line)."""
-    process = ErrandsProcess("token", "--secret", SECRET, *args)
+    """What ``ERRANDS_SECRET=SECRET errands token ARGS`` prints (its last line)."""
+    process = ErrandsProcess("token", *args, env={"ERRANDS_SECRET": SECRET})
     try:
         assert process.process.wait(30) == 0, process.output()
         return process.output().strip().splitlines()[-1]

@@ -4,7 +4,6 @@ gets, the files it serves, and ``errands token --console-url``."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -190,12 +189,10 @@ def test_token_prints_a_sign_in_link_with_the_token_in_the_fragment() -> None:
 def test_token_reads_the_console_url_from_the_environment() -> None:
     process = ErrandsProcess(
         "token",
-        "--secret",
-        SECRET,
         "--user",
         "ops",
         "--operator",
-        env={**os.environ, "ERRANDS_CONSOLE_URL": "http://127.0.0.1:9/errands"},
+        env={"ERRANDS_SECRET": SECRET, "ERRANDS_CONSOLE_URL": "http://127.0.0.1:9/errands"},
     )
     try:
         assert process.process.wait(30) == 0
@@ -213,7 +210,7 @@ def test_token_reads_the_console_url_from_the_environment() -> None:
     ],
 )
 def test_token_refuses_a_console_link_it_cannot_make(args: list[str], message: str) -> None:
-    process = ErrandsProcess("token", "--secret", SECRET, "--user", "ops", *args)
+    process = ErrandsProcess("token", "--user", "ops", *args, env={"ERRANDS_SECRET": SECRET})
     try:
         assert process.process.wait(30) == 2
         assert message in process.output()

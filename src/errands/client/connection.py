@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
+from pydantic import ValidationError
+
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession, make_http
-from errands.exceptions import ErrandsError, ReplicaMismatch, Unauthorized
+from errands.exceptions import DatabaseUnreachable, ErrandsError, ReplicaMismatch, Unauthorized
+from errands.protocol import ErrorCode, ErrorResponse
 
 log = logging.getLogger("errands.client")
 
@@ -74,7 +79,8 @@ class Connection:
 
     ``run()`` pushes the outbox whenever it has entries (written by this process or
     another one sharing the file) and follows the jobs shape with long-polls; any
-    failure drops the connection, waits (:class:`Backoff`) and starts again. A refused
+    failure drops the connection, waits (:class:`Backoff`; or, when the server says
+    it cannot reach its database, what its ``Retry-After`` says) and starts again. A refused
     token or a replica of another server stops it: retrying cannot help, and ``fatal``
     says why.
     """
@@ -115,6 +121,11 @@ class Connection:
                     self.fatal = exc
                     self._drop(str(exc))
                     return
+                except DatabaseUnreachable as exc:
+                    self._drop(str(exc))
+                    # The server knows when to come back; spread the retries over as long.
+                    await asyncio.sleep(exc.retry_after * (1 + self.backoff.rng()))
+                    continue
                 except ErrandsError as exc:
                     self._drop(str(exc))
                 except Exception as exc:  # a bug must not stop syncing for good
@@ -136,15 +147,21 @@ class Connection:
 
     async def _connected_session(self) -> None:
         async with make_http(self.server, self.token) as http:
+            http.event_hooks["response"].append(_raise_if_database_unreachable)
             session = SyncSession(self.replica, http)
             await session.check_identity()
+            # Connected once a read gets through: the service answers /v1/me even while
+            # its database is away.
+            up_to_date = await session.pull(live=False)
             self.connected = True
             self.reason = ""
             self.backoff.reset()
             self.replica.notify()
             log.info("sync: connected to %s", self.server)
             await _first_failure(
-                self._push_forever(session), self._pull_forever(session), self._watch_file()
+                self._push_forever(session),
+                self._pull_forever(session, up_to_date),
+                self._watch_file(),
             )
 
     async def _push_forever(self, session: SyncSession) -> None:
@@ -163,10 +180,32 @@ class Connection:
             await asyncio.sleep(WATCH_INTERVAL)
 
     @staticmethod
-    async def _pull_forever(session: SyncSession) -> None:
-        up_to_date = False
+    async def _pull_forever(session: SyncSession, up_to_date: bool) -> None:
         while True:
             up_to_date = await session.pull(live=up_to_date)
+
+
+async def _raise_if_database_unreachable(response: httpx.Response) -> None:
+    """An httpx response hook: a 503 ``database_unavailable`` becomes
+    :class:`DatabaseUnreachable`, with the server's ``Retry-After``."""
+    if response.status_code != 503:
+        return
+    try:
+        error = ErrorResponse.model_validate_json(await response.aread()).error
+    except ValidationError:
+        return  # a proxy's 503: an unreachable server, retried with backoff
+    if error.code == ErrorCode.DATABASE_UNAVAILABLE:
+        raise DatabaseUnreachable(_seconds(response.headers.get("retry-after")))
+
+
+def _seconds(retry_after: str | None, default: float = 1.0) -> float:
+    """``Retry-After`` in seconds (the delay form; a date or garbage gives ``default``),
+    never more than a minute."""
+    try:
+        seconds = float(retry_after or default)
+    except ValueError:
+        return default
+    return min(max(seconds, 0.0), 60.0) if math.isfinite(seconds) else default
 
 
 async def _first_failure(*coroutines: Coroutine[Any, Any, None]) -> None:

@@ -27,7 +27,6 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg import AsyncConnection, IsolationLevel
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
 from errands import __version__
@@ -47,8 +46,10 @@ from errands.protocol import (
 )
 from errands.queries import query
 from errands.sync.auth import Authenticator, Caller
+from errands.sync.caching import SEGMENT_HEADER, cache_segment, shape_answer
 from errands.sync.console import router as console_router
-from errands.sync.errors import Forbidden, install_error_handlers
+from errands.sync.database import DatabasePool
+from errands.sync.errors import Forbidden, Unavailable, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
 from errands.sync.limits import FairShare, Limits
@@ -95,7 +96,7 @@ class ServiceStats(BaseModel):
 class Service:
     """What the routes share: the pool, the fan-out hub, the authenticator, settings."""
 
-    pool: AsyncConnectionPool[Any]
+    pool: DatabasePool
     hub: ShapeHub
     auth: Authenticator
     settings: ServiceSettings
@@ -195,7 +196,7 @@ async def _start(database_url: str, auth: Authenticator, settings: ServiceSettin
     if missing:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
         raise ConfigurationError(f"the database is not migrated ({names}); run errands migrate")
-    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+    pool = DatabasePool(
         database_url,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
@@ -284,18 +285,17 @@ def _shape(table: str, where: str | None, caller: Caller) -> Shape:
     return Shape(table, parse_filters(where), caller.owner_filter)
 
 
-def _json(body: bytes) -> Response:
-    return Response(content=body, media_type="application/json")
-
-
 def _routes(app: FastAPI) -> None:
     @app.get(f"{PREFIX}/me", response_model=WhoAmI, responses=_ERRORS)
-    async def me(service: ServiceDep, caller: CallerDep) -> WhoAmI:
-        """Who the service takes the caller to be, and the database's generation."""
+    async def me(service: ServiceDep, caller: CallerDep, response: Response) -> WhoAmI:
+        """Who the service takes the caller to be, and the database's generation. The
+        X-Errands-Segment header names the caller's HTTP cache segment (docs/deploy.md)."""
+        response.headers[SEGMENT_HEADER] = cache_segment(caller)
         return WhoAmI(user=caller.user, operator=caller.operator, generation=service.generation)
 
     @app.get(f"{PREFIX}/shapes/{{table}}", response_model=ShapeResponse, responses=_SHAPE_ERRORS)
     async def shape(
+        request: Request,
         service: ServiceDep,
         caller: CallerDep,
         table: str,
@@ -309,9 +309,11 @@ def _routes(app: FastAPI) -> None:
         parsed = parse_offset(offset)
         wanted = _shape(table, where, caller)
         if live:
-            hold = service.settings.live_hold
-            return _json((await service.hub.live(wanted, parsed, offset, hold)).body)
-        return _json((await service.hub.read_now(wanted, parsed)).body)
+            answer = await service.hub.live(wanted, parsed, offset, service.settings.live_hold)
+        else:
+            answer = await service.hub.read_now(wanted, parsed)
+        # Cacheable by nginx or a CDN when it moves the reader on (errands.sync.caching).
+        return shape_answer(request, answer.body, offset, answer.response.offset)
 
     @app.get(
         f"{PREFIX}/shapes/{{table}}/stream",
@@ -335,8 +337,11 @@ def _routes(app: FastAPI) -> None:
 
         async def events() -> AsyncIterator[bytes]:
             yield b"data: " + first.body + b"\n\n"
-            async for answer in answers:
-                yield b"data: " + answer.body + b"\n\n"
+            # The database went away: end the stream cleanly; the client's reconnection
+            # then gets the 503 and its Retry-After.
+            with contextlib.suppress(Unavailable):
+                async for answer in answers:
+                    yield b"data: " + answer.body + b"\n\n"
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(events(), media_type="text/event-stream", headers=headers)

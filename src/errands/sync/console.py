@@ -151,24 +151,20 @@ class Attempt:
 
 
 def attempts_of(events: Sequence[operations.JobEvent]) -> list[Attempt]:
-    """Each attempt in a job's timeline (events oldest first), oldest first."""
-    runs = []
-    for index, event in enumerate(events):
-        if event.type != "started":
-            continue
-        end = events[index + 1] if index + 1 < len(events) else None
-        runs.append(
-            Attempt(
-                attempt=event.attempt,
-                worker=event.worker,
-                started_at=event.at,
-                ended_at=end.at if end else None,
-                seconds=(end.at - event.at).total_seconds() if end else None,
-                outcome=end.type if end else "running",
-                error=end.error if end else None,
-            )
+    """Each attempt in a job's timeline (events oldest first), oldest first, as
+    :func:`errands.operations.attempts` reads them."""
+    return [
+        Attempt(
+            attempt=run.number,
+            worker=run.worker,
+            started_at=run.started_at,
+            ended_at=run.ended_at,
+            seconds=None if run.duration is None else run.duration.total_seconds(),
+            outcome=run.outcome or "running",
+            error=run.error,
         )
-    return runs
+        for run in operations.attempts(events)
+    ]
 
 
 class JobDetail(BaseModel):

@@ -8,7 +8,8 @@
       start its shape again.
     * TooManyRequests (429) -- the caller holds its share of live readers or shapes;
       answered with ``Retry-After``.
-    * Unavailable (503) -- Postgres cannot be reached; the client retries.
+    * Unavailable (503) -- Postgres cannot be reached; answered at once with
+      ``Retry-After`` (see :mod:`errands.sync.database`), and the client retries.
 
 Handlers installed by :func:`install_error_handlers` turn FastAPI's own errors (request
 validation, unknown routes, wrong methods, malformed JSON) into the same shape; the
@@ -104,11 +105,19 @@ class MustRefetch(ServiceError):
     code = ErrorCode.MUST_REFETCH
 
 
+RETRY_AFTER_SECONDS = 1
+"""What a 503 tells clients to wait: the service notices Postgres is back within about
+that long (errands.sync.database)."""
+
+
 class Unavailable(ServiceError):
-    """Postgres cannot be reached right now."""
+    """The service cannot reach its database right now; retry in a second."""
 
     status = 503
-    code = ErrorCode.UNAVAILABLE
+    code = ErrorCode.DATABASE_UNAVAILABLE
+
+    def __init__(self, message: str = "the server can't reach its database; retry shortly") -> None:
+        super().__init__(message)
 
 
 def error_response(
@@ -126,6 +135,8 @@ def service_error_response(exc: ServiceError) -> JSONResponse:
     headers = None
     if isinstance(exc, TooManyRequests):
         headers = {"Retry-After": str(exc.retry_after)}
+    elif isinstance(exc, Unavailable):
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return error_response(exc.status, exc.code, exc.message, headers)
 
 
@@ -180,7 +191,7 @@ async def _http_error(_: Request, exc: Exception) -> Response:
 
 async def _database_unavailable(_: Request, exc: Exception) -> Response:
     log.warning("database unavailable: %s", exc)
-    return error_response(503, ErrorCode.UNAVAILABLE, "the database is unavailable; retry later")
+    return service_error_response(Unavailable())
 
 
 async def _unexpected(_: Request, exc: Exception) -> Response:
