@@ -65,8 +65,10 @@ def history(charts_database: str) -> datetime:
         def job(name: str, state: str, attempts: int, run_at: datetime, *events: Any) -> None:
             (job_id,) = (
                 db.execute(
+                    # Triggers are off: every NOT NULL column without a default is given.
                     "INSERT INTO background_jobs (id, kind, state, attempts, run_at, received_at,"
-                    " payload) VALUES (gen_random_uuid(), 'chart', %s, %s, %s, %s, %s)"
+                    " payload, max_attempts, priority, queue)"
+                    " VALUES (gen_random_uuid(), 'chart', %s, %s, %s, %s, %s, 3, 0, 'default')"
                     " RETURNING id",
                     (state, attempts, run_at, events[0][1], Jsonb(name)),
                 ).fetchone()

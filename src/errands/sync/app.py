@@ -49,7 +49,7 @@ from errands.sync.auth import Authenticator, Caller
 from errands.sync.caching import SEGMENT_HEADER, cache_segment, shape_answer
 from errands.sync.console import router as console_router
 from errands.sync.database import DatabasePool
-from errands.sync.errors import Forbidden, Unavailable, install_error_handlers
+from errands.sync.errors import ERROR_RESPONSES, Forbidden, Unavailable, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
 from errands.sync.limits import FairShare, Limits
@@ -103,11 +103,7 @@ class Service:
     generation: str = ""
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed request"},
-    401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
-    431: {"model": ErrorResponse, "description": "Request headers too large"},
-}
+_ERRORS = ERROR_RESPONSES
 _SHAPE_ERRORS: dict[int | str, dict[str, Any]] = _ERRORS | {
     404: {"model": ErrorResponse, "description": "Unknown table"},
     409: {"model": ShapeResponse, "description": "must-refetch: start again from -1"},

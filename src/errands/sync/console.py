@@ -39,7 +39,7 @@ from errands.jobs import STATES
 from errands.protocol import MAX_KIND_LENGTH, ErrorCode, ErrorResponse
 from errands.queries import query
 from errands.sync.auth import Caller
-from errands.sync.errors import BadRequest, Forbidden, NotFound
+from errands.sync.errors import ERROR_RESPONSES, BadRequest, Forbidden, NotFound
 
 ADMIN = "/v1/admin"
 CHART_MINUTES = 60
@@ -58,10 +58,11 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Malformed request"},
-    401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
+_ERRORS: dict[int | str, dict[str, Any]] = ERROR_RESPONSES | {
     403: {"model": ErrorResponse, "description": "operator_required: not an operator's token"},
+}
+_JOB_ERRORS: dict[int | str, dict[str, Any]] = _ERRORS | {
+    404: {"model": ErrorResponse, "description": "not_found: no job has this id"},
 }
 
 router = APIRouter()
@@ -175,7 +176,7 @@ class JobDetail(BaseModel):
     attempts: list[Attempt]
 
 
-@router.get(f"{ADMIN}/jobs/{{job_id}}", response_model=JobDetail, responses=_ERRORS)
+@router.get(f"{ADMIN}/jobs/{{job_id}}", response_model=JobDetail, responses=_JOB_ERRORS)
 async def job_detail(pool: OperatorPool, job_id: uuid.UUID) -> JobDetail:
     """One job with its timeline from ``job_events``; 404 if there is no such job."""
     async with pool.connection() as conn:

@@ -120,6 +120,19 @@ class Unavailable(ServiceError):
         super().__init__(message)
 
 
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed request"},
+    401: {"model": ErrorResponse, "description": "Missing, invalid or expired token"},
+    431: {"model": ErrorResponse, "description": "Request headers too large"},
+    503: {
+        "model": ErrorResponse,
+        "description": "database_unavailable: the service can't reach Postgres; see Retry-After",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
+}
+"""The refusals every route may answer with, for the OpenAPI document."""
+
+
 def error_response(
     status: int, code: ErrorCode, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
