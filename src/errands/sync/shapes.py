@@ -47,8 +47,8 @@ SYNC_QUERIES = "sync.sql"
 SYNCED_TABLES = frozenset({JOBS_TABLE})
 
 # The row as JSON, built by Postgres from the whitelist: uuid and timestamptz become
-# strings (ISO 8601, in the session's UTC), jsonb stays JSON.
-_ROW = sql.SQL("jsonb_build_object({})").format(
+# strings (ISO 8601, in the session's UTC), jsonb stays JSON. Shared by the change log.
+ROW_JSON = sql.SQL("jsonb_build_object({})").format(
     sql.SQL(", ").join(
         sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(c)) for c in JOB_COLUMNS
     )
@@ -86,7 +86,7 @@ class Shape:
             permission = sql.SQL("owner = {}").format(sql.Placeholder("owner"))
             params["owner"] = self.owner
         template = sql.SQL(query(name, SYNC_QUERIES))
-        return template.format(row=_ROW, permission=permission, shape_filter=condition), params
+        return template.format(row=ROW_JSON, permission=permission, shape_filter=condition), params
 
 
 @dataclass(frozen=True)
