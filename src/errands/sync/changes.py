@@ -91,10 +91,10 @@ class Batch:
 
 
 async def read_batch(
-    conn: AsyncConnection[Any], since: Offset | None
+    conn: AsyncConnection[Any], since: Offset | None, max_rows: int = MAX_BATCH_ROWS
 ) -> tuple[Position, tuple[Change, ...] | None]:
     """One statement: the position now and the changes after ``since`` (None: only the
-    position; the changes are None if more than :data:`MAX_BATCH_ROWS`)."""
+    position; the changes are None if more than ``max_rows``)."""
     if since is None:
         row = await (await conn.execute(query("read_position", SYNC_QUERIES))).fetchone()
         assert row is not None, "errands_sync_state is empty: run errands migrate"
@@ -103,12 +103,12 @@ async def read_batch(
     params = {
         "xmin": str(since.xmin),
         "since": f"{since.xmin}:{since.xmax}:{','.join(map(str, since.xips_sorted))}",
-        "limit": MAX_BATCH_ROWS + 1,
+        "limit": max_rows + 1,
     }
     rows = await (await conn.execute(statement, params)).fetchall()
     position = _position(*rows[0][:3])
     found = [r[3:] for r in rows if r[3] is not None]
-    if len(found) > MAX_BATCH_ROWS:
+    if len(found) > max_rows:
         return position, None
     return position, _one_per_row(found)
 
@@ -137,14 +137,18 @@ def _one_per_row(found: list[tuple[Any, ...]]) -> tuple[Change, ...]:
 
 
 class ChangeLog:
-    """The recent batches, bounded by :data:`MAX_LOG_CHANGES` and
-    :data:`MAX_LOG_SECONDS`, and the cursor."""
+    """The recent batches, bounded by ``max_changes`` and ``max_seconds``, and the
+    cursor; a batch of more than ``max_batch`` rows starts the log again."""
 
     def __init__(
-        self, max_changes: int = MAX_LOG_CHANGES, max_seconds: float = MAX_LOG_SECONDS
+        self,
+        max_changes: int = MAX_LOG_CHANGES,
+        max_seconds: float = MAX_LOG_SECONDS,
+        max_batch: int = MAX_BATCH_ROWS,
     ) -> None:
         self.max_changes = max_changes
         self.max_seconds = max_seconds
+        self.max_batch = max_batch
         self.position: Position | None = None
         self.base: Offset | None = None
         self.batches: collections.deque[Batch] = collections.deque()

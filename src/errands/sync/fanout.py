@@ -176,6 +176,12 @@ class ShapeHub:
             self._release(held)
         self._batch_done.set()
 
+    @property
+    def held_readers(self) -> int:
+        """Live readers held at the cursor now (the rest of ``stats.waiting`` wait for
+        a batch or a SQL read)."""
+        return sum(held.count for held in self._held.values())
+
     def change_batch(self) -> None:
         """Something may have changed: later snapshot reads run a new query, and the
         next batch reads the changes into the log."""
@@ -377,7 +383,7 @@ class ShapeHub:
             number = self._started
             try:
                 async with self.pool.connection() as conn:
-                    position, changes = await read_batch(conn, self.log.cursor)
+                    position, changes = await read_batch(conn, self.log.cursor, self.log.max_batch)
             except (psycopg.Error, PoolTimeout) as exc:
                 log.warning("reading the changes failed (%s); retrying at the next batch", exc)
                 await asyncio.sleep(min(self.poll_interval, 1.0))
