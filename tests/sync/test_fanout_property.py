@@ -125,7 +125,7 @@ class Play:
         deadline = loop.time() + SETTLE_SECONDS
         while True:
             running = [f for f in self.followers if f.task is not None and not f.task.done()]
-            if len(running) == self.hub.held_readers:
+            if len(running) == self.hub.stats.held:
                 break
             assert loop.time() < deadline, "a live reader was neither answered nor held"
             await asyncio.sleep(0.002)

@@ -78,7 +78,8 @@ def _up_to_date(found: list[Message], offset: str) -> ShapeRead:
 class FanoutStats:
     """Counters that show the fan-out at work: wake-ups (notifications and polls), the
     change-log reads they caused, per-shape SQL reads (snapshot pages, plain reads and
-    fallbacks), live readers waiting now and row states held in the log."""
+    fallbacks), live readers waiting now and how many of them are held at the cursor
+    (the others wait for a batch or a SQL read), and row states held in the log."""
 
     change_batches: int = 0
     notifications: int = 0
@@ -86,6 +87,7 @@ class FanoutStats:
     change_queries: int = 0
     shape_queries: int = 0
     waiting: int = 0
+    held: int = 0
     log_changes: int = 0
     listening: bool = False
 
@@ -175,12 +177,6 @@ class ShapeHub:
         for held in list(self._held.values()):
             self._release(held)
         self._batch_done.set()
-
-    @property
-    def held_readers(self) -> int:
-        """Live readers held at the cursor now (the rest of ``stats.waiting`` wait for
-        a batch or a SQL read)."""
-        return sum(held.count for held in self._held.values())
 
     def change_batch(self) -> None:
         """Something may have changed: later snapshot reads run a new query, and the
@@ -314,12 +310,14 @@ class ShapeHub:
             held = self._held[shape.key] = _Held(shape, matcher)
             self._index.add(shape.key, shape.owner)
         held.count += 1
+        self.stats.held += 1
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout_at(deadline):
                     await held.ready.wait()
         finally:
             held.count -= 1
+            self.stats.held -= 1
             if not held.count and self._held.get(shape.key) is held:
                 self._unhold(held)
         return held

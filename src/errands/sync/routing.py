@@ -45,6 +45,8 @@ def _real(value: Any) -> float:
         rounded: float = struct.unpack("f", struct.pack("f", value))[0]
     except OverflowError:
         raise Undecidable("out of range for real") from None
+    if rounded == 0 and value != 0:
+        raise Undecidable("underflows real")  # Postgres refuses it
     return rounded
 
 
