@@ -232,15 +232,26 @@ def request(url: str, target: str, token: str) -> bytes:
     ).encode()
 
 
-async def headers(reader: asyncio.StreamReader) -> dict[bytes, bytes]:
-    status = await reader.readline()
-    if b" 200 " not in status:
-        raise RuntimeError(f"the service answered {status!r}")
-    found = {}
-    while (line := await reader.readline()) not in {b"\r\n", b""}:
-        name, _, value = line.partition(b":")
-        found[name.strip().lower()] = value.strip()
-    return found
+async def get(
+    url: str, target: str, token: str, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+) -> dict[bytes, bytes]:
+    """Send a request and read the answer's headers; retry, as clients do, while the
+    service answers 503 (thousands of clients asking for snapshots at once queue up for
+    its database connections)."""
+    reader, writer = connection
+    while True:
+        writer.write(request(url, target, token))
+        status = await reader.readline()
+        found = {}
+        while (line := await reader.readline()) not in {b"\r\n", b""}:
+            name, _, value = line.partition(b":")
+            found[name.strip().lower()] = value.strip()
+        if b" 200 " in status:
+            return found
+        if b" 503 " not in status:
+            raise RuntimeError(f"the service answered {status!r}")
+        await reader.readexactly(int(found[b"content-length"]))
+        await asyncio.sleep(random.uniform(1.0, 3.0))
 
 
 # The clients speak HTTP/1.1 over bare connections: lean load generators, so that the
@@ -252,8 +263,8 @@ async def follow_stream(url: str, token: str, client: Client) -> None:
     """One SSE stream, from the snapshot on."""
     reader, writer = await connect(url)
     try:
-        writer.write(request(url, f"{SHAPE}/stream?offset=-1", token))
-        await headers(reader)  # the body is chunked, one chunk per event
+        await get(url, f"{SHAPE}/stream?offset=-1", token, (reader, writer))
+        # The body is chunked, one chunk per event.
         pending = b""
         while size := int((await reader.readline()).strip() or b"0", 16):
             pending += (await reader.readexactly(size + 2))[:-2]
@@ -272,8 +283,8 @@ async def follow_polls(url: str, token: str, client: Client) -> None:
     try:
         while True:
             live = "&live=true" if client.synced.is_set() else ""
-            writer.write(request(url, f"{SHAPE}?offset={quote(offset)}{live}", token))
-            length = int((await headers(reader))[b"content-length"])
+            target = f"{SHAPE}?offset={quote(offset)}{live}"
+            length = int((await get(url, target, token, (reader, writer)))[b"content-length"])
             offset = client.take(json.loads(await reader.readexactly(length)))
     finally:
         writer.close()
@@ -306,15 +317,29 @@ async def _generate(a: Assignment, pipe: Connection) -> None:
         counts[user] = counts.get(user, 0) + 1
     clients = [Client(a.run, counts.get(u, 0)) for u in a.users]
     follow = follow_stream if a.mode == "sse" else follow_polls
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
+    failures: list[BaseException] = []
+
+    def failed(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            failures.append(task.exception())  # type: ignore[arg-type]
+
     for start in range(0, len(clients), CONNECT_WAVE):
-        wave = range(start, min(start + CONNECT_WAVE, len(clients)))
-        tasks += [
-            asyncio.create_task(follow(a.url, a.tokens[a.users[i]], clients[i])) for i in wave
-        ]
+        for i in range(start, min(start + CONNECT_WAVE, len(clients))):
+            task = asyncio.create_task(follow(a.url, a.tokens[a.users[i]], clients[i]))
+            task.add_done_callback(failed)
+            tasks.append(task)
         await asyncio.sleep(0.05)
     try:
-        await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in clients)), 600)
+        synced = asyncio.gather(*(c.synced.wait() for c in clients))
+        while not synced.done():
+            await asyncio.wait([synced], timeout=1)
+            if failures:
+                synced.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await synced
+                pipe.send(f"{len(failures)} clients failed, e.g. {failures[0]!r}")
+                return
         gc.collect()
         gc.freeze()  # the load generator's own collector must not pause the measurement
         cpu = time.process_time()
@@ -326,6 +351,8 @@ async def _generate(a: Assignment, pipe: Connection) -> None:
             pipe.send("complete")
         else:
             everyone.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await everyone
         await stop
         cpu = time.process_time() - cpu
     finally:
@@ -409,8 +436,9 @@ def run_case(
     try:
         with httpx.Client(base_url=url, headers=operator, timeout=60) as ops:
             for pipe in pipes:
-                if not pipe.poll(900) or pipe.recv() != "synced":
-                    raise SystemExit("the clients did not get their snapshots in time")
+                said = pipe.recv() if pipe.poll(900) else "no answer in 900 s"
+                if said != "synced":
+                    raise SystemExit(f"the clients did not get their snapshots: {said}")
             until(lambda: stats(ops)["waiting"] >= case.clients, 60)
             before = stats(ops)
             cpu_before = cpu_seconds(pid)
