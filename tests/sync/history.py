@@ -52,8 +52,6 @@ steps = st.lists(
     st.one_of(
         *writer_steps,
         st.tuples(st.just("read"), st.integers(0, READERS - 1)),
-        # reader READERS stands for "every reader at once" (one query per shape)
-        st.just(("read", READERS)),
     ),
     min_size=5,
     max_size=45,
@@ -69,8 +67,7 @@ SHAPES: list[tuple[Filters, str | None]] = [
     ([], None),
     ([{"column": "owner", "op": "in", "value": ["b"]}], None),
 ]
-# The last reader follows the first one's shape, from offsets of its own: reading them
-# together takes one query for two different offsets.
+# The last reader follows the first one's shape, from offsets of its own.
 shapes = st.lists(
     st.sampled_from(range(len(SHAPES))), min_size=READERS - 1, max_size=READERS - 1
 ).map(lambda chosen: [*chosen, chosen[0]])
@@ -268,18 +265,14 @@ def run(
     readers: list[Reader],
     ops: list[tuple[Any, ...]],
     read: Callable[[Reader], ShapeResponse],
-    read_together: Callable[[list[Reader]], list[ShapeResponse]] | None = None,
 ) -> None:
-    """Play the steps, then commit everything and let every reader catch up.
-    ``read_together`` answers several readers of one shape with one query."""
+    """Play the steps, then commit everything and let every reader catch up."""
     history.step(("insert", LONG_WRITER, "a"))  # the long transaction starts first
     for op in ops:
-        if op[0] != "read":
-            history.step(op)
-        elif op[1] < len(readers):
+        if op[0] == "read":
             readers[op[1]].apply(read(readers[op[1]]), history)
         else:
-            _read_together(readers, read, read_together, history)
+            history.step(op)
     for w in history.writers[1:] + history.writers[:1]:  # the long one commits last
         history.commit(w)
     for reader in readers:
@@ -287,25 +280,6 @@ def run(
         reader.apply(response, history)
         while not response.up_to_date:
             response = read(reader)
-            reader.apply(response, history)
-
-
-def _read_together(
-    readers: list[Reader],
-    read: Callable[[Reader], ShapeResponse],
-    read_together: Callable[[list[Reader]], list[ShapeResponse]] | None,
-    history: History,
-) -> None:
-    """Readers past their snapshot, grouped by shape, read together; the rest alone."""
-    groups: dict[str, list[Reader]] = {}
-    for reader in readers:
-        if read_together is None or reader.offset == "-1" or "~" in reader.offset:
-            reader.apply(read(reader), history)
-        else:
-            groups.setdefault(repr((reader.filters, reader.owner)), []).append(reader)
-    for group in groups.values():
-        assert read_together is not None
-        for reader, response in zip(group, read_together(group), strict=True):
             reader.apply(response, history)
 
 

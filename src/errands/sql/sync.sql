@@ -23,7 +23,6 @@ LIMIT %(limit)s
 -- name: changes
 -- Every row version and tombstone written by a transaction the old snapshot could not
 -- see. A changed row that no longer matches the filter leaves the shape (a delete).
--- With the writing transaction, so that one read can answer several offsets.
 SELECT id::text AS key, ({shape_filter}) IS TRUE AS in_shape, {row} AS row, _txid::text
 FROM background_jobs
 WHERE _txid >= %(xmin)s::xid8
