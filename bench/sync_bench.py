@@ -65,7 +65,8 @@ SECRET = "sync-bench-secret-0123456789abcdef0123"
 ROWS_ONE_USER = 50
 ROWS_PER_USER = 2
 PROCESS_CLIENTS = 2500
-CONNECT_WAVE = 200
+CONNECT_WAVE = 100
+CONNECT_ATTEMPTS = 20
 SHAPE = "/v1/shapes/background_jobs"
 DRAIN_SECONDS = 15.0
 READY_TIMEOUT = 60.0
@@ -290,6 +291,19 @@ async def follow_polls(url: str, token: str, client: Client) -> None:
         writer.close()
 
 
+async def follow_until_synced(follow: Any, url: str, token: str, client: Client) -> None:
+    """Follow, reconnecting like a real client while the snapshot has not arrived (a
+    cold start of thousands overflows the listen backlog: connections are reset)."""
+    for _ in range(CONNECT_ATTEMPTS):
+        try:
+            await follow(url, token, client)
+        except (OSError, asyncio.IncompleteReadError):
+            if client.synced.is_set():
+                raise
+            await asyncio.sleep(random.uniform(0.5, 2.0))
+    raise RuntimeError(f"no snapshot after {CONNECT_ATTEMPTS} connections")
+
+
 # -- a load-generator process ----------------------------------------------------------
 
 
@@ -326,10 +340,11 @@ async def _generate(a: Assignment, pipe: Connection) -> None:
 
     for start in range(0, len(clients), CONNECT_WAVE):
         for i in range(start, min(start + CONNECT_WAVE, len(clients))):
-            task = asyncio.create_task(follow(a.url, a.tokens[a.users[i]], clients[i]))
+            following = follow_until_synced(follow, a.url, a.tokens[a.users[i]], clients[i])
+            task = asyncio.create_task(following)
             task.add_done_callback(failed)
             tasks.append(task)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)
     try:
         synced = asyncio.gather(*(c.synced.wait() for c in clients))
         while not synced.done():
