@@ -297,6 +297,7 @@ async def follow_until_synced(follow: Any, url: str, token: str, client: Client)
     for _ in range(CONNECT_ATTEMPTS):
         try:
             await follow(url, token, client)
+            return  # the service ended the stream
         except (OSError, asyncio.IncompleteReadError):
             if client.synced.is_set():
                 raise
