@@ -7,7 +7,9 @@ run one at a time; what comes meanwhile is folded into the next. Each runs one
 statement that reads every row version committed since the cursor, for all shapes at
 once, into the change log (:mod:`errands.sync.changes`, where the visibility argument
 is written out). An idle service thus costs one query per polling interval, and a busy
-one one query per batch, whatever the number of shapes, users and offsets held.
+one one query per batch, whatever the number of shapes, users and offsets held. Batches
+have a connection of their own: they are every live reader's heartbeat and must not
+queue behind snapshot reads for the pool (a cold start of thousands of users).
 
 A live reader at offset ``O`` is answered from the log in memory: the newest state of
 each row changed after ``O``, kept if the reader's permission and filters say so
@@ -35,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from errands.protocol import ControlMessage, Message, Offset, ShapeResponse
 from errands.queries import query
@@ -151,6 +153,7 @@ class ShapeHub:
         self._finished = 0  # the number of the last batch applied
         self._idle: ShapeRead | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._conn: psycopg.AsyncConnection[Any] | None = None
 
     def start(self, *, listen: bool = True) -> None:
         """Start reading batches, polling, and (``listen``) following notifications."""
@@ -170,6 +173,9 @@ class ShapeHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
     def release_readers(self) -> None:
         """The service is stopping: answer every held live read now, end streams."""
@@ -380,10 +386,13 @@ class ShapeHub:
             self._started += 1
             number = self._started
             try:
-                async with self.pool.connection() as conn:
-                    position, changes = await read_batch(conn, self.log.cursor, self.log.max_batch)
-            except (psycopg.Error, PoolTimeout) as exc:
+                conn = await self._connection()
+                position, changes = await read_batch(conn, self.log.cursor, self.log.max_batch)
+            except psycopg.Error as exc:
                 log.warning("reading the changes failed (%s); retrying at the next batch", exc)
+                if self._conn is not None:
+                    await self._conn.close()
+                    self._conn = None
                 await asyncio.sleep(min(self.poll_interval, 1.0))
                 continue
             self.stats.change_queries += 1
@@ -391,6 +400,14 @@ class ShapeHub:
             self._finished = number
             done, self._batch_done = self._batch_done, asyncio.Event()
             done.set()
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, prepare_threshold=None
+            )
+            await self._conn.execute(query("use_utc", SYNC_QUERIES))
+        return self._conn
 
     def _apply(self, position: Position, changes: tuple[Change, ...] | None) -> None:
         """Add a batch to the log and answer the held slots it concerns (synchronously:
