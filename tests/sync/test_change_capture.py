@@ -13,8 +13,8 @@ from typing import Any
 import psycopg
 from hypothesis import HealthCheck, given, settings
 
-from errands.protocol import Filter, Offset, ShapeResponse
-from errands.sync.shapes import Shape, parse_offset, read_changes, read_shape
+from errands.protocol import Filter, ShapeResponse
+from errands.sync.shapes import Shape, parse_offset, read_shape
 from tests.sync.history import (
     SHAPES,
     History,
@@ -36,24 +36,15 @@ def shape_of(reader: Reader, kind: str) -> Shape:
 
 
 class CoreReads:
-    """Shape reads straight through errands.sync.shapes, one at a time or together."""
+    """Shape reads straight through errands.sync.shapes."""
 
     def __init__(self, runner: asyncio.Runner, conn: psycopg.AsyncConnection[Any], kind: str):
         self.runner, self.conn, self.kind = runner, conn, kind
-        self.together: list[int] = []  # how many distinct offsets each joint read had
 
     def read(self, reader: Reader) -> ShapeResponse:
         offset = parse_offset(reader.offset)
         shape = shape_of(reader, self.kind)
         return self.runner.run(read_shape(self.conn, shape, offset, PAGE_SIZE))
-
-    def read_together(self, group: list[Reader]) -> list[ShapeResponse]:
-        offsets = [Offset.decode(r.offset) for r in group]
-        self.together.append(len(set(offsets)))
-        shape = shape_of(group[0], self.kind)
-        answers = self.runner.run(read_changes(self.conn, shape, offsets))
-        assert all(isinstance(a, ShapeResponse) for a in answers)
-        return answers  # type: ignore[return-value]
 
 
 @contextlib.contextmanager
@@ -79,29 +70,5 @@ def test_readers_follow_concurrent_writers_exactly(
     history = History(kind, writers)
     readers = [Reader(*SHAPES[i]) for i in chosen]
     with core_reads(database_url, kind) as reads:
-        run(history, readers, ops, reads.read, reads.read_together)
+        run(history, readers, ops, reads.read)
     check_final_state(database_url, kind, readers)
-
-
-def test_one_query_answers_readers_at_different_offsets(
-    database_url: str, writers: list[Writer]
-) -> None:
-    """Two readers of one shape, one a commit behind the other, read together: each gets
-    exactly what its own offset lacks (with the long transaction still open)."""
-    kind = f"run{next(_runs)}"
-    history = History(kind, writers)
-    readers = [Reader([], None), Reader([], None)]
-    ops: list[tuple[Any, ...]] = [
-        ("read", 0),
-        ("read", 1),
-        ("insert", 1, "a"),
-        ("commit", 1),
-        ("read", 0),  # reader 0 is now one commit ahead of reader 1
-        ("insert", 2, "b"),
-        ("commit", 2),
-        ("read", len(readers)),  # both at once
-    ]
-    with core_reads(database_url, kind) as reads:
-        run(history, readers, ops, reads.read, reads.read_together)
-    assert reads.together == [2]
-    assert readers[0].state == readers[1].state != {}

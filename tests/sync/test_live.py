@@ -1,5 +1,6 @@
 """Live reads: long polls, the SSE stream, the notification and its polling fallback, and
-the fan-out that answers every waiting client of a shape from one query."""
+the fan-out that reads each change once for every shape and answers only the readers
+it concerns."""
 
 from __future__ import annotations
 
@@ -78,20 +79,23 @@ def test_polling_finds_changes_when_no_notification_comes(
     assert stats(service)["polls"] >= 1
 
 
+async def _live_read(client: httpx.AsyncClient, offset: str, user: str) -> ShapeResponse:
+    token = make_token(SECRET, user)
+    answer = await client.get(
+        JOBS,
+        params={"offset": offset, "live": "true"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 200, answer.text
+    return ShapeResponse.model_validate(answer.json())
+
+
 async def _live_clients(url: str, n: int, *offsets: str) -> list[ShapeResponse]:
-    """``n`` live reads from each of ``offsets``, at once."""
-    token = make_token(SECRET, "alice")
+    """``n`` live reads of alice from each of ``offsets``, at once."""
     limits = httpx.Limits(max_connections=n * len(offsets) + 5)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, limits=limits, timeout=60
-    ) as client:
-
-        async def one(offset: str) -> ShapeResponse:
-            answer = await client.get(JOBS, params={"offset": offset, "live": "true"})
-            assert answer.status_code == 200, answer.text
-            return ShapeResponse.model_validate(answer.json())
-
-        return list(await asyncio.gather(*(one(o) for o in offsets for _ in range(n))))
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        reads = (_live_read(client, o, "alice") for o in offsets for _ in range(n))
+        return list(await asyncio.gather(*reads))
 
 
 def queries_for_one_change(
@@ -104,7 +108,7 @@ def queries_for_one_change(
         waiting = asyncio.create_task(_live_clients(service.url, n, *offsets))
         held = n * len(offsets)
         await asyncio.to_thread(
-            wait_for, lambda: stats(service)["waiting"] == held, 30, 0.05, "held clients"
+            wait_for, lambda: stats(service)["held"] == held, 30, 0.05, "held clients"
         )
         before = stats(service)
         key = await asyncio.to_thread(add_job, database_url)
@@ -116,7 +120,12 @@ def queries_for_one_change(
     before, after = asyncio.run(scenario())
     batches = after["change_batches"] - before["change_batches"]
     assert batches >= 1
-    return batches, after["shape_queries"] - before["shape_queries"]
+    return batches, queries(after) - queries(before)
+
+
+def queries(counters: dict[str, Any]) -> int:
+    """Every query the service has run for readers: change-log and per-shape reads."""
+    return int(counters["change_queries"] + counters["shape_queries"])
 
 
 @pytest.mark.parametrize("clients", [3, 60])
@@ -127,10 +136,10 @@ def test_waiting_clients_share_one_query_per_change(
     service = start_server("--poll-interval", "600", "--live-hold", "60")
     with service.client("alice") as alice:
         _, offset = sync_all(alice)
-    batches, queries = queries_for_one_change(service, database_url, clients, offset)
+    batches, ran = queries_for_one_change(service, database_url, clients, offset)
     # One query per change batch, however many clients waited (the stats reads
     # themselves run no shape query).
-    assert queries <= batches
+    assert ran <= batches
 
 
 def test_clients_at_different_offsets_share_one_query(
@@ -142,8 +151,8 @@ def test_clients_at_different_offsets_share_one_query(
         add_job(database_url, owner="bob")  # outside alice's shape: nothing for her
         _, ahead = sync_all(alice, offset=behind)
     assert ahead != behind
-    batches, queries = queries_for_one_change(service, database_url, 20, ahead, behind)
-    assert queries <= batches  # one query answered both offsets
+    batches, ran = queries_for_one_change(service, database_url, 20, ahead, behind)
+    assert ran <= batches  # one query answered both offsets
 
 
 def test_the_stream_sends_the_snapshot_then_each_change(
@@ -190,3 +199,74 @@ def test_inserted_through_the_service_reaches_a_live_reader(alice: httpx.Client)
     key = insert(alice)
     answer = read(alice, offset, live="true")
     assert key in {getattr(m, "key", None) for m in answer.messages}
+
+
+def test_a_change_is_read_once_and_reaches_only_its_owners_readers(
+    start_server: StartServer, database_url: str
+) -> None:
+    """Many users, each its own shape, each with a live reader held: one commit of one
+    user's row costs one change-log read, answers that user's reader, and leaves every
+    other reader held."""
+    service = start_server("--poll-interval", "600", "--live-hold", "60")
+    users = [f"user{i}" for i in range(25)]
+    offsets = {}
+    for user in users:
+        with service.client(user) as client:
+            offsets[user] = sync_all(client)[1]
+
+    async def scenario() -> tuple[ShapeResponse, str, dict[str, Any], dict[str, Any]]:
+        limits = httpx.Limits(max_connections=len(users) + 5)
+        async with httpx.AsyncClient(base_url=service.url, limits=limits, timeout=90) as client:
+            reads = {u: asyncio.create_task(_live_read(client, offsets[u], u)) for u in users}
+            await asyncio.to_thread(
+                wait_for, lambda: stats(service)["held"] == len(users), 30, 0.05, "held"
+            )
+            before = stats(service)
+            key = await asyncio.to_thread(add_job, database_url, "user7")
+            answer = await reads["user7"]
+            await asyncio.to_thread(
+                wait_for, lambda: stats(service)["held"] == len(users) - 1, 30, 0.05, "the rest"
+            )
+            after = stats(service)
+            assert not any(reads[u].done() for u in users if u != "user7")
+            for read in reads.values():
+                read.cancel()
+            return answer, key, before, after
+
+    answer, key, before, after = asyncio.run(scenario())
+    assert [getattr(m, "key", None) for m in answer.messages] == [key, None]
+    assert after["shape_queries"] == before["shape_queries"]
+    read_batches = after["change_queries"] - before["change_queries"]
+    assert 1 <= read_batches <= after["change_batches"] - before["change_batches"]
+
+
+def test_an_idle_service_reads_once_per_poll_whatever_the_shapes(
+    start_server: StartServer,
+) -> None:
+    service = start_server("--poll-interval", "0.2", "--live-hold", "60")
+    users = [f"idle{i}" for i in range(20)]
+    offsets = {}
+    for user in users:
+        with service.client(user) as client:
+            offsets[user] = sync_all(client)[1]
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        limits = httpx.Limits(max_connections=len(users) + 5)
+        async with httpx.AsyncClient(base_url=service.url, limits=limits, timeout=90) as client:
+            reads = [asyncio.create_task(_live_read(client, offsets[u], u)) for u in users]
+            await asyncio.to_thread(
+                wait_for, lambda: stats(service)["held"] == len(users), 30, 0.05, "held"
+            )
+            before = stats(service)
+            await asyncio.sleep(2)
+            after = stats(service)
+            for read in reads:
+                read.cancel()
+            return before, after
+
+    before, after = asyncio.run(scenario())
+    polls = after["polls"] - before["polls"]
+    assert polls >= 2
+    assert after["shape_queries"] == before["shape_queries"]
+    # One read per poll, not one per shape (plus one that may have been under way).
+    assert after["change_queries"] - before["change_queries"] <= polls + 1

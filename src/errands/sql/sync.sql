@@ -23,7 +23,6 @@ LIMIT %(limit)s
 -- name: changes
 -- Every row version and tombstone written by a transaction the old snapshot could not
 -- see. A changed row that no longer matches the filter leaves the shape (a delete).
--- With the writing transaction, so that one read can answer several offsets.
 SELECT id::text AS key, ({shape_filter}) IS TRUE AS in_shape, {row} AS row, _txid::text
 FROM background_jobs
 WHERE _txid >= %(xmin)s::xid8
@@ -37,6 +36,29 @@ WHERE table_name = 'background_jobs'
   AND NOT pg_visible_in_snapshot(_txid, %(since)s::pg_snapshot)
   AND {permission}
 ORDER BY 1
+
+-- name: change_log
+-- The fan-out's one read per change batch, for every shape (errands.sync.changes):
+-- every row version and tombstone written by a transaction the cursor could not see,
+-- with this statement's own snapshot, which becomes the next cursor. One statement, so
+-- the rows and pg_current_snapshot() are the same snapshot without a transaction
+-- around them. The position comes on every row (and alone when nothing changed).
+SELECT state.generation, state.pruned_below::text, pg_current_snapshot()::text,
+       changed.key, changed.owner, changed.row, changed.txid
+FROM errands_sync_state AS state
+LEFT JOIN LATERAL (
+    (SELECT id::text AS key, owner, {row} AS row, _txid::text AS txid
+     FROM background_jobs
+     WHERE _txid >= %(xmin)s::xid8
+       AND NOT pg_visible_in_snapshot(_txid, %(since)s::pg_snapshot)
+     UNION ALL
+     SELECT key, owner, NULL, _txid::text
+     FROM errands_tombstones
+     WHERE table_name = 'background_jobs'
+       AND _txid >= %(xmin)s::xid8
+       AND NOT pg_visible_in_snapshot(_txid, %(since)s::pg_snapshot))
+    LIMIT %(limit)s
+) AS changed ON true
 
 -- name: batch_txid
 SELECT pg_current_xact_id()::text

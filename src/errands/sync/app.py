@@ -82,13 +82,18 @@ class ServiceSettings:
 
 class ServiceStats(BaseModel):
     """Fan-out counters since the service started: change batches (notifications and
-    polls), shape queries run, and live readers waiting now."""
+    polls), the change-log reads they caused (one per batch, for every shape), per-shape
+    SQL reads (snapshot pages, plain reads, fallbacks), live readers waiting now (and
+    how many of them are held at the cursor), and row states held in the change log."""
 
     change_batches: int
     notifications: int
     polls: int
+    change_queries: int
     shape_queries: int
     waiting: int
+    held: int
+    log_changes: int
     listening: bool
 
 

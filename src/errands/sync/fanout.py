@@ -1,33 +1,49 @@
-"""Fan-out: one query per shape and offset per change batch, shared by live readers.
+"""Fan-out: one read per change batch for every shape, routed to live readers in memory.
 
 A *change batch* is anything that may have changed a synced table: a NOTIFY on
 ``errands_sync`` (sent once per writing statement by a trigger), or the polling
-interval passing (notifications are hints; a lost one must not stall anyone). Each
-batch starts a new *epoch*. The first reader of a (shape, offset) in an epoch starts
-the query; every other reader of the same shape and offset in that epoch awaits the
-same result, encoded to JSON once. Live readers whose answer had no changes sleep until
-the next batch, so N clients waiting on one shape cost one query per batch, not N.
-(A plain, not live, read runs its own query: it must see every commit that preceded it,
-and a shared answer may predate a commit whose notification is still on its way.)
+interval passing (notifications are hints; a lost one must not stall anyone). Batches
+run one at a time; what comes meanwhile is folded into the next. Each runs one
+statement that reads every row version committed since the cursor, for all shapes at
+once, into the change log (:mod:`errands.sync.changes`, where the visibility argument
+is written out). An idle service thus costs one query per polling interval, and a busy
+one one query per batch, whatever the number of shapes, users and offsets held. Batches
+have a connection of their own: they are every live reader's heartbeat and must not
+queue behind snapshot reads for the pool (a cold start of thousands of users).
+
+A live reader at offset ``O`` is answered from the log in memory: the newest state of
+each row changed after ``O``, kept if the reader's permission and filters say so
+(:mod:`errands.sync.routing`). With nothing for it, the reader is *held* at the cursor:
+held readers of one shape share one slot, indexed by the owner whose rows they may see,
+and each batch visits only the slots of the owners whose rows it changed. A slot a
+batch concerns is answered once for all its readers and encoded once; the others stay
+held, up to date at the new cursor, which is what they are told when their hold ends.
+
+Where the log cannot answer exactly, the reader gets the per-shape SQL read instead,
+shared by the readers of one shape and offset: an offset older than the log, another
+database generation, a filter only Postgres can decide, a batch too large to keep.
+Snapshot pages are per-shape SQL reads too, shared within an epoch (between two
+batches); and a plain (not live) read runs its own query, since it must see every
+commit that preceded it, even one whose notification is still on its way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
-from errands.protocol import ControlMessage, Offset, ShapeResponse
+from errands.protocol import ControlMessage, Message, Offset, ShapeResponse
 from errands.queries import query
-from errands.sync.errors import ServiceError
-from errands.sync.shapes import SYNC_QUERIES, Shape, read_changes, read_shape
+from errands.sync.changes import Change, ChangeLog, read_batch
+from errands.sync.routing import Matcher, ShapeIndex, Undecidable, compile_matcher, messages
+from errands.sync.shapes import SYNC_QUERIES, Position, Shape, check_offset, read_shape
 
 log = logging.getLogger("errands.sync")
 
@@ -55,20 +71,26 @@ class ShapeRead:
         return cls(response, body, changes, Offset.decode(response.offset))
 
 
-def _unchanged(offset: str) -> ShapeRead:
-    """Up to date at ``offset``, with nothing new."""
-    return ShapeRead.of(ShapeResponse(messages=[ControlMessage(type="up-to-date")], offset=offset))
+def _up_to_date(found: list[Message], offset: str) -> ShapeRead:
+    response = ShapeResponse(messages=[*found, ControlMessage(type="up-to-date")], offset=offset)
+    return ShapeRead.of(response)
 
 
 @dataclass
 class FanoutStats:
-    """Counters that show the fan-out at work."""
+    """Counters that show the fan-out at work: wake-ups (notifications and polls), the
+    change-log reads they caused, per-shape SQL reads (snapshot pages, plain reads and
+    fallbacks), live readers waiting now and how many of them are held at the cursor
+    (the others wait for a batch or a SQL read), and row states held in the log."""
 
     change_batches: int = 0
     notifications: int = 0
     polls: int = 0
+    change_queries: int = 0
     shape_queries: int = 0
     waiting: int = 0
+    held: int = 0
+    log_changes: int = 0
     listening: bool = False
 
 
@@ -79,31 +101,30 @@ class _Pending:
 
 
 @dataclass(eq=False)
-class _Waiters:
-    """Live readers held at one offset of a shape, and what ends their wait: the first
-    answer with changes, or an error. ``latest`` is the newest answer without changes,
-    to end a hold with."""
+class _Held:
+    """The live readers of one shape held at the cursor. A batch that concerns the
+    shape ends the slot with an ``answer``, or with ``recheck``: the snapshot from which
+    its readers go on through SQL (the batch could not be routed in memory)."""
 
-    offset: Offset
-    text: str
+    shape: Shape
+    matcher: Matcher
     count: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     answer: ShapeRead | None = None
-    latest: ShapeRead | None = None
-    error: ServiceError | None = None
+    recheck: Offset | None = None
 
 
-@dataclass(eq=False)
-class _ShapeWaiters:
-    """Every offset at which live readers of one shape are held."""
+class _Behind(Exception):
+    """The cursor does not yet see everything the offset sees: wait for a batch."""
 
-    shape: Shape
-    at: dict[str, _Waiters] = field(default_factory=dict)
+
+class _Unreachable(Exception):
+    """Only the shape's SQL read can answer from this offset."""
 
 
 class ShapeHub:
-    """Serves shape reads: shared queries within an epoch, and one query per shape per
-    change batch for all the live readers held on it, whatever their offsets."""
+    """Serves shape reads: one change-log read per batch routed in memory to every
+    live reader, shared SQL reads for snapshots and what the log cannot answer."""
 
     def __init__(
         self,
@@ -112,53 +133,75 @@ class ShapeHub:
         *,
         page_size: int,
         poll_interval: float,
+        change_log: ChangeLog | None = None,
     ) -> None:
         self.pool = pool
         self.conninfo = conninfo
         self.page_size = page_size
         self.poll_interval = poll_interval
+        self.log = change_log or ChangeLog()
         self.stats = FanoutStats()
         self.epoch = 0
         self.closing = False
         self._pending: dict[tuple[str, str], _Pending] = {}
-        self._waiting: dict[str, _ShapeWaiters] = {}
-        self._due: set[str] = set()
-        self._flush_scheduled = False
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._fallbacks: dict[tuple[str, str], asyncio.Future[ShapeRead]] = {}
+        self._held: dict[str, _Held] = {}
+        self._index = ShapeIndex()
+        self._wanted = asyncio.Event()
+        self._batch_done = asyncio.Event()
+        self._started = 0  # batches started
+        self._finished = 0  # the number of the last batch applied
+        self._idle: ShapeRead | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._conn: psycopg.AsyncConnection[Any] | None = None
 
-    def start(self) -> None:
-        """Start listening for notifications and polling."""
+    def start(self, *, listen: bool = True) -> None:
+        """Start reading batches, polling, and (``listen``) following notifications."""
         self._tasks = [
-            asyncio.create_task(self._listen(), name="errands-sync-listener"),
+            asyncio.create_task(self._read_batches(), name="errands-sync-batches"),
             asyncio.create_task(self._poll(), name="errands-sync-poller"),
         ]
+        if listen:
+            self._tasks.append(asyncio.create_task(self._listen(), name="errands-sync-listener"))
+        self._wanted.set()  # the first batch fixes the cursor
 
     async def stop(self) -> None:
-        """Stop listening and polling."""
+        """Stop listening, polling and reading batches."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
 
     def release_readers(self) -> None:
         """The service is stopping: answer every held live read now, end streams."""
         self.closing = True
-        for held in self._waiting.values():
-            for waiters in held.at.values():
-                waiters.ready.set()
-        self._waiting.clear()
+        for held in list(self._held.values()):
+            self._release(held)
+        self._batch_done.set()
 
     def change_batch(self) -> None:
-        """Something may have changed: later reads run a new query, and every shape
-        with live readers gets one query for all of them."""
+        """Something may have changed: later snapshot reads run a new query, and the
+        next batch reads the changes into the log."""
         self.epoch += 1
         self.stats.change_batches += 1
         self._pending.clear()
-        for key in self._waiting:
-            self._refresh_soon(key)
+        self._wanted.set()
+
+    async def catch_up(self) -> None:
+        """Return once a batch started after this call has been applied: the log then
+        holds every change committed before the call."""
+        wanted = self._started + 1
+        while self._finished < wanted:
+            done = self._batch_done
+            self._wanted.set()
+            await done.wait()
+            if self.closing:
+                return
 
     async def read(self, shape: Shape, offset: Offset | None, text: str) -> ShapeRead:
         """The answer for ``shape`` from ``offset`` (its wire form is ``text``), shared
@@ -185,36 +228,17 @@ class ShapeHub:
         if offset is None or offset.after_key is not None or self.closing:
             return await self.read(shape, offset, text)  # snapshot pages never wait
         deadline = asyncio.get_running_loop().time() + hold
-        epoch = self.epoch
-        known = None
-        pending = self._pending.get((shape.key, text))
-        if pending is not None and pending.epoch == epoch:
-            known = await self.read(shape, offset, text)
-            if known.has_changes or self.closing:
-                return known
-        waiters = self._join(shape, offset, text)
-        if known is None or self.epoch != epoch:
-            self._refresh_soon(shape.key)  # nothing read from this offset since the batch
-        waiters.count += 1
         self.stats.waiting += 1
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline):
-                    await waiters.ready.wait()
+            return await self._follow(shape, offset, text, deadline)
         finally:
-            waiters.count -= 1
             self.stats.waiting -= 1
-            if not waiters.count:
-                self._leave(shape.key, waiters)
-        if waiters.error is not None:
-            raise waiters.error
-        return waiters.answer or waiters.latest or known or _unchanged(text)
 
     async def stream(
         self, shape: Shape, offset: Offset | None, text: str, hold: float
     ) -> AsyncIterator[ShapeRead]:
         """Answers, one after another, for as long as the caller iterates."""
-        answer = await self.read(shape, offset, text)
+        answer = await self._first(shape, offset, text)
         while True:
             yield answer
             if self.closing:
@@ -225,73 +249,193 @@ class ShapeHub:
             else:  # the next page of a snapshot
                 answer = await self.read(shape, offset, text)
 
-    def _join(self, shape: Shape, offset: Offset, text: str) -> _Waiters:
-        held = self._waiting.get(shape.key)
-        if held is None:
-            held = self._waiting[shape.key] = _ShapeWaiters(shape)
-        waiters = held.at.get(text)
-        if waiters is None:
-            waiters = held.at[text] = _Waiters(offset, text)
-        return waiters
-
-    def _leave(self, key: str, waiters: _Waiters) -> None:
-        held = self._waiting.get(key)
-        if held is not None and held.at.get(waiters.text) is waiters:
-            del held.at[waiters.text]
-            if not held.at:
-                del self._waiting[key]
-
-    def _refresh_soon(self, key: str) -> None:
-        # Readers arriving in the same turn of the event loop share the query.
-        self._due.add(key)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        # One query in flight per shape: what comes due meanwhile waits for it to end,
-        # then goes in the next one (so a burst of readers costs one or two queries).
-        for key in self._due - self._refreshing.keys():
-            self._due.discard(key)
-            held = self._waiting.get(key)
-            if held is not None and held.at:
-                task = asyncio.create_task(self._refresh(held, list(held.at.values())))
-                self._refreshing[key] = task
-                task.add_done_callback(functools.partial(self._refreshed, key))
-
-    def _refreshed(self, key: str, _: asyncio.Task[None]) -> None:
-        del self._refreshing[key]
-        if key in self._due and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    async def _refresh(self, held: _ShapeWaiters, group: list[_Waiters]) -> None:
-        """One query for every offset held on a shape; wake those that have changes."""
-        epoch = self.epoch
-        self.stats.shape_queries += 1
-        answers: Sequence[ShapeResponse | ServiceError]
+    async def _first(self, shape: Shape, offset: Offset | None, text: str) -> ShapeRead:
+        """An answer at once: from the log if it can, else from SQL."""
+        if offset is None or offset.after_key is not None:
+            return await self.read(shape, offset, text)
         try:
-            async with self.pool.connection() as conn:
-                answers = await read_changes(conn, held.shape, [w.offset for w in group])
-        except ServiceError as refused:
-            answers = [refused] * len(group)
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("a shape read failed (%s); retrying at the next batch", exc)
-            return  # e.g. the database restarting: the readers wait on
-        for waiters, answer in zip(group, answers, strict=True):
-            if isinstance(answer, ServiceError):
-                waiters.error = answer
-            else:
-                read = ShapeRead.of(answer)
-                if epoch == self.epoch:
-                    self._remember(held.shape.key, waiters.text, epoch, read)
-                if not read.has_changes:
-                    waiters.latest = read
+            found = self._from_log(shape, compile_matcher(shape.filters), offset)
+        except (_Behind, _Unreachable):
+            return await self._read_sql(shape, offset, text)
+        return _up_to_date(found, self._cursor_text()) if found else self._idle_answer()
+
+    # -- a live reader's way through the log --------------------------------------------
+
+    def _from_log(self, shape: Shape, matcher: Matcher, offset: Offset) -> list[Message]:
+        """What a reader at ``offset`` lacks, as of the cursor, from memory."""
+        position = self.log.position
+        if position is None:
+            raise _Behind
+        if offset.generation != position.generation:
+            raise _Unreachable
+        if not self.log.covers(offset):
+            raise _Behind
+        check_offset(offset, position)  # past the retention horizon: must refetch
+        if not self.log.reaches(offset):
+            raise _Unreachable
+        try:
+            return messages(shape.owner, matcher, self.log.since(offset))
+        except Undecidable:
+            raise _Unreachable from None
+
+    async def _follow(self, shape: Shape, offset: Offset, text: str, deadline: float) -> ShapeRead:
+        matcher = compile_matcher(shape.filters)
+        fresh = self._started + 1  # the first batch that starts after the reader came
+        while not self.closing:
+            try:
+                found = self._from_log(shape, matcher, offset)
+            except _Behind:
+                if self._finished < fresh:
+                    if not await self._next_batch(deadline):
+                        break
                     continue
-                waiters.answer = read
-            waiters.ready.set()
-            self._leave(held.shape.key, waiters)  # later readers: the cache, or a new wait
+                found = None  # a newer batch did not cover it: let SQL say why
+            except _Unreachable:
+                found = None
+            if found is None:
+                answer = await self._read_sql(shape, offset, text)
+                if answer.has_changes:
+                    return answer
+                offset, text, fresh = answer.next_offset, answer.response.offset, self._started + 1
+                continue
+            if found:
+                return _up_to_date(found, self._cursor_text())
+            held = await self._hold(shape, matcher, deadline)
+            if held.answer is not None:
+                return held.answer
+            if held.recheck is None:  # hold over (or closing): up to date at the cursor
+                return self._idle_answer()
+            offset = held.recheck
+            text = offset.encode()
+        return _up_to_date([], text)
+
+    async def _hold(self, shape: Shape, matcher: Matcher, deadline: float) -> _Held:
+        """Wait, held at the cursor, until a batch concerns the shape or ``deadline``."""
+        held = self._held.get(shape.key)
+        if held is None:
+            held = self._held[shape.key] = _Held(shape, matcher)
+            self._index.add(shape.key, shape.owner)
+        held.count += 1
+        self.stats.held += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(deadline):
+                    await held.ready.wait()
+        finally:
+            held.count -= 1
+            self.stats.held -= 1
+            if not held.count and self._held.get(shape.key) is held:
+                self._unhold(held)
+        return held
+
+    async def _next_batch(self, deadline: float) -> bool:
+        """Ask for a batch and wait for it (False: ``deadline`` came first)."""
+        done = self._batch_done
+        self._wanted.set()
+        try:
+            async with asyncio.timeout_at(deadline):
+                await done.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def _read_sql(self, shape: Shape, offset: Offset, text: str) -> ShapeRead:
+        """The shape's SQL read from ``offset``, shared by its readers until the next
+        batch (so that its snapshot is never older than the log's cursor)."""
+        key = (shape.key, text)
+        task = self._fallbacks.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._query(shape, offset, self.epoch))
+            self._fallbacks[key] = task
+            task.add_done_callback(lambda done: self._forget_fallback(key, done))
+        return await asyncio.shield(task)
+
+    def _forget_fallback(self, key: tuple[str, str], task: asyncio.Future[ShapeRead]) -> None:
+        if (task.cancelled() or task.exception() is not None) and self._fallbacks.get(key) is task:
+            del self._fallbacks[key]
+
+    def _cursor_text(self) -> str:
+        position = self.log.position
+        assert position is not None
+        return position.snapshot.encode()
+
+    def _idle_answer(self) -> ShapeRead:
+        """Up to date at the cursor, with nothing new (encoded once per cursor)."""
+        if self._idle is None:
+            self._idle = _up_to_date([], self._cursor_text())
+        return self._idle
+
+    def _unhold(self, held: _Held) -> None:
+        del self._held[held.shape.key]
+        self._index.remove(held.shape.key, held.shape.owner)
+
+    def _release(
+        self, held: _Held, answer: ShapeRead | None = None, recheck: Offset | None = None
+    ) -> None:
+        held.answer, held.recheck = answer, recheck
+        held.ready.set()
+        if self._held.get(held.shape.key) is held:
+            self._unhold(held)
+
+    # -- batches ------------------------------------------------------------------------
+
+    async def _read_batches(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            self._started += 1
+            number = self._started
+            try:
+                conn = await self._connection()
+                position, changes = await read_batch(conn, self.log.cursor, self.log.max_batch)
+            except psycopg.Error as exc:
+                log.warning("reading the changes failed (%s); retrying at the next batch", exc)
+                if self._conn is not None:
+                    await self._conn.close()
+                    self._conn = None
+                await asyncio.sleep(min(self.poll_interval, 1.0))
+                continue
+            self.stats.change_queries += 1
+            self._apply(position, changes)
+            self._finished = number
+            done, self._batch_done = self._batch_done, asyncio.Event()
+            done.set()
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, prepare_threshold=None
+            )
+            await self._conn.execute(query("use_utc", SYNC_QUERIES))
+        return self._conn
+
+    def _apply(self, position: Position, changes: tuple[Change, ...] | None) -> None:
+        """Add a batch to the log and answer the held slots it concerns (synchronously:
+        a slot still held afterwards is up to date at the new cursor)."""
+        before = self.log.position
+        self._idle = None
+        self._fallbacks.clear()
+        if before is None or changes is None or position.generation != before.generation:
+            if before is not None:
+                log.info("the change log starts again (a restored database or a large batch)")
+            self.log.restart(position)
+            for held in list(self._held.values()):
+                self._release(held, recheck=before.snapshot if before else None)
+        else:
+            batch = self.log.append(position, changes)
+            until = batch.until.encode()
+            for key, routed in self._index.route(batch.changes).items():
+                held = self._held[key]
+                try:
+                    found = messages(held.shape.owner, held.matcher, routed)
+                except Undecidable:
+                    self._release(held, recheck=batch.since)
+                    continue
+                if found:
+                    self._release(held, answer=_up_to_date(found, until))
+        self.stats.log_changes = self.log.size
+
+    # -- per-shape SQL reads ------------------------------------------------------------
 
     async def _query(self, shape: Shape, offset: Offset | None, epoch: int) -> ShapeRead:
         self.stats.shape_queries += 1
@@ -299,21 +443,16 @@ class ShapeHub:
             response = await read_shape(conn, shape, offset, self.page_size)
         read = ShapeRead.of(response)
         if self.epoch == epoch:
-            self._remember(shape.key, None, epoch, read)
+            self._remember(shape.key, read)
         return read
 
-    def _remember(self, key: str, text: str | None, epoch: int, read: ShapeRead) -> None:
-        """Cache an answer for its epoch; and since no batch has arrived since it was
-        read, readers asking from the offset it returns are up to date without a query."""
-        loop = asyncio.get_running_loop()
-        if text is not None:
-            done = loop.create_future()
-            done.set_result(read)
-            self._pending.setdefault((key, text), _Pending(epoch, done))
+    def _remember(self, key: str, read: ShapeRead) -> None:
+        """No batch has arrived since ``read``: a snapshot reader asking from the offset
+        it returns is up to date without a query."""
         if read.response.up_to_date:
-            caught_up = loop.create_future()
-            caught_up.set_result(_unchanged(read.response.offset))
-            self._pending.setdefault((key, read.response.offset), _Pending(epoch, caught_up))
+            caught_up = asyncio.get_running_loop().create_future()
+            caught_up.set_result(_up_to_date([], read.response.offset))
+            self._pending.setdefault((key, read.response.offset), _Pending(self.epoch, caught_up))
 
     def _forget_failure(self, key: tuple[str, str], task: asyncio.Future[ShapeRead]) -> None:
         # A failed read (say, the database restarting) is not cached for the epoch.
@@ -321,6 +460,8 @@ class ShapeHub:
             pending = self._pending.get(key)
             if pending is not None and pending.task is task:
                 del self._pending[key]
+
+    # -- wake-ups -----------------------------------------------------------------------
 
     async def _poll(self) -> None:
         while True:

@@ -47,8 +47,8 @@ SYNC_QUERIES = "sync.sql"
 SYNCED_TABLES = frozenset({JOBS_TABLE})
 
 # The row as JSON, built by Postgres from the whitelist: uuid and timestamptz become
-# strings (ISO 8601, in the session's UTC), jsonb stays JSON.
-_ROW = sql.SQL("jsonb_build_object({})").format(
+# strings (ISO 8601, in the session's UTC), jsonb stays JSON. Shared by the change log.
+ROW_JSON = sql.SQL("jsonb_build_object({})").format(
     sql.SQL(", ").join(
         sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(c)) for c in JOB_COLUMNS
     )
@@ -86,7 +86,7 @@ class Shape:
             permission = sql.SQL("owner = {}").format(sql.Placeholder("owner"))
             params["owner"] = self.owner
         template = sql.SQL(query(name, SYNC_QUERIES))
-        return template.format(row=_ROW, permission=permission, shape_filter=condition), params
+        return template.format(row=ROW_JSON, permission=permission, shape_filter=condition), params
 
 
 @dataclass(frozen=True)
@@ -151,29 +151,8 @@ async def read_shape(
         check_offset(offset, position)
         if offset.after_key is not None:
             return await _snapshot_page(conn, shape, position, offset, page_size)
-        (messages,) = await _changes(conn, shape, [offset])
+        messages = await _changes(conn, shape, offset)
         return _up_to_date(messages, position.snapshot)
-
-
-async def read_changes(
-    conn: AsyncConnection[Any], shape: Shape, offsets: Sequence[Offset]
-) -> list[ShapeResponse | MustRefetch]:
-    """The changes since each of several offsets of one shape, from one query in one
-    repeatable-read transaction: the answer (or why it must refetch) per offset."""
-    async with _read_transaction(conn):
-        position = await _read_position(conn)
-        refusals: dict[int, MustRefetch] = {}
-        for i, offset in enumerate(offsets):
-            try:
-                check_offset(offset, position)
-            except MustRefetch as refused:
-                refusals[i] = refused
-        valid = [o for i, o in enumerate(offsets) if i not in refusals]
-        changes = iter(await _changes(conn, shape, valid) if valid else [])
-        return [
-            refusals[i] if i in refusals else _up_to_date(next(changes), position.snapshot)
-            for i in range(len(offsets))
-        ]
 
 
 @contextlib.asynccontextmanager
@@ -217,31 +196,18 @@ async def _snapshot_page(
     if paging is not None:
         # The earlier pages were read at older snapshots: catch up with what changed.
         since = Offset(paging.generation, paging.xmin, paging.xmax, paging.xip)
-        (changes,) = await _changes(conn, shape, [since])
+        changes = await _changes(conn, shape, since)
         messages = _unique_keys(messages + changes)
     return _up_to_date(messages, position.snapshot)
 
 
-def intersection(offsets: Sequence[Offset]) -> Offset:
-    """The snapshot that sees exactly the transactions every one of ``offsets`` sees:
-    a transaction any of them cannot see is in its window."""
-    xmin = min(o.xmin for o in offsets)
-    xmax = min(o.xmax for o in offsets)
-    xip = sorted({x for o in offsets for x in o.xip if xmin <= x < xmax})
-    return Offset(offsets[0].generation, xmin, xmax, tuple(xip))
-
-
-async def _changes(
-    conn: AsyncConnection[Any], shape: Shape, offsets: Sequence[Offset]
-) -> list[list[Message]]:
-    """The messages since each offset, from one query over the union of their windows;
-    each offset then keeps the versions its snapshot could not see."""
-    window = intersection(offsets)
+async def _changes(conn: AsyncConnection[Any], shape: Shape, offset: Offset) -> list[Message]:
+    """The messages since ``offset``: the newest state of each row it cannot see."""
     statement, params = shape.compose("changes")
-    params |= {"xmin": str(window.xmin), "since": pg_snapshot(window)}
+    params |= {"xmin": str(offset.xmin), "since": pg_snapshot(offset)}
     rows = await (await conn.execute(statement, params)).fetchall()
     current = {key for key, _, row, _ in rows if row is not None}
-    return [_changes_since(offset, rows, current) for offset in offsets]
+    return _changes_since(offset, rows, current)
 
 
 def _changes_since(offset: Offset, rows: list[Any], current: set[str]) -> list[Message]:
