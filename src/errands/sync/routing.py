@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from errands.protocol import DeleteMessage, Filter, Message, UpsertMessage
+from errands.protocol import DeleteMessage, Filter, Message, UpsertMessage, parse_timestamp
 from errands.sync.changes import Change
-from errands.sync.filters import COLUMN_TYPES, parse_timestamp
+from errands.sync.filters import COLUMN_TYPES
 
 Row = dict[str, Any]
 Matcher = Callable[[Row], bool]
