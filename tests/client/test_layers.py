@@ -1,5 +1,6 @@
-"""The client speaks to the service only through errands.protocol (STYLE.md): no module
-of errands.client imports the sync service, the worker or the command line."""
+"""The client speaks to the service only through errands.protocol (docs/design.md,
+"Where each piece lives"): no module of errands.client imports the sync service, the
+worker or the command line."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
 """Reading a shape: its snapshot, page by page, then the changes since an offset.
 
-Change capture (DESIGN.md, "Change capture"): every row version carries ``_txid``, the
-transaction that wrote it; an offset is the ``pg_current_snapshot()`` of the read that
-produced it. The changes since offset ``O`` are the row versions and tombstones with
-``_txid >= xmin(O) AND NOT pg_visible_in_snapshot(_txid, O)``, read in one repeatable-read
-transaction that also takes the new snapshot. Each read thus brings the reader from the
-state at ``O`` to exactly the state at the new snapshot, whatever order transactions
+Change capture (docs/design.md, "Change capture"; docs/sync.md): every row version
+carries ``_txid``, the transaction that wrote it; an offset is the
+``pg_current_snapshot()`` of the read that produced it. The changes since offset ``O``
+are the row versions and tombstones with ``_txid >= xmin(O) AND NOT
+pg_visible_in_snapshot(_txid, O)``, read in one repeatable-read transaction that also
+takes the new snapshot. Each read thus brings the reader from the state at ``O`` to
+exactly the state at the new snapshot, whatever order transactions
 commit in, and a long-running transaction only widens the scan.
 
 A snapshot larger than a page is read in pages ordered by key. Every page after the
