@@ -8,9 +8,12 @@ and the drop is logged.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,14 @@ class Finisher:
     def __init__(self, worker_id: str) -> None:
         self.worker_id = worker_id
         self._pending: list[Outcome] = []
+        self._writing = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def quiet(self) -> AsyncIterator[None]:
+        """Hold off :meth:`flush`, once a write in progress is done: a flush cancelled
+        inside would not know whether its write committed, and would write it again."""
+        async with self._writing:
+            yield
 
     def add(self, outcome: Outcome) -> None:
         """Queue an outcome for the next write."""
@@ -97,18 +108,19 @@ class Finisher:
 
     async def flush(self, link: Link) -> None:
         """Write every waiting outcome."""
-        batch = self.take()
-        if not batch:
-            return
-        try:
-            [rows] = await link.transaction(self.statement(batch))
-        except psycopg.DataError:
-            await self._one_by_one(link, batch)
-        except BaseException:
-            self.give_back(batch)
-            raise
-        else:
-            self.written(batch, rows)
+        async with self._writing:
+            batch = self.take()
+            if not batch:
+                return
+            try:
+                [rows] = await link.transaction(self.statement(batch))
+            except psycopg.DataError:
+                await self._one_by_one(link, batch)
+            except BaseException:
+                self.give_back(batch)
+                raise
+            else:
+                self.written(batch, rows)
 
     async def _one_by_one(self, link: Link, batch: list[Outcome]) -> None:
         """Write outcomes singly, failing the job whose outcome Postgres refuses, so that

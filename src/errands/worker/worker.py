@@ -178,9 +178,10 @@ class Worker:
                 await self._claim_loop()
                 stuck = await self._drain()
             finally:
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
+                async with self._finisher.quiet():
+                    for task in background:
+                        task.cancel()
+                    await asyncio.gather(*background, return_exceptions=True)
             await self._retrying("final flush", lambda: self._finisher.flush(self._jobs), 5)
         finally:
             # A job whose handler still runs keeps the lease: it expires after this
