@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,13 +97,28 @@ class ErrandsProcess:
         self._log.close()
 
 
-def stop_postgres(server: Any) -> None:
+@contextlib.contextmanager
+def own_postgres_server() -> Iterator[Any]:
+    """An embedded Postgres (pgserver) a test may stop and start. Not under pytest's
+    tmp_path: Postgres runs as another user, and any pytest session starting meanwhile
+    makes /tmp/pytest-of-USER private again, which would lock it out of its data."""
+    import pgserver  # noqa: PLC0415 -- only outage tests need it
+
+    with tempfile.TemporaryDirectory(prefix="errands-pg-") as folder:
+        server = pgserver.get_server(Path(folder) / "data", cleanup_mode="delete")
+        try:
+            yield server
+        finally:
+            server.cleanup()
+
+
+def stop_postgres(server: Any, mode: str = "fast") -> None:
     """Stop an embedded Postgres (pgserver): every connection is cut at once, as in a
-    failover. (``-m fast``: a crash-like ``immediate`` stop makes the next start replay
-    the log, which can outlast pgserver's 10 s start timeout on a busy machine.)"""
+    failover (``mode="immediate"``: as in a crash; the next start then replays the log,
+    which can outlast pgserver's 10 s start timeout on a busy machine)."""
     from pgserver._commands import pg_ctl  # noqa: PLC0415 -- only outage tests need it
 
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+    pg_ctl(["-w", "-m", mode, "stop"], pgdata=server.pgdata, user=server.system_user)
 
 
 def start_postgres(server: Any, attempts: int = 3) -> None:

@@ -3,7 +3,6 @@ serves again within about a second of its return; clients say why they wait."""
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,13 @@ import pytest
 import errands
 from errands.sync.auth import make_token
 from tests.conftest import create_database, drop_database
-from tests.helpers import ErrandsProcess, start_postgres, stop_postgres, wait_for
+from tests.helpers import (
+    ErrandsProcess,
+    own_postgres_server,
+    start_postgres,
+    stop_postgres,
+    wait_for,
+)
 from tests.sync.api import JOBS, error_code, insert, mutation, sync_all
 from tests.sync.conftest import SECRET, SyncService
 
@@ -26,15 +31,9 @@ again ~0.7 of an outage later) and its 30 s wait for a connection would both sho
 
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[Any]:
-    """An embedded Postgres these tests may stop and start. Not under pytest's tmp_path:
-    Postgres runs as another user, and any pytest session starting meanwhile makes
-    /tmp/pytest-of-USER private again, which would lock it out of its data."""
-    import pgserver  # noqa: PLC0415 -- only these tests need it
-
-    with tempfile.TemporaryDirectory(prefix="errands-outage-") as folder:
-        server = pgserver.get_server(Path(folder) / "data", cleanup_mode="delete")
+    """An embedded Postgres these tests may stop and start."""
+    with own_postgres_server() as server:
         yield server
-        server.cleanup()
 
 
 @pytest.fixture

@@ -13,7 +13,13 @@ import pytest
 
 import errands
 from errands.queries import query
-from tests.helpers import ErrandsProcess, wait_for
+from tests.helpers import (
+    ErrandsProcess,
+    own_postgres_server,
+    start_postgres,
+    stop_postgres,
+    wait_for,
+)
 from tests.worker.conftest import FAST, StartWorker, events, job, wait_for_state
 
 
@@ -125,31 +131,15 @@ def test_a_second_ctrl_c_stops_at_once_and_requeues_running_jobs(
 
 
 @pytest.fixture
-def own_postgres(tmp_path: Path) -> Iterator[Any]:
+def own_postgres() -> Iterator[Any]:
     """An embedded Postgres this test may stop and start."""
-    import pgserver  # noqa: PLC0415 -- only this test needs it
-
-    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="delete")
-    yield server
-    server.cleanup()
-
-
-def stop_postgres(server: Any) -> None:
-    """Stop Postgres abruptly: connections drop, like a crash."""
-    from pgserver._commands import pg_ctl  # noqa: PLC0415
-
-    pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=server.pgdata, user=server.system_user)
-
-
-def start_postgres(server: Any) -> None:
-    """Start the stopped Postgres again; returns once it accepts connections."""
-    with server._lock:
-        server.ensure_postgres_running()
+    with own_postgres_server() as server:
+        yield server
 
 
 def restart(server: Any) -> None:
-    """Stop Postgres abruptly and start it again."""
-    stop_postgres(server)
+    """Stop Postgres abruptly (as in a crash) and start it again."""
+    stop_postgres(server, mode="immediate")
     start_postgres(server)
 
 
