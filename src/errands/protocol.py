@@ -191,11 +191,14 @@ def row_problem(row: Any) -> str | None:
     for column in TIMESTAMP_COLUMNS:
         value = row.get(column)
         if value is None and column != "timestamp":
-            continue
+            continue  # only the timestamp is never null
+        unreadable = f"{column} is not an ISO 8601 timestamp of years 1 to 9999: {value!r:.80}"
+        if not isinstance(value, str):
+            return unreadable
         try:
-            parsed = datetime.fromisoformat(str(value) if isinstance(value, str) else "?")
+            parsed = datetime.fromisoformat(value)
         except ValueError:
-            return f"{column} is not an ISO 8601 timestamp within years 1 to 9999: {value!r:.80}"
+            return unreadable
         if parsed.tzinfo is None:
             return f"{column} has no time zone: {value!r:.80}"
     for column in JSON_COLUMNS:
