@@ -169,7 +169,7 @@ def json_depth_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
         item, depth = stack.pop()
         if isinstance(item, str):
             if UNSTORABLE_CHARACTERS.search(item):
-                return "a string holds NUL (\\u0000) or a lone surrogate"
+                return "a string holds a NUL character (\\u0000) or a lone surrogate"
         elif isinstance(item, dict | list | tuple):
             if depth >= limit:
                 return f"arrays and objects are nested more than {limit} deep"
