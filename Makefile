@@ -31,12 +31,13 @@ types: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/errands demo
 
-## bench: the worker next to Procrastinate and PgQueuer, sync fan-out, client round trip
+## bench: the worker next to Procrastinate and PgQueuer, sync fan-out, client round trip, fair share
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/worker_bench.py
 	$(BIN)/python bench/sync_bench.py
 	$(BIN)/python bench/client_bench.py
+	$(BIN)/python bench/hostile_bench.py
 
 clean:
 	rm -rf $(VENV) .pgdata-test .mypy_cache .pytest_cache .ruff_cache

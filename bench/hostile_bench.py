@@ -217,12 +217,12 @@ def main() -> None:
                 ratios.append(ratio)
                 failed = sum(math.isinf(x) for x in hostile)
                 print(
-                    f"round {round_number}: {failed} of bob's reads failed; bob's read p50/p99 idle "
+                    f"round {round_number}: bob's read p50/p99 idle "
                     f"{statistics.median(idle):.1f}/{percentile(idle, 0.99):.1f} ms, with "
                     f"mallory at her limits {statistics.median(hostile):.1f}/"
                     f"{percentile(hostile, 0.99):.1f} ms: p99 x{ratio:.2f}; mallory's "
                     f"streams: {held.get(200, 0)} accepted, {held.get(429, 0)} refused (429), "
-                    f"{held.get('error', 0)} failed",
+                    f"{held.get('error', 0)} failed; {failed} of bob's reads failed",
                     flush=True,
                 )
             worst = max(ratios)

@@ -214,7 +214,7 @@ def json_depth_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
         item, depth = stack.pop()
         if isinstance(item, str):
             if UNSTORABLE_CHARACTERS.search(item):
-                return "a string holds NUL (\\u0000) or a lone surrogate"
+                return "a string holds a NUL character (\\u0000) or a lone surrogate"
         elif isinstance(item, dict | list | tuple):
             if depth >= limit:
                 return f"arrays and objects are nested more than {limit} deep"
@@ -236,11 +236,14 @@ def row_problem(row: Any) -> str | None:
     for column in TIMESTAMP_COLUMNS:
         value = row.get(column)
         if value is None and column != "timestamp":
-            continue
+            continue  # only the timestamp is never null
+        unreadable = f"{column} is not an ISO 8601 timestamp of years 1 to 9999: {value!r:.80}"
+        if not isinstance(value, str):
+            return unreadable
         try:
-            parsed = datetime.fromisoformat(str(value) if isinstance(value, str) else "?")
+            parsed = datetime.fromisoformat(value)
         except ValueError:
-            return f"{column} is not an ISO 8601 timestamp within years 1 to 9999: {value!r:.80}"
+            return unreadable
         if parsed.tzinfo is None:
             return f"{column} has no time zone: {value!r:.80}"
     for column in JSON_COLUMNS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 import uuid
@@ -268,7 +269,7 @@ def raw_request(url: str, head: str, body: bytes = b"", *, wait: float = 10) -> 
         sock.sendall(head.encode("latin-1") + b"\r\n" + body)
         answer = b""
         try:
-            while b"\r\n\r\n" not in answer:
+            while not _complete(answer):
                 chunk = sock.recv(65536)
                 if not chunk:
                     break
@@ -276,6 +277,13 @@ def raw_request(url: str, head: str, body: bytes = b"", *, wait: float = 10) -> 
         except TimeoutError:
             pass
         return answer
+
+
+def _complete(answer: bytes) -> bool:
+    """Whether ``answer`` holds a whole response with a Content-Length body."""
+    head, found, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+    return bool(found) and length is not None and len(body) >= int(length[1])
 
 
 def test_the_token_is_checked_before_the_body_is_read(service: SyncService) -> None:

@@ -49,17 +49,23 @@ JSON = st.recursive(
 def deep(draw: st.DrawFn) -> Any:
     """Arrays nested around the write path's depth limit."""
     value: Any = draw(SCALARS)
-    for _ in range(draw(st.integers(55, 80))):
+    for _ in range(draw(st.integers(55, 300))):  # pydantic stops at 255
         value = [value]
     return value
 
 
 PAYLOADS = JSON | deep()
 OFFSETS = st.timedeltas(timedelta(hours=-23, minutes=-59), timedelta(hours=23, minutes=59))
+# Near the ends of the calendar an offset can push the instant out of years 1 to 9999.
+MOMENTS = (
+    st.datetimes()
+    | st.datetimes(max_value=datetime(1, 1, 2))
+    | st.datetimes(min_value=datetime(9999, 12, 30))
+)
 TIMESTAMPS = st.one_of(
     st.builds(
         lambda moment, offset: moment.replace(tzinfo=timezone(offset)).isoformat(),
-        st.datetimes(),
+        MOMENTS,
         OFFSETS.map(lambda d: timedelta(minutes=d // timedelta(minutes=1))),
     ),
     st.datetimes().map(datetime.isoformat),  # no time zone: taken as UTC

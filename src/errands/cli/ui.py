@@ -56,7 +56,9 @@ page_port_option = click.option(
     show_default=True,
     envvar="ERRANDS_UI_HOST",
     show_envvar=True,
-    help="The address to listen on. The page has no login: keep it on 127.0.0.1.",
+    help="The address to listen on. The page has no login: keep it on 127.0.0.1. It "
+    "answers only requests addressed to its own host and port, and changes jobs only for "
+    "itself (other web pages cannot use it).",
 )
 @click.option(
     "--kind",

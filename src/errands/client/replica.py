@@ -38,11 +38,11 @@ from errands.protocol import (
 )
 from errands.queries import parse_blocks
 
-log = logging.getLogger("errands.client")
-
 """The longest kind the sync service accepts."""
 SCHEMA_VERSION = 1
 """Bumped whenever replica.sql changes incompatibly; an older errands refuses a newer file."""
+
+log = logging.getLogger("errands.client")
 
 Listener = Callable[[], None]
 UNFINISHED = frozenset({"queued", "running"})
