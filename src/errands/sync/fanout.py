@@ -396,7 +396,13 @@ class ShapeHub:
                 await asyncio.sleep(min(self.poll_interval, 1.0))
                 continue
             self.stats.change_queries += 1
-            self._apply(position, changes)
+            try:
+                self._apply(position, changes)
+            except Exception:
+                # A fault in routing must not stop every reader's sync for good: the log
+                # starts again here and held readers catch up through their own reads.
+                log.exception("routing a change batch failed; the change log starts again")
+                self._apply(position, None)
             self._finished = number
             done, self._batch_done = self._batch_done, asyncio.Event()
             done.set()
