@@ -32,12 +32,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from errands.demo.handlers import EXAMPLES
-from errands.demo.secret import demo_secret
+from errands.demo.secret import demo_secret, issue_token
 from errands.embedded import embedded_postgres_running
 from errands.exceptions import ErrandsError
 from errands.migrations import migrate
-from errands.sync.auth import INSECURE_USER, make_token
-from errands.sync.console import sign_in_link
 
 STOP_TIMEOUT = 10.0
 """Seconds the children get to stop after SIGTERM before they are killed."""
@@ -45,7 +43,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """The signals that stop the demo (SIGINT is Ctrl-C)."""
 START_TIMEOUT = 60.0
 """Seconds a child gets to start answering."""
-DEMO_USER = INSECURE_USER
+DEMO_USER = "local"
 """Who the page and the printed token are for: the one user of the ``--insecure``
 service earlier demos ran, so their replica (``DATA_DIR/replica.db``) keeps working."""
 OPERATOR = "operator"
@@ -203,8 +201,6 @@ def start_everything(
 ) -> Addresses:
     """Start the sync service, the worker and the page; where they answer."""
     secret = demo_secret(data_dir)
-    user_token = make_token(secret, DEMO_USER, expires_in=TOKEN_LIFETIME)
-    operator_token = make_token(secret, OPERATOR, operator=True, expires_in=TOKEN_LIFETIME)
     kinds = [
         arg
         for kind, example in EXAMPLES.items()
@@ -222,6 +218,8 @@ def start_everything(
         env={"ERRANDS_SECRET": secret},
     )
     wait_for(sync, server_url + "/", lambda status: status == 200)
+    user_token = issue_token(secret, DEMO_USER, TOKEN_LIFETIME)
+    console_link = issue_token(secret, OPERATOR, TOKEN_LIFETIME, console_url=server_url)
     children.start(
         "worker",
         "worker",
@@ -250,7 +248,7 @@ def start_everything(
         page_url=page_url,
         server_url=server_url + "/",
         user_token=user_token,
-        console_link=sign_in_link(server_url, operator_token),
+        console_link=console_link,
     )
 
 
