@@ -65,6 +65,8 @@ def check_signing_in(printed: Printed) -> None:
     hosted = httpx.get(printed.hosted)
     assert hosted.status_code == 200, hosted.text
     assert "<script" in hosted.text
+    client = httpx.get(f"{printed.hosted}v1/client/errands.js")  # before signing in
+    assert client.status_code == 200, client.text
     console = httpx.get(printed.console_link.split("#", 1)[0])
     assert console.status_code == 200, console.text
 
