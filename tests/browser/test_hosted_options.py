@@ -36,7 +36,7 @@ def test_options_reach_the_job_in_postgres(session: Session, db: psycopg.Connect
     page.get_by_role("button", name="Submit job").click()  # the same key: the same job
     short_id = row.locator(".job-id").text_content()
     expect(page.locator("#submit-note")).to_have_text(f"Submitted {short_id}.")
-    owned = "SELECT id FROM background_jobs WHERE owner = %s"
+    owned = "SELECT id::text FROM background_jobs WHERE owner = %s"
     assert db.execute(owned, (session.user,)).fetchall() == [(job,)]
 
 
