@@ -15,6 +15,7 @@ import {
   decodeOffset,
   errorFor,
   fitBatch,
+  jobOptions,
   newestJobs,
   payloadJson,
   replicaName,
@@ -93,6 +94,37 @@ describe("payloads and kinds", () => {
   test("kinds of 1 to 200 characters", () => {
     assert.equal(checkKind("x".repeat(200)), "x".repeat(200));
     for (const bad of ["", "x".repeat(201), 7, null]) assert.throws(() => checkKind(bad), InvalidKind);
+  });
+});
+
+describe("job options: protocol.check_job_options's rules", () => {
+  test("good values pass, run_at becomes UTC ISO text, unset ones are left out", () => {
+    assert.deepEqual(
+      jobOptions({ priority: -1000, queue: "emails é", run_at: "2026-12-01T10:30:00+01:00", max_attempts: 100, unique_key: "k" }),
+      { priority: -1000, queue: "emails é", run_at: "2026-12-01T09:30:00.000Z", max_attempts: 100, unique_key: "k" },
+    );
+    assert.deepEqual(jobOptions({ run_at: new Date(Date.UTC(2027, 0, 2)), priority: null }), { run_at: "2027-01-02T00:00:00.000Z" });
+    assert.deepEqual(jobOptions(), {});
+  });
+
+  for (const [options, message] of [
+    [{ priority: 1001 }, /priority must be a whole number from -1000 to 1000, not 1001/],
+    [{ priority: 1.5 }, /priority must be a whole number/],
+    [{ priority: "3" }, /priority must be a whole number/],
+    [{ max_attempts: 0 }, /max_attempts must be a whole number from 1 to 100, not 0/],
+    [{ queue: "" }, /queue must be 1 to 200 printable characters/],
+    [{ queue: "a".repeat(201) }, /queue must be 1 to 200 printable characters/],
+    [{ unique_key: "tab\there" }, /unique_key must be 1 to 200 printable characters/],
+    [{ run_at: "2026-12-01T10:30" }, /run_at must be a Date or an ISO 8601 time with a time zone/],
+    [{ run_at: new Date("nonsense") }, /run_at must be/],
+  ]) {
+    test(`refuses ${JSON.stringify(options)}`, () => {
+      assert.throws(() => jobOptions(options), { name: "RangeError", message });
+    });
+  }
+
+  test("an unknown option is a TypeError", () => {
+    assert.throws(() => jobOptions({ priorty: 1 }), { name: "TypeError", message: /unknown job option "priorty"/ });
   });
 });
 

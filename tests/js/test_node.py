@@ -10,6 +10,7 @@ from pathlib import Path
 
 from errands import protocol
 from errands.sync.web import WEB
+from errands.ui.app import STATIC
 
 HERE = Path(__file__).parent
 
@@ -41,7 +42,22 @@ def test_the_protocol_constants_are_the_python_ones() -> None:
         "MAX_BATCH": protocol.MAX_BATCH,
         "MAX_PAYLOAD_BYTES": protocol.MAX_PAYLOAD_BYTES,
         "MAX_KIND_LENGTH": protocol.MAX_KIND_LENGTH,
+        "MAX_PRIORITY": protocol.MAX_PRIORITY,
+        "MAX_ATTEMPTS": protocol.MAX_ATTEMPTS,
+        "MAX_NAME_LENGTH": protocol.MAX_NAME_LENGTH,
         "MAX_BODY_BYTES": protocol.MAX_BODY_BYTES,
         "LIVE_HOLD_SECONDS": protocol.LIVE_HOLD_SECONDS,
         "BAD_OFFSET": protocol.ErrorCode.BAD_OFFSET.value,
+    }
+
+
+def test_the_page_checks_the_job_options_with_the_protocols_limits() -> None:
+    module = json.dumps((STATIC / "view.js").as_uri())
+    script = f"import({module}).then(m => console.log(JSON.stringify(m.OPTION_LIMITS)))"
+    ran = node("--input-type=module", "-e", script)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == {
+        "MAX_PRIORITY": protocol.MAX_PRIORITY,
+        "MAX_ATTEMPTS": protocol.MAX_ATTEMPTS,
+        "MAX_NAME_LENGTH": protocol.MAX_NAME_LENGTH,
     }

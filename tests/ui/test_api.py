@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,50 @@ def test_the_page_answers_its_loopback_names_on_its_port(client: errands.Client)
             assert local.get("/api/jobs").status_code == 200
     with TestClient(app, base_url="http://127.0.0.1:8124") as other_port:
         assert other_port.get("/api/jobs").status_code == 403
+
+
+def test_submit_with_options(api: TestClient, client: errands.Client) -> None:
+    options = {
+        "priority": -5,
+        "queue": "reports",
+        "run_at": "2027-03-04T09:30:00+05:30",
+        "max_attempts": 2,
+        "unique_key": "report-42",
+    }
+    created = api.post("/api/jobs", json={"kind": "primes", "payload": {"n": 5}, **options})
+    assert created.status_code == 201, created.text
+    job = client.get(created.json()["id"])
+    assert job is not None
+    assert (job.priority, job.queue, job.max_attempts, job.unique_key) == (
+        -5,
+        "reports",
+        2,
+        "report-42",
+    )
+    assert job.run_at == datetime(2027, 3, 4, 4, 0, tzinfo=UTC)
+    again = api.post("/api/jobs", json={"kind": "primes", **options})
+    assert again.json()["id"] == job.id  # an unfinished job has the key: that one
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"priority": 1001}, "priority must be a whole number from -1000 to 1000, not 1001"),
+        ({"priority": "3"}, "priority must be a whole number"),
+        ({"priority": True}, "priority must be a whole number"),
+        ({"max_attempts": 0}, "max_attempts must be a whole number from 1 to 100, not 0"),
+        ({"max_attempts": 2.5}, "max_attempts must be a whole number"),
+        ({"queue": ""}, "queue must be 1 to 200 printable characters"),
+        ({"queue": "q" * 201}, "queue must be 1 to 200 printable characters"),
+        ({"unique_key": "a\tb"}, "unique_key must be 1 to 200 printable characters"),
+        ({"run_at": "2027-03-04T09:30"}, "run_at must be an ISO 8601 time with a time zone"),
+        ({"run_at": "tomorrow"}, "run_at must be an ISO 8601 time with a time zone"),
+        ({"run_at": 1700000000}, "run_at must be an ISO 8601 time with a time zone"),
+    ],
+)
+def test_bad_options_are_refused_and_nothing_is_submitted(
+    api: TestClient, client: errands.Client, options: dict[str, Any], words: str
+) -> None:
+    response = api.post("/api/jobs", json={"kind": "primes", "payload": {}, **options})
+    assert_error(response, 400, "validation_error", words)
+    assert client.jobs() == []

@@ -1,30 +1,84 @@
-"""``errands demo`` as a user runs it: it prints the page's URL, the page answers and a
-job runs, and Ctrl-C (SIGINT) stops every process it started; the data survives."""
+"""``errands demo`` as a user runs it: it prints the pages' URLs and the tokens that open
+them, the pages answer and a job runs, and Ctrl-C (SIGINT) stops every process it
+started; the data (and the secret) survive."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import signal
+import stat
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
 import pytest
 
+from errands.demo.secret import demo_secret
 from tests.helpers import ErrandsProcess, wait_for
 
 
-def start_demo(*args: str) -> tuple[ErrandsProcess, str]:
-    """``errands demo --port 0 ARGS``, once it has printed the page's URL."""
+@dataclass(frozen=True)
+class Printed:
+    """What the demo printed: the addresses and the tokens."""
+
+    page: str
+    hosted: str
+    user_token: str
+    console_link: str
+
+    @property
+    def operator_token(self) -> str:
+        """The token in the console link's fragment."""
+        fragment = urlsplit(self.console_link).fragment
+        assert fragment.startswith("token="), self.console_link
+        return fragment.removeprefix("token=")
+
+
+def start_demo(*args: str) -> tuple[ErrandsProcess, Printed]:
+    """``errands demo --port 0 ARGS``, once it has printed the pages' URLs."""
     demo = ErrandsProcess("demo", "--port", "0", *args)
     demo.wait_for_output("Press Ctrl-C to stop", timeout=90)
-    match = re.search(r"Background Jobs page:\s+(http://127\.0\.0\.1:\d+/)", demo.output())
-    assert match, demo.output()
-    return demo, match.group(1)
+    output = demo.output()
+
+    def printed(pattern: str) -> str:
+        match = re.search(pattern, output)
+        assert match, output
+        return match.group(1)
+
+    return demo, Printed(
+        page=printed(r"Background Jobs page:\s+(http://127\.0\.0\.1:\d+/)\s+\(errands ui\)"),
+        hosted=printed(r"Hosted page:\s+(http://127\.0\.0\.1:\d+/)\s+\(errands server\)"),
+        user_token=printed(r"its token \(local\):\s+(\S+)\n"),
+        console_link=printed(r"Operator console:\s+(http://127\.0\.0\.1:\d+/console#token=\S+)"),
+    )
+
+
+def check_signing_in(printed: Printed) -> None:
+    """The hosted page and the console answer, and the printed tokens are what they say:
+    the user's for the page's user, the link's for an operator."""
+    hosted = httpx.get(printed.hosted)
+    assert hosted.status_code == 200, hosted.text
+    assert "<script" in hosted.text
+    client = httpx.get(f"{printed.hosted}v1/client/errands.js")  # before signing in
+    assert client.status_code == 200, client.text
+    console = httpx.get(printed.console_link.split("#", 1)[0])
+    assert console.status_code == 200, console.text
+
+    def me(token: str) -> Any:
+        answer = httpx.get(f"{printed.hosted}v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    assert httpx.get(f"{printed.hosted}v1/me").status_code == 401  # not --insecure
+    assert me(printed.operator_token)["operator"] is True
+    user = me(printed.user_token)
+    assert (user["user"], user["operator"]) == ("local", False)
 
 
 def run_primes(url: str) -> dict[str, Any]:
@@ -45,8 +99,11 @@ def stop_with_ctrl_c(demo: ErrandsProcess) -> None:
     """SIGINT, as Ctrl-C sends it; every child must be gone when the demo exits."""
     children = psutil.Process(demo.pid).children(recursive=True)
     names = " ".join(" ".join(child.cmdline()) for child in children)
-    for command in ("server --insecure", "worker errands.demo.handlers:registry", "ui --port"):
+    for command in ("server --database-url", "worker errands.demo.handlers:registry", "ui --port"):
         assert command in names
+    assert "--insecure" not in names
+    for secret_option in ("--secret", "--token", "ERRANDS_"):  # in the environment
+        assert secret_option not in names
     assert demo.stop(signal.SIGINT, timeout=60) == 0, demo.output()
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == [], f"left running: {alive}"
@@ -54,8 +111,12 @@ def stop_with_ctrl_c(demo: ErrandsProcess) -> None:
 
 
 def test_demo_on_a_given_database(database_url: str, tmp_path: Path) -> None:
-    demo, url = start_demo("--database-url", database_url, "--data-dir", str(tmp_path))
+    demo, printed = start_demo("--database-url", database_url, "--data-dir", str(tmp_path))
+    url = printed.page
     try:
+        check_signing_in(printed)
+        hosted_kinds = httpx.get(f"{printed.hosted}kinds.json").json()["kinds"]
+        assert [kind["name"] for kind in hosted_kinds] == ["random_progress", "primes", "fails"]
         page = httpx.get(url)
         assert page.status_code == 200
         assert "Submit new job" in page.text
@@ -83,9 +144,12 @@ def data_dir() -> Iterator[Path]:
 
 
 def test_demo_on_the_embedded_postgres_keeps_its_data(data_dir: Path) -> None:
-    demo, url = start_demo("--data-dir", str(data_dir))
+    demo, printed = start_demo("--data-dir", str(data_dir))
+    secret = data_dir / "secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     try:
-        job = run_primes(url)
+        check_signing_in(printed)
+        job = run_primes(printed.page)
         stop_with_ctrl_c(demo)
     finally:
         demo.close()
@@ -93,7 +157,10 @@ def test_demo_on_the_embedded_postgres_keeps_its_data(data_dir: Path) -> None:
     for replica in data_dir.glob("replica.db*"):  # what comes back must come from Postgres
         replica.unlink()
 
-    again, url = start_demo("--data-dir", str(data_dir))
+    kept = secret.read_text()
+    again, printed = start_demo("--data-dir", str(data_dir))
+    url = printed.page
+    assert secret.read_text() == kept
     try:
         synced = wait_for(
             lambda: httpx.get(f"{url}api/jobs").json()["jobs"], what="the job to sync back"
@@ -124,3 +191,19 @@ def test_demo_says_when_its_database_cannot_be_reached(tmp_path: Path, dead_serv
         assert "Traceback" not in demo.output()
     finally:
         demo.close()
+
+
+def test_the_demo_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
+    first = demo_secret(tmp_path)
+    path = tmp_path / "secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(first) == 64
+    assert demo_secret(tmp_path) == first
+    path.chmod(0o644)  # a copy restored loosely is made private again, and kept
+    assert demo_secret(tmp_path) == first
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.write_text("\n")  # an emptied one is replaced
+    replaced = demo_secret(tmp_path)
+    assert len(replaced) == 64
+    assert replaced != first
+    assert path.read_text() == replaced + "\n"

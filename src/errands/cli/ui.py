@@ -156,10 +156,13 @@ def _already_handled(_signum: int, _frame: FrameType | None) -> None:
     show_default=True,
     envvar="ERRANDS_DATA_DIR",
     show_envvar=True,
-    help="Where the embedded Postgres, the page's replica and the logs live.",
+    help="Where the embedded Postgres, the page's replica, the logs and the service's "
+    "signing secret live.",
 )
 def demo(port: int, database_url: str | None, data_dir: Path) -> None:
     """Run the whole system on this machine: Postgres (embedded unless --database-url),
-    the sync service (--insecure), a worker with the demo's handlers, and the page.
-    Ctrl-C stops everything; the data stays in --data-dir for the next run."""
+    the sync service (its secret made once and kept in --data-dir), a worker with the
+    demo's handlers, and the page. Prints the page's address, the hosted page's with a
+    token to sign in, and a sign-in link to the operator's console. Ctrl-C stops
+    everything; the data stays in --data-dir for the next run."""
     sys.exit(run_demo(DemoSettings(port=port, database_url=database_url, data_dir=data_dir)))

@@ -1,5 +1,7 @@
 """``errands demo``: Postgres, the sync service, a worker and the page, as one command.
 
+The sync service signs tokens with a random secret kept in ``DATA_DIR/secret``; the demo
+prints a user's token for the hosted page and an operator's sign-in link to the console.
 Each piece runs as a child process of its own -- exactly what a deployment runs -- with
 its output in ``DATA_DIR/logs``. Ctrl-C (or SIGTERM) stops them all: SIGTERM to each,
 a few seconds to finish, then SIGKILL; a second Ctrl-C kills at once. The embedded
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -25,8 +28,11 @@ from typing import IO
 import click
 import httpx
 import psycopg
+from rich.console import Console
+from rich.markup import escape
 
 from errands.demo.handlers import EXAMPLES
+from errands.demo.secret import demo_secret, issue_token
 from errands.embedded import embedded_postgres_running
 from errands.exceptions import ErrandsError
 from errands.migrations import migrate
@@ -37,6 +43,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """The signals that stop the demo (SIGINT is Ctrl-C)."""
 START_TIMEOUT = 60.0
 """Seconds a child gets to start answering."""
+DEMO_USER = "local"
+"""Who the page and the printed token are for: the one user of the ``--insecure``
+service earlier demos ran, so their replica (``DATA_DIR/replica.db``) keeps working."""
+OPERATOR = "operator"
+"""Who the console's sign-in link is for."""
+TOKEN_LIFETIME = 30 * 24 * 3600
+"""Seconds the demo's tokens stay valid: longer than any demo runs."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,16 @@ class DemoSettings:
 
 class DemoFailed(ErrandsError):
     """A piece of the demo did not start, or stopped on its own."""
+
+
+@dataclass(frozen=True)
+class Addresses:
+    """Where the running demo answers, and the tokens that open it."""
+
+    page_url: str
+    server_url: str
+    user_token: str
+    console_link: str
 
 
 @dataclass
@@ -80,9 +103,11 @@ class Children:
         self.running: list[Child] = []
         self._hurry = False
 
-    def start(self, name: str, *args: str) -> Child:
-        """Start ``errands ARGS`` with this Python, in a session of its own so that a
-        Ctrl-C in the terminal reaches only the demo, which stops the children in order."""
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> Child:
+        """Start ``errands ARGS`` with this Python (``env`` added to the environment:
+        secrets go there, never on a command line anyone can read), in a session of its
+        own so that a Ctrl-C in the terminal reaches only the demo, which stops the
+        children in order."""
         log = self.logs / f"{name.replace(' ', '-')}.log"
         with log.open("ab") as output:
             process = subprocess.Popen(
@@ -90,6 +115,7 @@ class Children:
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
                 start_new_session=True,
             )
         child = Child(name, process, log)
@@ -142,8 +168,8 @@ def run_demo(settings: DemoSettings) -> int:
             prepare(database_url)
             children = Children(logs)
             stack.callback(children.stop)
-            page = start_everything(children, settings, database_url, data_dir)
-            announce(page, data_dir)
+            addresses = start_everything(children, settings, database_url, data_dir)
+            announce(addresses, data_dir)
             try:
                 while True:
                     children.check_alive()
@@ -172,19 +198,28 @@ def prepare(database_url: str) -> None:
 
 def start_everything(
     children: Children, settings: DemoSettings, database_url: str, data_dir: Path
-) -> str:
-    """Start the sync service, the worker and the page; return the page's URL."""
+) -> Addresses:
+    """Start the sync service, the worker and the page; where they answer."""
+    secret = demo_secret(data_dir)
+    kinds = [
+        arg
+        for kind, example in EXAMPLES.items()
+        for arg in ("--kind", f"{kind}={json.dumps(example)}")
+    ]
     server_url = f"http://127.0.0.1:{free_port()}"
     sync = children.start(
         "sync service",
         "server",
-        "--insecure",
         "--database-url",
         database_url,
         "--port",
         server_url.rsplit(":", 1)[1],
+        *kinds,
+        env={"ERRANDS_SECRET": secret},
     )
-    wait_for(sync, server_url + "/", lambda status: True)
+    wait_for(sync, server_url + "/", lambda status: status == 200)
+    user_token = issue_token(secret, DEMO_USER, TOKEN_LIFETIME)
+    console_link = issue_token(secret, OPERATOR, TOKEN_LIFETIME, console_url=server_url)
     children.start(
         "worker",
         "worker",
@@ -195,7 +230,6 @@ def start_everything(
         "3",
     )
     port = settings.port or free_port()
-    kinds = [f"{kind}={json.dumps(example)}" for kind, example in EXAMPLES.items()]
     page = children.start(
         "page",
         "ui",
@@ -205,11 +239,17 @@ def start_everything(
         server_url,
         "--replica",
         str(data_dir / "replica.db"),
-        *(arg for kind in kinds for arg in ("--kind", kind)),
+        *kinds,
+        env={"ERRANDS_TOKEN": user_token},
     )
     page_url = f"http://127.0.0.1:{port}/"
     wait_for(page, page_url + "api/status", lambda status: status == 200)
-    return page_url
+    return Addresses(
+        page_url=page_url,
+        server_url=server_url + "/",
+        user_token=user_token,
+        console_link=console_link,
+    )
 
 
 def wait_for(child: Child, url: str, ready: Callable[[int], bool]) -> None:
@@ -233,21 +273,23 @@ def free_port() -> int:
         return port
 
 
-def announce(page_url: str, data_dir: Path, out: IO[str] | None = None) -> None:
-    """Tell the user where the page is."""
-    lines = [
-        "",
-        click.style("  errands demo is running", bold=True),
-        "",
-        "  Background Jobs page:  " + click.style(page_url, fg="cyan", bold=True),
-        "  sync service:          --insecure (one user, no login; for development only)",
-        f"  data and logs:         {data_dir}",
-        "",
-        "  Press Ctrl-C to stop.",
-        "",
+def announce(addresses: Addresses, data_dir: Path, out: IO[str] | None = None) -> None:
+    """Tell the user where the pages are and how to sign in; one line each, never
+    wrapped, so that a token or a link copies whole."""
+    rows = [
+        ("Background Jobs page:", f"[cyan]{addresses.page_url}[/]  [dim](errands ui)[/]"),
+        ("Hosted page:", f"[cyan]{addresses.server_url}[/]  [dim](errands server)[/]"),
+        (f"  its token ({DEMO_USER}):", addresses.user_token),
+        ("Operator console:", f"[cyan]{addresses.console_link}[/]"),
+        ("Data and logs:", escape(str(data_dir))),
     ]
-    click.echo("\n".join(lines), file=out)
-    sys.stdout.flush()
+    width = max(len(label) for label, _ in rows)
+    console = Console(file=out or sys.stdout, soft_wrap=True, highlight=False)
+    console.print("\n  [bold]errands demo is running[/]\n")
+    for label, value in rows:
+        console.print(f"  [bold]{label.ljust(width)}[/]  {value}")
+    console.print("\n  Press Ctrl-C to stop.\n")
+    console.file.flush()
 
 
 def say(message: str) -> None:

@@ -47,6 +47,8 @@ from errands.sync.errors import (
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+PUBLIC_FILES = f"{PREFIX}/client/"
+"""errands.js, the modules it imports and its types: served to anyone, no token."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,10 @@ class FairShare:
             self.held.give_back(user, shape)
 
     def _user(self, scope: Scope) -> str | None:
-        """The caller's user for a route under /v1 (refusing a bad token); else None."""
-        if not scope["path"].startswith(PREFIX + "/"):
+        """The caller's user for a route under /v1 (refusing a bad token); else None.
+        errands.js and its files (/v1/client/) are public: a page loads them to sign in."""
+        path = scope["path"]
+        if not path.startswith(PREFIX + "/") or path.startswith(PUBLIC_FILES):
             return None
         return self.auth.caller(_bearer(scope)).user
 

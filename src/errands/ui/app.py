@@ -6,7 +6,9 @@ Routes::
     GET  /static/...                its script and styles
     GET  /api/kinds                 the kinds the page offers, with example payloads
     GET  /api/jobs                  {"jobs": [...], "status": {...}}: the most recent jobs
-    POST /api/jobs                  {"kind", "payload"} -> 201 the new job
+    POST /api/jobs                  {"kind", "payload", and optionally "priority", "queue",
+                                    "run_at" (ISO 8601 with a time zone), "max_attempts",
+                                    "unique_key"} -> 201 the new job
     POST /api/jobs/{id}/cancel      -> the job, its cancellation requested
     GET  /api/status                connectivity and uploads waiting
     PUT  /api/connectivity          {"online": bool} -> the status
@@ -21,8 +23,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,9 +36,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from errands.client import Client
+from errands.client.client import SubmitOptions
 from errands.exceptions import ErrandsError, JobNotFound
 from errands.payloads import PayloadTooLarge
-from errands.protocol import ErrorCode
+from errands.protocol import ErrorCode, check_job_options
 from errands.ui.kinds import Kind
 from errands.ui.live import LiveView
 from errands.ui.local import LocalOnly
@@ -59,10 +63,45 @@ class _Body(BaseModel):
 
 
 class SubmitRequest(_Body):
-    """A new job: its kind and its JSON payload."""
+    """A new job: its kind, its JSON payload and the options the client may set (any
+    JSON here: :func:`submit_options` checks them as the sync service will)."""
 
     kind: str
     payload: Any = None
+    priority: Any = None
+    queue: Any = None
+    run_at: Any = None
+    max_attempts: Any = None
+    unique_key: Any = None
+
+
+def submit_options(request: SubmitRequest) -> SubmitOptions:
+    """The request's options for ``Client.submit``; ApiError (400, validation_error)
+    naming the first bad one."""
+    values = {
+        name: value
+        for name in ("priority", "queue", "max_attempts", "unique_key")
+        if (value := getattr(request, name)) is not None
+    }
+    try:
+        check_job_options(values)
+    except ValueError as exc:
+        raise ApiError(400, ErrorCode.VALIDATION_ERROR, str(exc)) from None
+    options = cast(SubmitOptions, values)  # checked just above
+    if request.run_at is not None:
+        options["run_at"] = _moment(request.run_at)
+    return options
+
+
+def _moment(value: Any) -> datetime:
+    problem = "run_at must be an ISO 8601 time with a time zone (2026-12-01T17:30:00+01:00)"
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ApiError(400, ErrorCode.VALIDATION_ERROR, f"{problem}, not {value!r:.80}")
+    return moment
 
 
 class ConnectivityRequest(_Body):
@@ -137,7 +176,7 @@ def create_app(
             message = f"unknown kind {request.kind!r}; use one of {names}"
             raise ApiError(400, ErrorCode.VALIDATION_ERROR, message)
         try:
-            job = client.submit(request.kind, request.payload)
+            job = client.submit(request.kind, request.payload, **submit_options(request))
         except PayloadTooLarge as exc:
             raise ApiError(413, ErrorCode.PAYLOAD_TOO_LARGE, exc.message) from None
         except ErrandsError as exc:

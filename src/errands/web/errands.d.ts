@@ -22,6 +22,8 @@ export interface Job {
   readonly run_at: string | null;
   readonly priority: number;
   readonly queue: string | null;
+  /** At most one unfinished job of its owner has this key. */
+  readonly unique_key: string | null;
   readonly received_at: string | null;
   readonly started_at: string | null;
   readonly finished_at: string | null;
@@ -47,6 +49,22 @@ export interface Status {
   readonly rejected: number;
 }
 
+/** What a client may ask for a job besides its kind and payload (the Python client's
+ * SubmitOptions); left out, each takes the default the kind's handler registered. */
+export interface SubmitOptions {
+  /** Higher runs first (-1000 to 1000). */
+  priority?: number;
+  /** Workers started with --queue take only their queues' jobs (1 to 200 characters). */
+  queue?: string;
+  /** Not before this moment: a Date, or ISO 8601 text with a time zone. */
+  run_at?: Date | string;
+  /** How many times the job is tried before it fails (1 to 100). */
+  max_attempts?: number;
+  /** At most one unfinished job of yours per key: while one is queued or running,
+   * submitting again returns it (1 to 200 characters). */
+  unique_key?: string;
+}
+
 export interface ClientOptions {
   /** The sync service's URL; default: the page's origin. */
   server?: string;
@@ -69,8 +87,9 @@ export class Client {
   /** Resolves once the replica is open (every method waits for it). */
   readonly ready: Promise<void>;
   /** Create a job locally (instant, offline too); it uploads when connected. `payload`
-   * defaults to {}. InvalidKind, PayloadError if the server would refuse it. */
-  submit(kind: string, payload?: unknown): Promise<Job>;
+   * defaults to {}. InvalidKind, PayloadError, or a RangeError naming a bad option, if
+   * the server would refuse it. */
+  submit(kind: string, payload?: unknown, options?: SubmitOptions): Promise<Job>;
   /** Request the job's cancellation, locally first; JobNotFound if unknown. Nothing
    * happens to a job that has ended. */
   cancel(jobId: string): Promise<Job>;

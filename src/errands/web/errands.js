@@ -128,10 +128,11 @@ export class Client {
 
   // -- reads and writes: local, instant, offline too --
 
-  /** Create a job locally; it uploads when connected. */
-  async submit(kind, payload) {
+  /** Create a job locally; it uploads when connected. `options`: priority, queue,
+   * run_at, max_attempts, unique_key (the Python client's names and rules). */
+  async submit(kind, payload, options = {}) {
     await this.ready;
-    return this.replica.insertJob(kind, payload);
+    return this.replica.insertJob(kind, payload, options);
   }
 
   /** Request the job's cancellation, locally first; JobNotFound if unknown. */

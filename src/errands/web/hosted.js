@@ -83,7 +83,7 @@ function openPage(value) {
   });
   startPage({
     kinds,
-    submit: async (kind, payload) => jobView(await client.submit(kind, payload)),
+    submit: async (kind, payload, options) => jobView(await client.submit(kind, payload, options)),
     cancel: (id) => client.cancel(id),
     setOnline: async (online) => (online ? client.connect() : client.disconnect()),
     listen({ jobs, status, live }) {

@@ -10,6 +10,9 @@ export const PROTOCOL = Object.freeze({
   MAX_BATCH: 1000,
   MAX_PAYLOAD_BYTES: 256 * 1024,
   MAX_KIND_LENGTH: 200,
+  MAX_PRIORITY: 1000,
+  MAX_ATTEMPTS: 100,
+  MAX_NAME_LENGTH: 200,
   MAX_BODY_BYTES: 4 * 1024 * 1024,
   LIVE_HOLD_SECONDS: 20,
   BAD_OFFSET: "bad_offset",
@@ -166,6 +169,54 @@ export function checkKind(kind) {
   return kind;
 }
 
+const JOB_OPTIONS = ["priority", "queue", "run_at", "max_attempts", "unique_key"];
+const UNPRINTABLE = /[\p{C}\p{Z}]/u; // what Python's str.isprintable() refuses, but the space
+
+/** The options of a new job (the Python client's SubmitOptions: priority, queue, run_at,
+ * max_attempts, unique_key), checked as the server will (protocol.check_job_options), as
+ * the insert's values; `run_at` (a Date, or an ISO 8601 text with a time zone) as ISO
+ * text. RangeError naming the first bad one; an unknown name is a TypeError. */
+export function jobOptions(options = {}) {
+  const values = {};
+  for (const [name, value] of Object.entries(options ?? {})) {
+    if (!JOB_OPTIONS.includes(name)) throw new TypeError(`unknown job option ${JSON.stringify(name)}; use ${JOB_OPTIONS.join(", ")}`);
+    if (value !== undefined && value !== null) values[name] = value;
+  }
+  for (const [name, low, high] of [
+    ["priority", -PROTOCOL.MAX_PRIORITY, PROTOCOL.MAX_PRIORITY],
+    ["max_attempts", 1, PROTOCOL.MAX_ATTEMPTS],
+  ]) {
+    const value = values[name];
+    if (value !== undefined && !(Number.isInteger(value) && low <= value && value <= high)) {
+      throw new RangeError(`${name} must be a whole number from ${low} to ${high}, not ${JSON.stringify(value)}`);
+    }
+  }
+  for (const name of ["queue", "unique_key"]) {
+    const value = values[name];
+    if (value !== undefined && !printableName(value)) {
+      throw new RangeError(`${name} must be 1 to ${PROTOCOL.MAX_NAME_LENGTH} printable characters, not ${JSON.stringify(value).slice(0, 80)}`);
+    }
+  }
+  if (values.run_at !== undefined) values.run_at = isoMoment(values.run_at);
+  return values;
+}
+
+function printableName(value) {
+  if (typeof value !== "string") return false;
+  const length = [...value].length; // in characters, as Python counts them
+  return length > 0 && length <= PROTOCOL.MAX_NAME_LENGTH && !UNPRINTABLE.test(value.replaceAll(" ", ""));
+}
+
+/** A moment as ISO 8601 text in UTC: a Date, or a text that names its time zone. */
+function isoMoment(value) {
+  const zoned = typeof value === "string" && /(Z|[+-]\d\d:?\d\d)$/i.test(value.trim());
+  const moment = value instanceof Date ? value : zoned ? new Date(value) : null;
+  if (moment === null || Number.isNaN(moment.getTime())) {
+    throw new RangeError(`run_at must be a Date or an ISO 8601 time with a time zone, not ${JSON.stringify(value)}`);
+  }
+  return moment.toISOString();
+}
+
 /** A job as the application sees it: the row's columns, `pending` (a local change not yet
  * acknowledged), `rejected` (why the server refused one) and `done`. */
 export function toJob(row, pending, rejected) {
@@ -187,6 +238,7 @@ export function toJob(row, pending, rejected) {
     run_at: row.run_at ?? null,
     priority: row.priority ?? 0,
     queue: row.queue ?? null,
+    unique_key: row.unique_key ?? null,
     received_at: row.received_at ?? null,
     started_at: row.started_at ?? null,
     finished_at: row.finished_at ?? null,

@@ -7,6 +7,7 @@ import {
   checkKind,
   covers,
   decodeOffset,
+  jobOptions,
   newestJobs,
   payloadJson,
   sortKey,
@@ -97,8 +98,10 @@ export class Replica {
 
   // -- local writes --
 
-  /** Record a new job and its upload; return the job. */
-  async insertJob(kind, payload) {
+  /** Record a new job and its upload; return the job. `options` are checked by
+   * jobOptions; with a `unique_key` an unfinished job here already has, that job is
+   * returned and nothing is recorded (as the Python client does). */
+  async insertJob(kind, payload, options = {}) {
     checkKind(kind);
     const values = {
       id: uuid7(),
@@ -106,11 +109,30 @@ export class Replica {
       kind,
       payload: JSON.parse(payloadJson(payload)),
       cancelled: false,
+      ...jobOptions(options),
     };
-    await this.transaction(["outbox"], "readwrite", async ({ outbox }) => {
-      addEntry(outbox, values.id, "insert", values);
+    return this.transaction(["synced", "outbox"], "readwrite", async (stores) => {
+      if (values.unique_key !== undefined) {
+        const existing = await this.unfinishedWithKey(stores, values.unique_key);
+        if (existing !== null) return existing;
+      }
+      addEntry(stores.outbox, values.id, "insert", values);
+      return viewJob(null, [{ op: "insert", values, status: "pending", error: null }]);
     });
-    return viewJob(null, [{ op: "insert", values, status: "pending", error: null }]);
+  }
+
+  /** A job here, queued or running, that has `uniqueKey`; or null. */
+  async unfinishedWithKey(stores, uniqueKey) {
+    const [rows, entries] = await Promise.all([request(stores.synced.getAll()), request(stores.outbox.getAll())]);
+    const ids = new Set([
+      ...rows.filter((stored) => stored.row.unique_key === uniqueKey).map((stored) => stored.id),
+      ...entries.filter((entry) => entry.op === "insert" && entry.values.unique_key === uniqueKey).map((e) => e.jobId),
+    ]);
+    for (const id of ids) {
+      const job = await this.jobIn(stores, id);
+      if (job?.unique_key === uniqueKey && (job.state === "queued" || job.state === "running")) return job;
+    }
+    return null;
   }
 
   /** Record a cancellation request (unless the job ended or one is recorded already);

@@ -24,7 +24,7 @@ async function api(method, path, body) {
 
 startPage({
   kinds: async () => (await api("GET", "/api/kinds")).kinds,
-  submit: (kind, payload) => api("POST", "/api/jobs", { kind, payload }),
+  submit: (kind, payload, options) => api("POST", "/api/jobs", { kind, payload, ...options }),
   cancel: (id) => api("POST", `/api/jobs/${id}/cancel`),
   setOnline: (online) => api("PUT", "/api/connectivity", { online }),
   listen({ jobs, status, live }) {

@@ -4,7 +4,9 @@
 // when `errands server` hosts the page (hosted.js). A source is
 //
 //   { kinds(): Promise<[{name, example}]>,     the kinds the form offers
-//     submit(kind, payload): Promise<JobView>, cancel(id): Promise<void>,
+//     submit(kind, payload, options): Promise<JobView>,  options: priority, queue,
+//                                              run_at (ISO 8601, UTC), max_attempts, unique_key
+//     cancel(id): Promise<void>,
 //     setOnline(online): Promise<StatusView?>, the Wi-Fi switch
 //     listen({ jobs, status, live }) }          calls back with JobView[] and StatusView
 //
@@ -21,6 +23,8 @@ function find() {
   payloadError: $("#payload-error"),
   submit: $("#submit"),
   submitNote: $("#submit-note"),
+  options: $("#options"),
+  optionsSummary: $("#options-summary"),
   rows: $("#jobs"),
   empty: $("#empty"),
   template: $("#row-template"),
@@ -85,19 +89,103 @@ function useExample() {
   }
 }
 
+// -- the job's options: protocol.check_job_options's rules, said in the page's words ----
+
+/** The limits of protocol.check_job_options (tests/js/test_node.py holds them equal). */
+export const OPTION_LIMITS = Object.freeze({ MAX_PRIORITY: 1000, MAX_ATTEMPTS: 100, MAX_NAME_LENGTH: 200 });
+const { MAX_PRIORITY, MAX_ATTEMPTS, MAX_NAME_LENGTH } = OPTION_LIMITS;
+const UNPRINTABLE = /[\p{C}\p{Z}]/u; // what Python's str.isprintable() refuses, the space aside
+
+const wholeNumber = (label, low, high) => (input) => {
+  const text = input.value.trim();
+  const number = Number(text);
+  if (input.validity.badInput || (text !== "" && !(/^[+-]?\d+$/.test(text) && low <= number && number <= high))) {
+    return { error: `${label} must be a whole number from ${low} to ${high}.` };
+  }
+  return { value: text === "" ? undefined : number };
+};
+
+const shortName = (label) => (input) => {
+  const text = input.value.trim();
+  const length = [...text].length;
+  if (length > MAX_NAME_LENGTH) return { error: `${label} must be at most ${MAX_NAME_LENGTH} characters (it has ${length}).` };
+  if (UNPRINTABLE.test(text.replaceAll(" ", ""))) {
+    return { error: `${label} must hold only printable characters (no tabs, line breaks or invisible ones).` };
+  }
+  return { value: text === "" ? undefined : text };
+};
+
+/** A datetime-local field (the user's own time) as an ISO 8601 moment in UTC. */
+function moment(input) {
+  const when = input.value ? new Date(input.value) : null;
+  if (input.validity.badInput || (when !== null && Number.isNaN(when.getTime()))) {
+    return { error: "Run at needs a complete date and time." };
+  }
+  return { value: when?.toISOString() };
+}
+
+const OPTIONS = [
+  { name: "priority", id: "option-priority", read: wholeNumber("Priority", -MAX_PRIORITY, MAX_PRIORITY) },
+  { name: "max_attempts", id: "option-max-attempts", read: wholeNumber("Max attempts", 1, MAX_ATTEMPTS) },
+  { name: "queue", id: "option-queue", read: shortName("The queue") },
+  { name: "run_at", id: "option-run-at", read: moment },
+  { name: "unique_key", id: "option-unique-key", read: shortName("The unique key") },
+];
+
+function showOptionError(option, message) {
+  const input = $(`#${option.id}`);
+  const error = $(`#${option.id}-error`);
+  error.textContent = message || "";
+  error.hidden = !message;
+  input.setAttribute("aria-invalid", message ? "true" : "false");
+}
+
+/** The options set, as the source's submit takes them, and the fields found bad (their
+ * messages shown). */
+function readOptions() {
+  const values = {};
+  const bad = [];
+  for (const option of OPTIONS) {
+    const { value, error } = option.read($(`#${option.id}`));
+    showOptionError(option, error);
+    if (error) bad.push($(`#${option.id}`));
+    else if (value !== undefined) values[option.name] = value;
+  }
+  return { values, bad };
+}
+
+/** Say on the closed "Options" which are set. */
+function summarizeOptions() {
+  const set = OPTIONS.filter((option) => $(`#${option.id}`).value.trim() !== "").length;
+  ui.optionsSummary.textContent = set === 0 ? "defaults" : `${set} set`;
+  ui.options.classList.toggle("has-values", set > 0);
+}
+
+function watchOptions() {
+  for (const option of OPTIONS) {
+    const input = $(`#${option.id}`);
+    input.addEventListener("input", () => {
+      summarizeOptions();
+      if (input.getAttribute("aria-invalid") === "true") showOptionError(option, option.read(input).error);
+    });
+  }
+}
+
 async function submitJob(event) {
   event.preventDefault();
   ui.submitNote.textContent = "";
   const payload = readPayload();
-  if (payload.error) {
-    showPayloadError(payload.error);
-    ui.payload.focus();
+  const options = readOptions();
+  showPayloadError(payload.error);
+  if (payload.error || options.bad.length > 0) {
+    if (options.bad.length > 0) ui.options.open = true;
+    (payload.error ? ui.payload : options.bad[0]).focus();
+    ui.submitNote.textContent = "Nothing submitted: fix the marked fields.";
     return;
   }
-  showPayloadError("");
   ui.submit.disabled = true;
   try {
-    const job = await state.source.submit(ui.kind.value, payload.value);
+    const job = await state.source.submit(ui.kind.value, payload.value, options.values);
     ui.submitNote.textContent = `Submitted ${job.short_id}.`;
   } catch (error) {
     showPayloadError(error.message);
@@ -295,6 +383,7 @@ export function startPage(source) {
   ui.payload.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) ui.form.requestSubmit();
   });
+  watchOptions();
   ui.wifi.addEventListener("click", toggleConnectivity);
   loadKinds().catch((error) => showPayloadError(error.message));
   source.listen({ jobs: renderJobs, status: renderStatus, live: setLive });
