@@ -274,8 +274,8 @@ def raw_request(url: str, head: str, body: bytes = b"", *, wait: float = 10) -> 
                 if not chunk:
                     break
                 answer += chunk
-        except TimeoutError:
-            pass
+        except (TimeoutError, ConnectionResetError):
+            pass  # a server that closes with our body unread may reset the connection
         return answer
 
 
@@ -293,8 +293,10 @@ def test_the_token_is_checked_before_the_body_is_read(service: SyncService) -> N
     )
     chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
     answer = raw_request(service.url, head, chunk)  # the body never finishes
+    # The refusal comes while the body is still on its way. (Its JSON may be lost: the
+    # server closes the connection with the rest of the body unread, and a reset then
+    # can discard what the client had not read yet; the status line is the proof.)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
-    assert b"unauthorized" in answer
 
 
 def test_oversized_headers_are_refused(service: SyncService) -> None:

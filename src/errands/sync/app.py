@@ -207,7 +207,11 @@ async def _start(database_url: str, auth: Authenticator, settings: ServiceSettin
     )
     await pool.open(wait=True)
     hub = ShapeHub(
-        pool, database_url, page_size=settings.page_size, poll_interval=settings.poll_interval
+        pool,
+        database_url,
+        page_size=settings.page_size,
+        poll_interval=settings.poll_interval,
+        on_database_lost=pool.lost,
     )
     service = Service(pool, hub, auth, settings)
     await _check_generation(service)

@@ -95,6 +95,11 @@ class DatabasePool(AsyncConnectionPool[AsyncConnection[Any]]):
                 await self._watcher
         await super().close(timeout)
 
+    def lost(self, reason: str) -> None:
+        """Another reader found Postgres gone (the sync hub's change reads): start an
+        outage, as a broken connection of the pool's own would."""
+        self._lost(reason)
+
     def _lost(self, reason: str) -> None:
         if self.outage_since is not None or self.closed:
             return

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 from errands.protocol import ControlMessage, Message, Offset, ShapeResponse
 from errands.queries import query
 from errands.sync.changes import Change, ChangeLog, read_batch
+from errands.sync.errors import Unavailable
 from errands.sync.routing import Matcher, ShapeIndex, Undecidable, compile_matcher, messages
 from errands.sync.shapes import SYNC_QUERIES, Position, Shape, check_offset, read_shape
 
@@ -134,8 +135,13 @@ class ShapeHub:
         page_size: int,
         poll_interval: float,
         change_log: ChangeLog | None = None,
+        on_database_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.pool = pool
+        self.on_database_lost = on_database_lost
+        self.database_lost = False
+        """Whether the last change batch failed: live readers get 503 rather than a
+        quiet "up to date" while nothing can be known (cleared by the next batch)."""
         self.conninfo = conninfo
         self.page_size = page_size
         self.poll_interval = poll_interval
@@ -227,6 +233,7 @@ class ShapeHub:
         """The first answer with changes, or up-to-date after ``hold`` seconds."""
         if offset is None or offset.after_key is not None or self.closing:
             return await self.read(shape, offset, text)  # snapshot pages never wait
+        self._check_database()
         deadline = asyncio.get_running_loop().time() + hold
         self.stats.waiting += 1
         try:
@@ -282,6 +289,7 @@ class ShapeHub:
         matcher = compile_matcher(shape.filters)
         fresh = self._started + 1  # the first batch that starts after the reader came
         while not self.closing:
+            self._check_database()
             try:
                 found = self._from_log(shape, matcher, offset)
             except _Behind:
@@ -301,6 +309,7 @@ class ShapeHub:
             if found:
                 return _up_to_date(found, self._cursor_text())
             held = await self._hold(shape, matcher, deadline)
+            self._check_database()
             if held.answer is not None:
                 return held.answer
             if held.recheck is None:  # hold over (or closing): up to date at the cursor
@@ -390,12 +399,14 @@ class ShapeHub:
                 position, changes = await read_batch(conn, self.log.cursor, self.log.max_batch)
             except psycopg.Error as exc:
                 log.warning("reading the changes failed (%s); retrying at the next batch", exc)
+                self._lose_database(str(exc))
                 if self._conn is not None:
                     await self._conn.close()
                     self._conn = None
                 await asyncio.sleep(min(self.poll_interval, 1.0))
                 continue
             self.stats.change_queries += 1
+            self.database_lost = False
             try:
                 self._apply(position, changes)
             except Exception:
@@ -406,6 +417,21 @@ class ShapeHub:
             self._finished = number
             done, self._batch_done = self._batch_done, asyncio.Event()
             done.set()
+
+    def _check_database(self) -> None:
+        if self.database_lost:
+            raise Unavailable
+
+    def _lose_database(self, reason: str) -> None:
+        """The change log cannot move on: every held or waiting live reader gets 503 at
+        once (a stream ends; the client retries after Retry-After)."""
+        self.database_lost = True
+        if self.on_database_lost is not None:
+            self.on_database_lost(reason)
+        for held in list(self._held.values()):
+            self._release(held)
+        done, self._batch_done = self._batch_done, asyncio.Event()
+        done.set()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
