@@ -15,12 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from errands.sync.auth import make_token
 from tests.conftest import create_database, drop_database
 from tests.helpers import ErrandsProcess, wait_for
-from tests.ui.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, KINDS, answers, free_port
+from tests.ui.conftest import ARTIFACTS, KINDS, answers, chromium, free_port
 
 SECRET = "browser-tests-secret-0123456789abcdef"
 NETWORK_NOISE = re.compile(r"^Failed to load resource|net::ERR_")
@@ -165,11 +165,9 @@ def patient_expectations() -> Iterator[None]:
 
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, driven by Playwright (which downloads nothing)."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    """This package's Chromium (tests.ui.conftest.chromium)."""
+    with chromium() as launched:
+        yield launched
 
 
 @dataclass

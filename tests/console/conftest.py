@@ -21,7 +21,13 @@ from tests.ui import conftest as ui_conftest
 from errands.sync.auth import make_token
 
 ARTIFACTS = ui_conftest.ARTIFACTS
-browser = ui_conftest.browser  # the page tests' Chromium fixture, package-scoped here too
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """This package's Chromium (tests.ui.conftest.chromium)."""
+    with ui_conftest.chromium() as launched:
+        yield launched
 
 
 def errands_token(*args: str) -> str:

@@ -4,6 +4,7 @@ module's tests; ``errands ui`` with a fresh replica for each test -- and Chromiu
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from collections.abc import Iterator
@@ -132,17 +133,26 @@ def page_url(sync_service: str, worker: ErrandsProcess, tmp_path: Path) -> Itera
         ui.close()
 
 
-@pytest.fixture(scope="package")
-def browser() -> Iterator[Browser]:
+@contextlib.contextmanager
+def chromium() -> Iterator[Browser]:
     """Debian's Chromium, driven by Playwright (which downloads nothing).
 
-    Package-scoped, not session-scoped: Playwright's sync API keeps an event loop
-    running in the main thread while it is open, and tests elsewhere call asyncio.run().
+    Each test package that drives it opens its own, in a package-scoped fixture (the
+    folder needs an ``__init__.py``, or "package" lasts the whole session): Playwright's
+    sync API keeps an event loop running in the main thread while it is open, and tests
+    elsewhere call asyncio.run().
     """
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """This package's Chromium (see :func:`chromium`)."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""The operator console, in Chromium against real processes."""
