@@ -103,7 +103,8 @@ class _FanoutCollector(Collector):
             ("change_batches", "Change batches read (one read per batch for every shape)."),
             ("notifications", "Change notifications received from Postgres."),
             ("polls", "Polls for changes when no notification came."),
-            ("shape_queries", "Shape queries run against Postgres."),
+            ("change_queries", "Change-log reads (one per change batch, for every shape)."),
+            ("shape_queries", "Per-shape queries: snapshot pages, plain reads, fallbacks."),
         ):
             yield CounterMetricFamily(f"errands_sync_{name}", help_text, value=getattr(stats, name))
         yield GaugeMetricFamily(
