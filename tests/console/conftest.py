@@ -13,12 +13,12 @@ import httpx
 import psycopg
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
+
+from errands.sync.auth import make_token
 from tests.client.processes import SECRET, SyncServer, start_worker
 from tests.conftest import create_database, drop_database
 from tests.helpers import ErrandsProcess
 from tests.ui import conftest as ui_conftest
-
-from errands.sync.auth import make_token
 
 ARTIFACTS = ui_conftest.ARTIFACTS
 

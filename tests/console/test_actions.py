@@ -10,11 +10,11 @@ from typing import Any
 import psycopg
 import pytest
 from playwright.sync_api import Page, expect
+
+import errands
 from tests.client.processes import SyncServer
 from tests.console.pages import ROWS, open_view, show_queue, states
 from tests.helpers import ErrandsProcess, wait_for
-
-import errands
 
 pytestmark = pytest.mark.browser
 

@@ -11,15 +11,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from tests.client.processes import SECRET, SyncServer
-from tests.console.conftest import errands_token
-from tests.helpers import ErrandsProcess
-from tests.operations.jobs import end, start
 
 import errands
 from errands.operations import JobEvent
 from errands.sync.auth import make_token, verify_token
 from errands.sync.console import attempts_of, sign_in_link
+from tests.client.processes import SECRET, SyncServer
+from tests.console.conftest import errands_token
+from tests.helpers import ErrandsProcess
+from tests.operations.jobs import end, start
 
 ADMIN_ROUTES = [
     ("GET", "/v1/admin/workers", None),

@@ -13,11 +13,11 @@ import psycopg
 import pytest
 from playwright.sync_api import Page, expect
 from psycopg.types.json import Jsonb
-from tests.client.processes import SECRET, SyncServer
-from tests.console.conftest import operator_client, scratch_database, sync_server
 
 from errands.sync.auth import make_token
 from errands.sync.console import sign_in_link
+from tests.client.processes import SECRET, SyncServer
+from tests.console.conftest import operator_client, scratch_database, sync_server
 
 SECOND = timedelta(seconds=1)
 PICKUP = [1.0, 2.5, 2.9]

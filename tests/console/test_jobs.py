@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 import pytest
 from playwright.sync_api import Page, expect
+
+import errands
 from tests.client.processes import SyncServer
 from tests.console.pages import ROWS, local_input, show_queue, shown_counts, states
 from tests.helpers import ErrandsProcess, wait_for
-
-import errands
 
 pytestmark = pytest.mark.browser
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 from playwright.sync_api import Page, Request, expect
-from tests.client.processes import SECRET, SyncServer
 
 from errands.sync.auth import make_token
+from tests.client.processes import SECRET, SyncServer
 
 pytestmark = pytest.mark.browser
 

@@ -11,12 +11,12 @@ from typing import Any
 import psycopg
 import pytest
 from playwright.sync_api import Page, expect
+
+import errands
 from tests.client.processes import SyncServer
 from tests.console.pages import open_view
 from tests.helpers import ErrandsProcess, wait_for
 from tests.worker.handlers import registry
-
-import errands
 
 pytestmark = pytest.mark.browser
 EXPIRES_SOON = re.compile(r"^expires in \d+ s$")
