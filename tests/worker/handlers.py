@@ -125,6 +125,12 @@ def in_process(ctx: errands.JobContext, payload: dict[str, Any]) -> dict[str, in
     return {"pid": os.getpid()}
 
 
+@registry.job("permanent_in_process", retry_backoff=0.05, isolation="process")
+def permanent_in_process(ctx: errands.JobContext, payload: dict[str, Any]) -> None:
+    """Gives up for good from a child process."""
+    raise errands.Permanent("no point in trying again")
+
+
 def _note(path: str, what: str) -> None:
     with Path(path).open("a") as log:
         log.write(f"{what} {time.time()!r}\n")

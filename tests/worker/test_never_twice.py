@@ -112,6 +112,17 @@ def test_a_process_handler_reports_progress_and_returns_its_result(
     assert row["result"]["pid"] != worker.pid
 
 
+def test_permanent_from_a_process_handler_fails_the_job_at_once(
+    conn: psycopg.Connection[Any], start_worker: StartWorker
+) -> None:
+    start_worker()
+    job_id = errands.enqueue(conn, "permanent_in_process", {}, max_attempts=3)
+    row = wait_for_state(conn, job_id, "failed", timeout=60)
+    assert row["attempts"] == 1
+    assert row["error"]["type"] == "Permanent"
+    assert row["error"]["message"] == "no point in trying again"
+
+
 def test_a_cancelled_process_handler_is_killed(
     conn: psycopg.Connection[Any], start_worker: StartWorker, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from errands.exceptions import ConfigurationError, JobCancelled, JobTimeout
+from errands.exceptions import ConfigurationError, JobCancelled, JobTimeout, Permanent
 from errands.payloads import dump_json
 from errands.registry import JobContext, JobHandler
 from errands.worker.threads import Abandoned, start_thread
@@ -44,6 +44,10 @@ class HandlerFailed(Exception):
         super().__init__(message)
         self.kind = kind
         self.traceback_text = traceback_text
+
+
+class PermanentHandlerFailed(HandlerFailed, Permanent):
+    """A child's handler raised :class:`~errands.Permanent`: the job fails at once."""
 
 
 def check_startable(handler: JobHandler) -> None:
@@ -114,10 +118,10 @@ def _supervise(
             elif message[0] == "result":
                 return str(message[1])
             elif message[0] == "error":
-                _, kind, text, trace = message
+                _, kind, text, trace, permanent = message
                 if kind == JobCancelled.__name__:
                     raise JobCancelled(text)
-                raise HandlerFailed(kind, text, trace)
+                raise (PermanentHandlerFailed if permanent else HandlerFailed)(kind, text, trace)
     finally:
         _stop(process)
         results.close()
@@ -165,4 +169,5 @@ def _child(
         send(("result", dump_json(function(ctx, payload), "result")))
     except BaseException as exc:  # noqa: BLE001 -- reported to the worker, which fails the job
         message = str(exc) or type(exc).__name__
-        send(("error", type(exc).__name__, message, traceback.format_exc()))
+        permanent = isinstance(exc, Permanent)
+        send(("error", type(exc).__name__, message, traceback.format_exc(), permanent))
