@@ -12,7 +12,7 @@ request, in this order:
 4. live readers (long polls and event streams): each user holds at most
    ``Limits.live_readers`` at once, on at most ``Limits.shapes`` distinct shapes
    (429 with ``Retry-After``), and a long poll whose client goes away is cancelled at
-   once, so that it stops costing a shape query per change batch.
+   once, so that it gives back its place.
 
 Counting by user, not by token: tokens are minted by the operator, but one user may hold
 many; what is shared fairly is the service, between users.
