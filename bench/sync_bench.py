@@ -105,10 +105,13 @@ def fresh_database(admin_url: str) -> Iterator[str]:
 @contextlib.contextmanager
 def sync_server(database_url: str) -> Iterator[tuple[str, int]]:
     """``errands server`` on a free loopback port; its base URL and process id."""
-    command = ["server", "--database-url", database_url, "--port", "0", "--secret", SECRET]
+    # This measures fan-out, not fair share: one user's thousands of clients are let in
+    # (bench/hostile_bench.py measures the per-user limits).
+    limits = ["--max-live-readers", "1000000", "--max-shapes", "1000000"]
+    command = ["server", "--database-url", database_url, "--port", "0", *limits]
     process = subprocess.Popen(
         [sys.executable, "-m", "errands", *command],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "ERRANDS_SECRET": SECRET},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
