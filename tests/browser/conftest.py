@@ -20,7 +20,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from errands.sync.auth import make_token
 from tests.conftest import create_database, drop_database
 from tests.helpers import ErrandsProcess, wait_for
-from tests.ui.conftest import ARTIFACTS, KINDS, answers, chromium, free_port
+from tests.ui.conftest import ARTIFACTS, KINDS, answers, chromium, demo_worker, free_port
 
 SECRET = "browser-tests-secret-0123456789abcdef"
 NETWORK_NOISE = re.compile(r"^Failed to load resource|net::ERR_")
@@ -38,22 +38,9 @@ def jobs_database(server_url: str, template_db: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def worker(jobs_database: str) -> Iterator[ErrandsProcess]:
-    """``errands worker`` with the demo's handlers and short intervals."""
-    process = ErrandsProcess(
-        "worker",
-        "errands.demo.handlers:registry",
-        "--database-url",
-        jobs_database,
-        "--poll-interval",
-        "0.2",
-        "--shutdown-timeout",
-        "1",
-    )
-    try:
-        process.wait_for_output("started", timeout=30)
+    """The demo's worker on the module's database."""
+    with demo_worker(jobs_database) as process:
         yield process
-    finally:
-        process.close()
 
 
 class WebApp:

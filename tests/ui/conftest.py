@@ -90,14 +90,14 @@ def sync_service(jobs_database: str) -> Iterator[str]:
         server.close()
 
 
-@pytest.fixture(scope="module")
-def worker(jobs_database: str) -> Iterator[ErrandsProcess]:
-    """``errands worker`` with the demo's handlers and short intervals."""
+@contextlib.contextmanager
+def demo_worker(database_url: str) -> Iterator[ErrandsProcess]:
+    """``errands worker`` with the demo's handlers and short intervals, started."""
     process = ErrandsProcess(
         "worker",
         "errands.demo.handlers:registry",
         "--database-url",
-        jobs_database,
+        database_url,
         "--poll-interval",
         "0.2",
         "--shutdown-timeout",
@@ -108,6 +108,13 @@ def worker(jobs_database: str) -> Iterator[ErrandsProcess]:
         yield process
     finally:
         process.close()
+
+
+@pytest.fixture(scope="module")
+def worker(jobs_database: str) -> Iterator[ErrandsProcess]:
+    """The demo's worker on the module's database."""
+    with demo_worker(jobs_database) as process:
+        yield process
 
 
 @pytest.fixture

@@ -225,12 +225,12 @@ def _payload(payload: Any) -> Jsonb:
     if payload is None:
         raise Rejection(ErrorCode.VALIDATION_ERROR, "the payload must not be null")
     try:
-        dump_json(payload)
+        text = dump_json(payload)
     except PayloadTooLarge as exc:
         raise Rejection(ErrorCode.PAYLOAD_TOO_LARGE, exc.message) from None
     except PayloadError as exc:
         raise Rejection(ErrorCode.VALIDATION_ERROR, exc.message) from None
-    return Jsonb(payload)
+    return Jsonb(payload, dumps=lambda _: text)  # the checked text, not a second dump
 
 
 def _check_update(values: dict[str, Any]) -> None:
