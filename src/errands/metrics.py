@@ -5,6 +5,12 @@ Each service or worker keeps its own registry (several can live in one process, 
 the tests). Every metric is named ``errands_*``; none carries a user's name or a job's
 payload, only routes, kinds, states and counts. The metric names are listed in
 ``docs/operators.md``.
+
+``errands worker --processes N`` serves one port for all its worker processes, with
+prometheus_client's multiprocess mode: the supervisor gives each child the folder
+``PROMETHEUS_MULTIPROC_DIR``, where the child's counters, histograms and gauges live in
+files of its own, and serves their sum (:class:`SupervisorMetrics`). Counters of a child
+that died stay in the sum, so totals never go backwards; its "running" gauge goes.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -213,7 +220,10 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.running = Gauge(
-            "errands_worker_jobs_running", "Jobs this worker runs now.", registry=self.registry
+            "errands_worker_jobs_running",
+            "Jobs this worker runs now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",  # under a supervisor: the live children's sum
         )
         self.lease_renewals = Counter(
             "errands_worker_lease_renewals",
@@ -243,15 +253,47 @@ class WorkerMetrics:
     def serve(self, host: str, port: int) -> tuple[str, Callable[[], None]]:
         """Serve ``/metrics`` on ``host:port`` (0: any free port) from a thread; the URL,
         and a function that stops serving."""
-        server, thread = start_http_server(port, host, self.registry)
-        url = f"http://{host}:{server.server_port}{METRICS_PATH}"
+        return serve(self.registry, host, port)
 
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(5)
 
-        return url, stop
+class SupervisorMetrics:
+    """The metrics of ``errands worker --processes N`` on its one port: every worker
+    process's :class:`WorkerMetrics`, summed from the multiprocess folder ``folder``,
+    each queue's depth (read once, here, not once per child), and the supervisor's
+    restarts of crashed children."""
+
+    def __init__(self, database_url: str, folder: str) -> None:
+        self.folder = folder
+        self.registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self.registry, path=folder)  # type: ignore[no-untyped-call]
+        self.registry.register(_QueueCollector(database_url))
+        self.restarts = Counter(
+            "errands_worker_process_restarts",
+            "Worker processes the supervisor restarted after they crashed.",
+            registry=self.registry,
+        )
+
+    def process_exited(self, pid: int) -> None:
+        """Forget the live gauges of a worker process that has exited."""
+        multiprocess.mark_process_dead(pid, self.folder)  # type: ignore[no-untyped-call]
+
+    def serve(self, host: str, port: int) -> tuple[str, Callable[[], None]]:
+        """As :meth:`WorkerMetrics.serve`."""
+        return serve(self.registry, host, port)
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[str, Callable[[], None]]:
+    """Serve ``registry`` at ``/metrics`` on ``host:port`` (0: any free port) from a
+    thread; the URL, and a function that stops serving."""
+    server, thread = start_http_server(port, host, registry)
+    url = f"http://{host}:{server.server_port}{METRICS_PATH}"
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return url, stop
 
 
 class _QueueCollector(Collector):

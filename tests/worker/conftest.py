@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -59,3 +60,12 @@ def wait_for_state(
         timeout,
         what=f"job {job_id} to be {' or '.join(states)}",
     )
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid runs (a zombie nobody reaped yet does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -99,9 +99,9 @@ def huge_number(ctx: errands.JobContext, payload: Any) -> Any:
 @registry.job("ignores_timeout", retry_backoff=0.05)
 def ignores_timeout(ctx: errands.JobContext, payload: dict[str, Any]) -> str:
     """Sleeps without ever looking at ctx, noting when each attempt starts and ends."""
-    _note(payload["log"], "start")
+    _note(payload["log"], f"start {time.time()!r}")
     time.sleep(float(payload["seconds"]))
-    _note(payload["log"], "end")
+    _note(payload["log"], f"end {time.time()!r}")
     return "slept"
 
 
@@ -133,4 +133,13 @@ def permanent_in_process(ctx: errands.JobContext, payload: dict[str, Any]) -> No
 
 def _note(path: str, what: str) -> None:
     with Path(path).open("a") as log:
-        log.write(f"{what} {time.time()!r}\n")
+        log.write(f"{what}\n")
+
+
+@registry.job("counted")
+async def counted(ctx: errands.JobContext, payload: dict[str, Any]) -> str:
+    """Notes ``JOB_ID PID`` in payload['starts'] at each start, then sleeps
+    payload['seconds']: how often each job started, and in which process."""
+    _note(payload["starts"], f"{ctx.job_id} {os.getpid()}")
+    await asyncio.sleep(float(payload["seconds"]))
+    return "counted"

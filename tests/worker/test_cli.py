@@ -127,3 +127,14 @@ def test_burst_runs_what_is_runnable_then_exits(
     again = run(*worker, env={"ERRANDS_BURST": "1"})
     assert again.returncode == 0, again.stderr
     assert "no runnable job left" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("none", "'none' is neither a number nor 'auto'"), ("0", "at least 1 process")],
+)
+def test_processes_takes_a_number_or_auto(value: str, message: str) -> None:
+    result = run("worker", "tests.worker.handlers:registry", "--processes", value,
+                 "--database-url", "postgresql://unused@127.0.0.1:1/x")  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr

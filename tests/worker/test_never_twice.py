@@ -13,7 +13,7 @@ import pytest
 
 import errands
 from tests.helpers import wait_for
-from tests.worker.conftest import StartWorker, events, job, wait_for_state
+from tests.worker.conftest import StartWorker, alive, events, job, wait_for_state
 
 
 def attempts_run(log: Path) -> list[tuple[float, float]]:
@@ -28,15 +28,6 @@ def attempts_run(log: Path) -> list[tuple[float, float]]:
 def pids(path: Path) -> list[int]:
     """The pids noted by handlers._mark, one per start."""
     return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def alive(pid: int) -> bool:
-    """Whether a process with this pid runs (a zombie nobody reaped yet does not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_a_thread_handler_past_its_timeout_keeps_the_job_until_it_returns(

@@ -5,18 +5,46 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable
+from typing import Any
 
 import click
 
 from errands.cli.options import database_url_option, fail, setup_logging
 from errands.exceptions import ErrandsError
 from errands.logs import log_format_option, use_json_logs
-from errands.metrics import WorkerMetrics
+from errands.metrics import SupervisorMetrics, WorkerMetrics
+from errands.migrations import ensure_migrated
 from errands.registry import Registry
 from errands.worker import Worker, WorkerSettings
+from errands.worker.supervisor import Supervisor, available_cores
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""Where prometheus_client's multiprocess mode keeps each process's metrics."""
+
+
+class ProcessCount(click.ParamType[int, Any]):
+    """A number of processes, at least 1, or ``auto``: one per core."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        """``auto`` -> the cores this process may use; else a whole number >= 1."""
+        if isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "auto":
+            return available_cores()
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+        if count < 1:
+            self.fail("at least 1 process", param, ctx)
+        return count
 
 
 def load_registry(spec: str) -> Registry:
@@ -125,6 +153,18 @@ def load_registry(spec: str) -> Registry:
     show_envvar=True,
     help="The address --metrics-port listens on.",
 )
+@click.option(
+    "--processes",
+    "-p",
+    type=ProcessCount(),
+    default="1",
+    show_default=True,
+    envvar="ERRANDS_PROCESSES",
+    show_envvar=True,
+    help="Worker processes to run under one supervisor ('auto': one per core), each "
+    "with --concurrency slots and a lease of its own; a crashed one is restarted.",
+)
+@click.option("--supervised", is_flag=True, hidden=True)  # a child of --processes
 @log_format_option
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def worker(
@@ -139,6 +179,8 @@ def worker(
     burst: bool,
     metrics_port: int | None,
     metrics_host: str,
+    processes: int,
+    supervised: bool,
     log_format: str,
     verbose: bool,
 ) -> None:
@@ -146,13 +188,19 @@ def worker(
 
     MODULE:REGISTRY names an errands.Registry, e.g. myapp.jobs:registry. The worker
     wakes on notifications within milliseconds, polls as a fallback, and stops
-    gracefully on SIGTERM or Ctrl-C (press it twice to stop at once).
+    gracefully on SIGTERM or Ctrl-C (press it twice to stop at once). With
+    --processes N it supervises N such workers: one Ctrl-C stops them all.
     """
     if log_format == "json":
         use_json_logs(verbose)
     else:
         setup_logging(verbose)
     loaded = load_registry(registry)
+    if processes > 1:
+        context = click.get_current_context()
+        arguments = [registry, *_forwarded(context), "--log-format", log_format]
+        _supervise(arguments, processes, database_url, metrics_host, metrics_port)
+        return
     settings = WorkerSettings(
         concurrency=concurrency,
         queues=queues or None,
@@ -162,18 +210,89 @@ def worker(
         shutdown_timeout=shutdown_timeout,
         burst=burst,
     )
-    metrics = None if metrics_port is None else WorkerMetrics(database_url)
-    stop_serving = _serve_metrics(metrics, metrics_host, metrics_port)
+    # A supervised child counts into its supervisor's metrics folder; it serves nothing.
+    counted = metrics_port is not None or (supervised and MULTIPROCESS_DIR in os.environ)
+    metrics = WorkerMetrics(database_url) if counted else None
+    stop_serving = _serve_metrics(metrics, metrics_host, None if supervised else metrics_port)
     try:
-        asyncio.run(_run(Worker(loaded, database_url, settings, metrics)))
+        asyncio.run(_run(Worker(loaded, database_url, settings, metrics), supervised))
     except ErrandsError as exc:
         fail(str(exc))
     finally:
         stop_serving()
 
 
+# Options a supervisor hands to its children as they are; the rest it decides itself.
+_FORWARDED = (
+    "concurrency",
+    "queues",
+    "poll_interval",
+    "lease",
+    "heartbeat_interval",
+    "shutdown_timeout",
+    "burst",
+    "verbose",
+)
+
+
+def _forwarded(context: click.Context) -> list[str]:
+    """The command-line arguments that give a child this command's options."""
+    arguments: list[str] = []
+    for option in context.command.params:
+        if option.name not in _FORWARDED or not isinstance(option, click.Option):
+            continue
+        flag = option.opts[0]
+        value = context.params[option.name]
+        if option.is_flag:
+            arguments += [flag] if value else []
+        elif option.multiple:
+            for item in value:
+                arguments += [flag, str(item)]
+        elif value is not None:
+            arguments += [flag, str(value)]
+    return arguments
+
+
+def _supervise(
+    arguments: list[str],
+    processes: int,
+    database_url: str,
+    metrics_host: str,
+    metrics_port: int | None,
+) -> None:
+    """Run ``processes`` workers (``errands worker ARGUMENTS``) under a supervisor; exit
+    with its status."""
+    try:
+        asyncio.run(ensure_migrated(database_url))  # a clear error once, not once per child
+    except ErrandsError as exc:
+        fail(str(exc))
+    command = [sys.executable, "-m", "errands", "worker", *arguments, "--supervised"]
+    # The URL travels in the environment, never in argv (where ps shows it).
+    env = {**os.environ, "ERRANDS_DATABASE_URL": database_url, "ERRANDS_PROCESSES": "1"}
+    with tempfile.TemporaryDirectory(prefix="errands-metrics-") as folder:
+        metrics = None
+        if metrics_port is not None:
+            env[MULTIPROCESS_DIR] = folder
+            metrics = SupervisorMetrics(database_url, folder)
+        supervisor = Supervisor(
+            command,
+            processes,
+            env,
+            on_exit=metrics.process_exited if metrics else lambda pid: None,
+            on_restart=metrics.restarts.inc if metrics else lambda: None,
+        )
+        stop_serving = _serve_metrics(metrics, metrics_host, metrics_port)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: supervisor.stop())
+        try:
+            status = supervisor.run()
+        finally:
+            stop_serving()
+    sys.exit(status)
+
+
 def _serve_metrics(
-    metrics: WorkerMetrics | None, host: str, port: int | None
+    metrics: WorkerMetrics | SupervisorMetrics | None, host: str, port: int | None
 ) -> Callable[[], None]:
     """Start serving /metrics if asked; the function that stops it."""
     if metrics is None or port is None:
@@ -186,8 +305,26 @@ def _serve_metrics(
     return stop
 
 
-async def _run(running: Worker) -> None:
+async def _run(running: Worker, supervised: bool) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, running.stop)
+    if supervised:
+        _stop_when_orphaned(loop, running)
     await running.run()
+
+
+def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, running: Worker) -> None:
+    """Stop gracefully once the supervisor is gone: standard input is a pipe only the
+    supervisor writes to (it never does), so reading its end means the supervisor died."""
+    stdin = sys.stdin.fileno()
+
+    def readable() -> None:
+        if not os.read(stdin, 4096):
+            loop.remove_reader(stdin)
+            logging.getLogger("errands.worker").warning(
+                "the supervisor is gone: stopping gracefully"
+            )
+            running.stop()
+
+    loop.add_reader(stdin, readable)
