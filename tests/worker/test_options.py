@@ -94,6 +94,9 @@ def test_handler_defaults_apply_to_jobs_that_set_none(
     own = errands.enqueue(
         conn, "defaults", {}, max_attempts=2, priority=-1, queue="other", run_at=_later()
     )
+    # The batch query fills the defaults in itself (the trigger stays for other writers).
+    [batch] = errands.enqueue_many(conn, "defaults", [{}], run_at=_later())
+    [batch_own] = errands.enqueue_many(conn, "defaults", [{}], priority=-1, run_at=_later())
     recipe = conn.execute(
         "INSERT INTO background_jobs (id, payload, kind) VALUES (gen_random_uuid(), '{}',"
         " 'defaults') RETURNING id"
@@ -103,11 +106,16 @@ def test_handler_defaults_apply_to_jobs_that_set_none(
         name: conn.execute(
             "SELECT max_attempts, priority, queue FROM background_jobs WHERE id = %s", (job_id,)
         ).fetchone()
-        for name, job_id in (("before", before), ("plain", plain), ("own", own))
-    }
+        for name, job_id in (
+            ("before", before), ("plain", plain), ("own", own),
+            ("batch", batch), ("batch_own", batch_own),
+        )
+    }  # fmt: skip
     assert rows["before"] == (3, 0, "default")  # enqueued before any worker registered
     assert rows["plain"] == (7, 3, "reports")
     assert rows["own"] == (2, -1, "other")
+    assert rows["batch"] == (7, 3, "reports")
+    assert rows["batch_own"] == (7, -1, "reports")
     assert wait_for_state(conn, recipe[0], "completed")["max_attempts"] == 7
 
 

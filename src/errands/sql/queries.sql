@@ -44,13 +44,18 @@ LIMIT 1
 
 -- name: enqueue_many
 -- One statement for the whole batch: one round trip, and the statement-level triggers
--- fire once, not once per job.
+-- fire once, not once per job. Unset options take the kind's registered defaults, read
+-- once here rather than once per row by errands_kind_defaults (the same rule).
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
      priority, queue)
-SELECT id, now(), %(kind)s, payload, %(owner)s, %(max_attempts)s, %(timeout)s,
-       coalesce(%(run_at)s, now()), %(priority)s, %(queue)s
+SELECT batch.id, now(), %(kind)s, batch.payload, %(owner)s,
+       coalesce(%(max_attempts)s::integer, registered.max_attempts, 3), %(timeout)s,
+       coalesce(%(run_at)s, now()),
+       coalesce(%(priority)s::integer, registered.priority, 0),
+       coalesce(%(queue)s::text, registered.queue, 'default')
 FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) AS batch (id, payload)
+LEFT JOIN errands_kinds AS registered ON registered.kind = %(kind)s
 ON CONFLICT (id) DO NOTHING
 
 -- name: register_kinds

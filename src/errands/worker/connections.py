@@ -24,6 +24,7 @@ RECONNECT = Backoff(first=0.05, cap=0.5)
 """Waits between attempts while the database is unreachable: short and bounded."""
 
 Statement = tuple[LiteralString, dict[str, Any] | None]
+Row = dict[str, Any]
 
 
 class Link:
@@ -49,14 +50,11 @@ class Link:
             if self._conn is None or self._conn.closed:
                 self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
             conn = self._conn
-            results: list[list[dict[str, Any]]] = []
             try:
-                # One statement commits on its own: BEGIN and COMMIT would cost round trips.
-                scope = conn.transaction() if len(statements) > 1 else contextlib.nullcontext()
-                async with scope, conn.cursor(row_factory=dict_row) as cur:
-                    for sql, params in statements:
-                        await cur.execute(sql, params)
-                        results.append(await cur.fetchall() if cur.description else [])
+                if len(statements) == 1:
+                    # One statement commits on its own: BEGIN and COMMIT would cost round trips.
+                    return [await _rows(conn, *statements[0])]
+                return await _pipelined(conn, statements)
             except BaseException:
                 # Broken, or interrupted mid-transaction (a task cancelled at shutdown):
                 # not to be used again.
@@ -65,7 +63,6 @@ class Link:
                     with contextlib.suppress(psycopg.Error):
                         await conn.close()
                 raise
-            return results
 
     async def close(self) -> None:
         """Close the connection, if open."""
@@ -73,3 +70,29 @@ class Link:
             with contextlib.suppress(psycopg.Error):
                 await self._conn.close()
             self._conn = None
+
+
+async def _rows(conn: psycopg.AsyncConnection[Any], sql: LiteralString, params: Any) -> list[Row]:
+    """Run one statement; its rows."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql, params)
+        return await cur.fetchall() if cur.description else []
+
+
+async def _pipelined(
+    conn: psycopg.AsyncConnection[Any], statements: tuple[Statement, ...]
+) -> list[list[Row]]:
+    """Run statements in one transaction, sent together with BEGIN and COMMIT in
+    pipeline mode: one round trip for the lot rather than one each (a worker's claim
+    and the outcomes written with it are the round trips a busy worker waits on)."""
+    async with conn.pipeline() as pipeline:
+        cursors = [conn.cursor(row_factory=dict_row) for _ in statements]
+        try:
+            async with conn.transaction():
+                for cur, (sql, params) in zip(cursors, statements, strict=True):
+                    await cur.execute(sql, params)
+            await pipeline.sync()
+            return [await cur.fetchall() if cur.description else [] for cur in cursors]
+        finally:
+            for cur in cursors:
+                await cur.close()
