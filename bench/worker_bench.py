@@ -34,9 +34,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
+import platform
 import signal
 import statistics
 import subprocess
@@ -550,10 +552,10 @@ async def drain(
         )
 
 
-async def drain_with_cli(server: str, args: argparse.Namespace) -> DrainResult:
-    """errands' drain at concurrency 16 through the ``errands worker`` command, timed in
-    the database: start-up from the command's start to the first claim, the drain from
-    the first claim to the last finish."""
+async def drain_with_cli(server: str, args: argparse.Namespace, processes: int = 1) -> DrainResult:
+    """errands' drain at concurrency 16 (per process) through the ``errands worker``
+    command, timed in the database: start-up from the command's start to the first
+    claim, the drain from the first claim to the last finish."""
     errands_command = Path(sys.executable).with_name("errands")
     contender = CONTENDERS["errands"]
     with fresh_database(server, "errands_cli") as db:
@@ -564,7 +566,11 @@ async def drain_with_cli(server: str, args: argparse.Namespace) -> DrainResult:
         db.checkpoint()
         begin = time.time()
         process = subprocess.Popen(  # noqa: ASYNC220 -- started once, before the timing
-            [str(errands_command), "worker", "worker_bench_jobs:registry", "--concurrency", "16"],
+            [
+                str(errands_command),
+                *("worker", "worker_bench_jobs:registry", "--concurrency", "16"),
+                *("--processes", str(processes)),
+            ],
             cwd=BENCH_DIR,
             env={**os.environ, "ERRANDS_DATABASE_URL": db.url},
             stdout=subprocess.DEVNULL,
@@ -657,8 +663,8 @@ class Row:
 
 def report(rows: list[Row], names: list[str]) -> str:
     """The table: per library the median and, in brackets, the lowest and highest run;
-    then errands/peer ratios of the medians (for times, below 1 means errands is
-    faster)."""
+    then errands/peer ratios, round by round, as their median and spread (for times,
+    below 1 means errands is faster)."""
     peers = [n for n in names if n != "errands"]
     header = ["workload", *names, *(f"errands/{p}" for p in peers), "better"]
     lines = [header]
@@ -666,8 +672,7 @@ def report(rows: list[Row], names: list[str]) -> str:
         cells = [f"{row.label} ({row.unit})"]
         cells += [_spread(row.runs.get(n)) for n in names]
         for peer in peers:
-            ours, theirs = row.median("errands"), row.median(peer)
-            cells.append(f"{ours / theirs:.2f}" if ours and theirs else "-")
+            cells.append(_ratios(row.runs.get("errands"), row.runs.get(peer)))
         cells.append("higher" if row.higher_is_better else "lower")
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -680,6 +685,17 @@ def report(rows: list[Row], names: list[str]) -> str:
     ]
     text.insert(1, "-" * len(text[0]))
     return "\n".join(text)
+
+
+def _ratios(ours: list[float] | None, theirs: list[float] | None) -> str:
+    """errands/peer per round (the two ran minutes apart, in the same round), as the
+    median ratio and, in brackets, the lowest and highest round's."""
+    if not ours or not theirs:
+        return "-"
+    ratios = [a / b for a, b in zip(ours, theirs, strict=False) if b]
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}"
+    return f"{statistics.median(ratios):.2f} [{min(ratios):.2f}-{max(ratios):.2f}]"
 
 
 def _spread(values: list[float] | None) -> str:
@@ -706,41 +722,75 @@ class Recorder:
         print(f"  {name:<14} {label}: {_fmt(value)} {unit}", flush=True)
 
 
+WORKLOADS = ("drain1", "drain16", "history", "backlog", "cli", "processes", "pickup", "enqueue1")
+"""What ``--workloads`` can pick (the batched enqueue is timed while filling drain16)."""
+
+
 async def one_round(
     args: argparse.Namespace, server: str, order: list[Contender], record: Recorder, **extra: Any
 ) -> None:
-    """Every workload once, every library in ``order`` for each."""
-    template: str | None = extra.get("template")
+    """Every workload asked for once, every library in ``order`` for each."""
+    await _drains(args, server, order, record)
+    if "errands" in args.libraries:
+        await _errands_only(args, server, record, extra.get("template"))
+    await _latency_and_single(args, server, order, record)
+
+
+async def _drains(
+    args: argparse.Namespace, server: str, order: list[Contender], record: Recorder
+) -> None:
+    """Drains at concurrency 1 and 16 (the batched enqueue timed while filling the
+    latter), and behind a backlog."""
     for concurrency in (1, 16):
+        if f"drain{concurrency}" not in args.workloads:
+            continue
         for c in order:
             result = await drain(c, server, args, concurrency)
             record(f"drain c={concurrency}", "jobs/s", True, c.name, result.drain_rate)
             record(f"start-up c={concurrency}", "s", False, c.name, result.startup)
             if concurrency == 16:
-                record(
-                    f"enqueue batch {args.batch_size}", "jobs/s", True, c.name, result.enqueue_rate
-                )
-    if template is not None:
+                label = f"enqueue batch {args.batch_size}"
+                record(label, "jobs/s", True, c.name, result.enqueue_rate)
+    if "backlog" in args.workloads:
+        for c in order:
+            result = await drain(c, server, args, 16, backlog=args.backlog)
+            label = f"drain c=16 behind {args.backlog:,} jobs of another kind"
+            record(label, "jobs/s", True, c.name, result.drain_rate)
+
+
+async def _errands_only(
+    args: argparse.Namespace, server: str, record: Recorder, template: str | None
+) -> None:
+    """The drain with history, through the real command, and over K processes."""
+    if template is not None and "history" in args.workloads:
         result = await drain(CONTENDERS["errands"], server, args, 16, template=template)
         label = f"drain c=16, {args.history:,} finished jobs in the table"
         record(label, "jobs/s", True, "errands", result.drain_rate)
-    for c in order:
-        result = await drain(c, server, args, 16, backlog=args.backlog)
-        label = f"drain c=16 behind {args.backlog:,} jobs of another kind"
-        record(label, "jobs/s", True, c.name, result.drain_rate)
-    if "errands" in args.libraries:
+    if "cli" in args.workloads:
         result = await drain_with_cli(server, args)
         record("drain c=16, `errands worker` command", "jobs/s", True, "errands", result.drain_rate)
         record("start-up, `errands worker` command", "s", False, "errands", result.startup)
-    for c in order:
-        latencies = await pickup_latency(c, server, args.latency_jobs, args.gap, 16)
-        for q in (0.5, 0.99):
-            record(
-                f"pickup p{round(q * 100)}", "ms", False, c.name, percentile(latencies, q) * 1000
-            )
-    for c in order:
-        rate = await enqueue_single(c, server, args.single_jobs)
-        record("enqueue 1/tx", "jobs/s", True, c.name, rate)
+    if "processes" in args.workloads:
+        for processes in args.processes:
+            result = await drain_with_cli(server, args, processes)
+            label = f"drain c=16 x {processes}, `errands worker --processes {processes}`"
+            record(label, "jobs/s", True, "errands", result.drain_rate)
+
+
+async def _latency_and_single(
+    args: argparse.Namespace, server: str, order: list[Contender], record: Recorder
+) -> None:
+    """Pickup latency, and enqueueing one job per transaction."""
+    if "pickup" in args.workloads:
+        for c in order:
+            latencies = await pickup_latency(c, server, args.latency_jobs, args.gap, 16)
+            for q in (0.5, 0.99):
+                label = f"pickup p{round(q * 100)}"
+                record(label, "ms", False, c.name, percentile(latencies, q) * 1000)
+    if "enqueue1" in args.workloads:
+        for c in order:
+            rate = await enqueue_single(c, server, args.single_jobs)
+            record("enqueue 1/tx", "jobs/s", True, c.name, rate)
 
 
 async def run_all(args: argparse.Namespace) -> None:
@@ -748,6 +798,7 @@ async def run_all(args: argparse.Namespace) -> None:
     server = server_url(args.database_url)
     names = args.libraries
     record = Recorder()
+    print(conditions(server))
     print(
         f"server: {conninfo_to_dict(server).get('host', 'local socket')}, jobs: {args.jobs}, "
         f"runs: {args.runs}"
@@ -755,7 +806,7 @@ async def run_all(args: argparse.Namespace) -> None:
     contenders = [CONTENDERS[name] for name in names]
     with contextlib.ExitStack() as stack:
         template = None
-        if "errands" in names and args.history:
+        if "errands" in names and args.history and "history" in args.workloads:
             print(f"building the history template ({args.history:,} finished jobs)", flush=True)
             template = stack.enter_context(history_template(server, args.history))
         for run in range(args.runs):
@@ -765,6 +816,57 @@ async def run_all(args: argparse.Namespace) -> None:
             await one_round(args, server, order, record, template=template)
     print()
     print(report(list(record.rows.values()), names))
+    print(f"\nended {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}, "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
+
+
+SETTINGS = (
+    "synchronous_commit",
+    "fsync",
+    "full_page_writes",
+    "shared_buffers",
+    "max_wal_size",
+    "wal_sync_method",
+)
+
+
+def conditions(server: str) -> str:
+    """What a figure depends on, printed at the top of every run: when, the command,
+    the machine and its load, the Postgres version and its settings that matter."""
+    with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
+        version = conn.execute("SHOW server_version").fetchone()
+        found = conn.execute(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
+            (list(SETTINGS),),
+        ).fetchall()
+    settings = ", ".join(f"{n}={v}{'' if u is None else ' x ' + u}" for n, v, u in found)
+    return "\n".join(
+        [
+            f"started {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
+            f"command: {' '.join([Path(sys.executable).name, *sys.argv])}",
+            f"machine: {platform.node()}, {os.cpu_count()} cores, {platform.platform()}, "
+            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+            f"postgres {version[0] if version else '?'}: {settings}",
+        ]
+    )
+
+
+class Tee(io.TextIOBase):
+    """Standard output, also written to a file: the raw output of every run is kept."""
+
+    def __init__(self, terminal: Any, file: Any) -> None:
+        self.terminal = terminal
+        self.file = file
+
+    def write(self, text: str) -> int:
+        """Write to both."""
+        self.file.write(text)
+        return int(self.terminal.write(text))
+
+    def flush(self) -> None:
+        """Flush both."""
+        self.file.flush()
+        self.terminal.flush()
 
 
 def main() -> None:
@@ -799,6 +901,27 @@ def main() -> None:
         action="store_true",
         help="a smoke run: one round, small sizes (figures mean little)",
     )
+    parser.add_argument(
+        "--workloads",
+        nargs="+",
+        default=list(WORKLOADS),
+        choices=WORKLOADS,
+        help="which workloads to run (default: all)",
+    )
+    parser.add_argument(
+        "--processes",
+        nargs="+",
+        type=int,
+        default=sorted({1, os.cpu_count() or 1}),
+        help="worker processes for the `errands worker --processes K` rows (default: 1 "
+        "and the cores)",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=BENCH_DIR / "results",
+        help="folder where the raw output of the run is kept",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -812,8 +935,12 @@ def main() -> None:
     logging.getLogger("errands.worker").setLevel(logging.ERROR)
     if args.child:
         child_main(args.child)
-    else:
+        return
+    args.results.mkdir(parents=True, exist_ok=True)
+    kept = args.results / time.strftime("worker_bench-%Y%m%d-%H%M%S.txt", time.gmtime())
+    with kept.open("w") as raw, contextlib.redirect_stdout(Tee(sys.stdout, raw)):
         asyncio.run(run_all(args))
+    print(f"raw output kept in {kept}")
 
 
 if __name__ == "__main__":

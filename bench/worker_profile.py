@@ -5,9 +5,10 @@ counted.
 
 A fresh database gets ``--jobs`` no-op jobs (batch API); one in-process worker drains
 them in burst mode under cProfile. Reported per job: wall time, the worker process's
-CPU, the statements it sent by name (counted by wrapping psycopg's cursor), the
-transactions Postgres committed in that database (``pg_stat_database.xact_commit``),
-and the functions that took the most time. ``pg_stat_statements`` is not needed.
+CPU, the statements it sent by name (counted by wrapping psycopg's cursors), the
+round trips of its asyncio connections (each ``Link.transaction`` is one: a single
+statement, or a pipelined transaction) and the functions that took the most time.
+``pg_stat_statements`` is not needed (nor loaded on every server).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from psycopg.conninfo import make_conninfo
 
 import errands
 from errands.queries import queries
+from errands.worker.connections import Link
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -63,14 +65,17 @@ def count_statements() -> Counter[str]:
     return sent
 
 
-def commits(url: str) -> int:
-    """Transactions committed in the database so far."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_stat_force_next_flush()")
-        row = conn.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
-    return int(row[0]) if row else 0
+def count_round_trips() -> Counter[int]:
+    """Count the worker's round trips (``Link.transaction`` calls) by statements sent."""
+    trips: Counter[int] = Counter()
+    transaction = Link.transaction
+
+    async def counted(self: Link, *statements: Any) -> Any:
+        trips[len(statements)] += 1
+        return await transaction(self, *statements)
+
+    Link.transaction = counted  # type: ignore[method-assign]
+    return trips
 
 
 def main() -> None:
@@ -94,23 +99,24 @@ def main() -> None:
                 errands.enqueue_many(conn, "noop", [{}] * min(1000, args.jobs - first))
             conn.execute("CHECKPOINT")
         sent = count_statements()
+        trips = count_round_trips()
         settings = errands.WorkerSettings(concurrency=args.concurrency, burst=True)
         worker = errands.Worker(registry, url, settings)
-        before = commits(url)
         profile = cProfile.Profile()
         wall, cpu = time.perf_counter(), time.process_time()
         profile.enable()
         asyncio.run(worker.run())
         profile.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        committed = commits(url) - before
         with psycopg.connect(url) as conn:
             done = conn.execute("SELECT count(*) FROM background_jobs WHERE completed").fetchone()
     jobs = args.jobs
     print(f"{jobs} jobs, concurrency {args.concurrency}, completed {done[0] if done else 0}")
     print(f"wall {wall:.2f}s ({jobs / wall:,.0f} jobs/s, {wall / jobs * 1e6:.0f} us/job)")
     print(f"worker CPU {cpu:.2f}s ({cpu / jobs * 1e6:.0f} us/job, under cProfile)")
-    print(f"transactions committed {committed} ({jobs / max(committed, 1):.1f} jobs each)")
+    total = sum(trips.values())
+    print(f"round trips {total} ({jobs / max(total, 1):.1f} jobs each): ", end="")
+    print(", ".join(f"{n} of {size} statement(s)" for size, n in sorted(trips.items())))
     print("statements sent (per job):")
     for name, count in sent.most_common():
         print(f"  {name:<24} {count:>7}  {count / jobs:.3f}")
