@@ -481,6 +481,14 @@ def history_template(server: str, count: int) -> Iterator[str]:
         yield db.name
 
 
+# Every table of the database with its indexes and TOAST, whichever library made it:
+# what the jobs left on disk (before any vacuum: a queue's life between two).
+STORED_SQL = """
+SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
+WHERE c.relkind = 'r' AND c.relnamespace = 'public'::regnamespace
+"""
+
+
 async def wait_for_count(db: Database, sql: str, count: int, deadline: float) -> int:
     """Poll until ``sql`` returns at least ``count``; return the last value."""
     end = time.monotonic() + deadline
@@ -500,6 +508,7 @@ class DrainResult:
     enqueue_rate: float
     startup: float
     drain_rate: float
+    bytes_per_job: float = 0.0
 
 
 async def fill(enqueuer: Enqueuer, jobs: int, batch: int, kind: str = KIND) -> float:
@@ -549,6 +558,7 @@ async def drain(
             enqueue_rate,
             result["first"] - result["begin"],
             jobs / (result["last"] - result["first"]),
+            db.scalar(STORED_SQL) / (jobs + backlog),
         )
 
 
@@ -751,6 +761,8 @@ async def _drains(
             if concurrency == 16:
                 label = f"enqueue batch {args.batch_size}"
                 record(label, "jobs/s", True, c.name, result.enqueue_rate)
+                label = "tables + indexes per job after the drain c=16"
+                record(label, "bytes", False, c.name, result.bytes_per_job)
     if "backlog" in args.workloads:
         for c in order:
             result = await drain(c, server, args, 16, backlog=args.backlog)

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+import uvloop
 from psycopg.conninfo import make_conninfo
 
 import errands
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--no-profile", action="store_true", help="time it without cProfile")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     registry = errands.Registry()
@@ -104,8 +107,12 @@ def main() -> None:
         worker = errands.Worker(registry, url, settings)
         profile = cProfile.Profile()
         wall, cpu = time.perf_counter(), time.process_time()
-        profile.enable()
-        asyncio.run(worker.run())
+        if not args.no_profile:
+            profile.enable()
+        if args.loop == "uvloop":
+            uvloop.run(worker.run())
+        else:
+            asyncio.run(worker.run())
         profile.disable()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         with psycopg.connect(url) as conn:
@@ -113,13 +120,16 @@ def main() -> None:
     jobs = args.jobs
     print(f"{jobs} jobs, concurrency {args.concurrency}, completed {done[0] if done else 0}")
     print(f"wall {wall:.2f}s ({jobs / wall:,.0f} jobs/s, {wall / jobs * 1e6:.0f} us/job)")
-    print(f"worker CPU {cpu:.2f}s ({cpu / jobs * 1e6:.0f} us/job, under cProfile)")
+    under = "" if args.no_profile else ", under cProfile"
+    print(f"worker CPU {cpu:.2f}s ({cpu / jobs * 1e6:.0f} us/job{under}), {args.loop} loop")
     total = sum(trips.values())
     print(f"round trips {total} ({jobs / max(total, 1):.1f} jobs each): ", end="")
     print(", ".join(f"{n} of {size} statement(s)" for size, n in sorted(trips.items())))
     print("statements sent (per job):")
     for name, count in sent.most_common():
         print(f"  {name:<24} {count:>7}  {count / jobs:.3f}")
+    if args.no_profile:
+        return
     out = io.StringIO()
     pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(args.top)
     print(out.getvalue())
