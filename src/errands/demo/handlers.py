@@ -30,7 +30,7 @@ PROGRESS_EVERY = 10_000
 """``primes`` reports its progress (and sees a cancellation) every this many numbers."""
 
 
-@registry.job("random_progress")
+@registry.job("random_progress", clients=True)
 async def random_progress(ctx: JobContext, payload: Any) -> dict[str, Any]:
     """Advance in random steps (up to a tenth each), pausing about ``delay`` seconds
     between steps, until done."""
@@ -45,7 +45,7 @@ async def random_progress(ctx: JobContext, payload: Any) -> dict[str, Any]:
     return {"steps": steps, "seconds": round(time.monotonic() - started, 2)}
 
 
-@registry.job("primes")
+@registry.job("primes", clients=True)
 def primes(ctx: JobContext, payload: Any) -> dict[str, Any]:
     """Count the primes up to ``n`` by trial division -- honest CPU work, a few seconds
     for a few million -- reporting progress (and stopping if cancelled) as it goes."""
@@ -66,7 +66,7 @@ def primes(ctx: JobContext, payload: Any) -> dict[str, Any]:
     return {"n": n, "primes": len(found), "largest": found[-1]}
 
 
-@registry.job("fails", retry_backoff=0.5)
+@registry.job("fails", retry_backoff=0.5, clients=True)
 async def fails(ctx: JobContext, payload: Any) -> None:
     """Get a third of the way, then fail with ``message``."""
     await asyncio.sleep(0.3)
