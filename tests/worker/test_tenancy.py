@@ -3,8 +3,10 @@ turns between owners in the claim, and max_running_per_owner."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +18,8 @@ import errands
 from errands.queries import query
 from tests.helpers import wait_for
 from tests.worker.conftest import StartWorker, job
+from tests.worker.test_max_running import _record as record_run
+from tests.worker.test_max_running import most_at_once
 
 registry = errands.Registry()
 REGISTRY = "tests.worker.test_tenancy:registry"
@@ -158,3 +162,32 @@ def test_registry_records_what_clients_may_ask(
         "SELECT clients, priority, client_priority FROM errands_kinds WHERE kind = 'k'"
     ).fetchone()
     assert row == (True, 2, client_priority)
+
+
+@registry.job("paced", max_running_per_owner=2)
+def paced(ctx: errands.JobContext, payload: dict[str, Any]) -> str:
+    return record_run(payload)
+
+
+def test_max_running_per_owner_holds_across_three_workers(
+    start_worker: StartWorker, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    for owner, count in (("mallory", 8), ("alice", 3)):
+        payloads = [{"kind": owner, "seconds": 0.4, "log": str(log)} for _ in range(count)]
+        errands.enqueue_many(conn, "paced", payloads, owner=owner)
+    for _ in range(3):
+        start_worker("--concurrency", "3", registry=REGISTRY)
+    wait_for(
+        lambda: (
+            conn.execute(
+                "SELECT count(*) FROM background_jobs WHERE state = 'completed'"
+            ).fetchone()
+            == (11,)
+        ),
+        timeout=60,
+    )
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    for owner in ("mallory", "alice"):
+        assert most_at_once([r for r in runs if r[0] == owner]) == 2
+    assert most_at_once(runs) >= 3  # the owners' runs overlapped: the cap is per owner

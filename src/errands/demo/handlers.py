@@ -13,6 +13,8 @@ import random
 import time
 from typing import Any
 
+import pydantic
+
 from errands.registry import JobContext, Registry
 
 registry = Registry()
@@ -45,11 +47,18 @@ async def random_progress(ctx: JobContext, payload: Any) -> dict[str, Any]:
     return {"steps": steps, "seconds": round(time.monotonic() - started, 2)}
 
 
+class Primes(pydantic.BaseModel):
+    """``primes``' payload. Typed: the sync service checks clients' payloads against its
+    JSON Schema before they are queued (a bad ``n`` is refused at the door)."""
+
+    n: int = pydantic.Field(default=1_000_000, ge=2, le=MAX_N, strict=True)
+
+
 @registry.job("primes", clients=True)
-def primes(ctx: JobContext, payload: Any) -> dict[str, Any]:
+def primes(ctx: JobContext, payload: Primes) -> dict[str, Any]:
     """Count the primes up to ``n`` by trial division -- honest CPU work, a few seconds
     for a few million -- reporting progress (and stopping if cancelled) as it goes."""
-    n = int(_number(payload, "n", default=1_000_000, low=2, high=MAX_N, integer=True))
+    n = payload.n
     found: list[int] = []
     for number in range(2, n + 1):
         root = math.isqrt(number)
@@ -76,18 +85,13 @@ async def fails(ctx: JobContext, payload: Any) -> None:
     raise RuntimeError(message or "this job fails on purpose")
 
 
-def _number(
-    payload: Any, key: str, *, default: float, low: float, high: float, integer: bool = False
-) -> float:
-    """``payload[key]`` checked: a number (an integer if asked) between low and high."""
+def _number(payload: Any, key: str, *, default: float, low: float, high: float) -> float:
+    """``payload[key]`` checked: a number between low and high."""
     if payload is None:
         return default
     if not isinstance(payload, dict):
         raise TypeError(f"the payload should be a JSON object like {{{key!r}: {default}}}")
     value = payload.get(key, default)
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
-        what = "an integer" if integer else "a number"
-        bounds = f"{low:,.0f} and {high:,.0f}" if integer else f"{low:g} and {high:g}"
-        raise ValueError(f"{key!r} should be {what} between {bounds}, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{key!r} should be a number between {low:g} and {high:g}, not {value!r}")
     return value
