@@ -1,11 +1,11 @@
 """A fair share of the workers: one user's flood against another user's one job.
 
-    .venv/bin/python bench/fair_bench.py [--flood 10000] [--rounds 3] [--job-ms 20]
+    .venv/bin/python bench/fair_bench.py [--flood 10000] [--rounds 3] [--job-ms 100]
                                          [--concurrency 16] [--database-url URL]
 
 One ``errands server`` (its default limits and quotas) and one ``errands worker`` with
 ``--concurrency`` slots, running the ``work`` kind (declared for clients; each job holds
-its slot ``--job-ms`` milliseconds). Each round has two phases, through the sync
+its slot ``--job-ms`` milliseconds). Each round has three phases, through the sync
 service over HTTP, as clients submit:
 
 * *idle*: ``alice`` submits one job to an idle queue;
@@ -105,10 +105,19 @@ def one_round(url: str, conn: psycopg.Connection[Any], flood: int, job_ms: int) 
     payload = {"ms": job_ms}
     with alice, mallory:
         pickups = [pickup(conn, submit(alice, 1, payload=payload)[0])]
+        print(f"  idle: alice's pickup {pickups[0] * 1000:.1f} ms", flush=True)
         for kind in ("work", "capped"):
             year_one = "0001-01-01T00:00:00Z"
             submit(mallory, flood, kind, payload=payload, priority=1000, run_at=year_one)
+            backlog = conn.execute(
+                "SELECT count(*) FROM background_jobs WHERE owner = 'mallory' AND state = 'queued'"
+            ).fetchone()
             pickups.append(pickup(conn, submit(alice, 1, kind, payload=payload)[0]))
+            print(
+                f"  {kind}: alice's pickup {pickups[-1] * 1000:.1f} ms behind "
+                f"{backlog[0] if backlog else 0:,} queued jobs of mallory's",
+                flush=True,
+            )
             # Mallory's backlog goes, so that the next phase starts idle.
             conn.execute(
                 "UPDATE background_jobs SET cancelled = true"
@@ -128,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--flood", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--job-ms", type=int, default=20)
+    parser.add_argument("--job-ms", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--database-url")
     args = parser.parse_args()

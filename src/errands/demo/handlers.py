@@ -3,6 +3,8 @@
 * ``random_progress`` -- the recipe's job: progress advances in random steps.
 * ``primes`` -- real CPU work in a thread: counts the primes up to ``n``.
 * ``fails`` -- always fails, to show how a failure (and its retries) looks.
+
+Clients (the page) may submit each of them, at priorities up to 10.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ PROGRESS_EVERY = 10_000
 """``primes`` reports its progress (and sees a cancellation) every this many numbers."""
 
 
-@registry.job("random_progress", clients=True)
+@registry.job("random_progress", clients=True, client_priority=10)
 async def random_progress(ctx: JobContext, payload: Any) -> dict[str, Any]:
     """Advance in random steps (up to a tenth each), pausing about ``delay`` seconds
     between steps, until done."""
@@ -54,7 +56,7 @@ class Primes(pydantic.BaseModel):
     n: int = pydantic.Field(default=1_000_000, ge=2, le=MAX_N, strict=True)
 
 
-@registry.job("primes", clients=True)
+@registry.job("primes", clients=True, client_priority=10)
 def primes(ctx: JobContext, payload: Primes) -> dict[str, Any]:
     """Count the primes up to ``n`` by trial division -- honest CPU work, a few seconds
     for a few million -- reporting progress (and stopping if cancelled) as it goes."""
@@ -75,7 +77,7 @@ def primes(ctx: JobContext, payload: Primes) -> dict[str, Any]:
     return {"n": n, "primes": len(found), "largest": found[-1]}
 
 
-@registry.job("fails", retry_backoff=0.5, clients=True)
+@registry.job("fails", retry_backoff=0.5, clients=True, client_priority=10)
 async def fails(ctx: JobContext, payload: Any) -> None:
     """Get a third of the way, then fail with ``message``."""
     await asyncio.sleep(0.3)
