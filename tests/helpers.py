@@ -32,6 +32,11 @@ def wait_for(
         time.sleep(interval)
 
 
+ANY_CLIENT_KIND = {"ERRANDS_CLIENT_KINDS": "*"}
+"""A service started by the tests lets clients submit every kind, unless the test says
+otherwise: the tests of the kinds clients may submit (tests/sync/test_tenancy.py) do."""
+
+
 class ErrandsProcess:
     """``errands ARGS`` running as a real subprocess, its output kept in a file (a pipe
     nobody reads would fill up and stall the process)."""
@@ -43,7 +48,7 @@ class ErrandsProcess:
         )
         self.process = subprocess.Popen(
             [sys.executable, "-m", "errands", *args],
-            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **ANY_CLIENT_KIND, **(env or {})},
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=self._log,

@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errands.operations import QueueDepth, queues
 from errands.protocol import MutationResponse
+from errands.queries import query
 
 log = logging.getLogger("errands.metrics")
 
@@ -296,9 +297,19 @@ def serve(registry: CollectorRegistry, host: str, port: int) -> tuple[str, Calla
     return url, stop
 
 
+MAX_QUEUE_LABELS = 50
+"""Queues /metrics names one by one; the rest are summed under ``other``."""
+OTHER_QUEUE = "other"
+
+
 class _QueueCollector(Collector):
-    """Each queue's depth, read from the database when scraped (on a connection of its
-    own, kept between scrapes; scrapes may come from several threads)."""
+    """Each served queue's depth, read from the database when scraped (on a connection
+    of its own, kept between scrapes; scrapes may come from several threads).
+
+    Clients may name queues, so only the queues workers serve (listed by a running
+    worker, or the queue of a registered kind, and ``default``; at most
+    ``MAX_QUEUE_LABELS``) get a label each: every other queue is summed under ``other``,
+    and a client inventing queue names cannot grow the scrape."""
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
@@ -314,7 +325,8 @@ class _QueueCollector(Collector):
         )
         oldest = GaugeMetricFamily(
             "errands_queue_oldest_age_seconds",
-            "How long the oldest ready job of each queue has waited.",
+            "How long the oldest ready job of each queue has waited since the server "
+            "received it (or since it came due).",
             labels=["queue"],
         )
         for queue in self._read():
@@ -329,10 +341,32 @@ class _QueueCollector(Collector):
                 if self._conn is None or self._conn.closed:
                     self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
                 rows = queues(self._conn)
+                served = self._conn.execute(query("served_queues"), {"limit": MAX_QUEUE_LABELS})
+                names = {name for (name,) in served.fetchall()}
             except psycopg.Error as exc:
                 log.warning("reading the queues for /metrics failed: %s", exc)
                 if self._conn is not None:
                     self._conn.close()
                 self._conn = None
                 return []
-        return rows
+        return labelled_queues(rows, names)
+
+
+def labelled_queues(rows: Iterable[QueueDepth], served: set[str]) -> list[QueueDepth]:
+    """``rows`` with every queue outside ``served`` summed into one ``other`` row (its
+    oldest age the oldest of theirs)."""
+    named = [row for row in rows if row.queue in served]
+    others = [row for row in rows if row.queue not in served]
+    if others:
+        ages = [row.oldest_age for row in others if row.oldest_age is not None]
+        oldest = [row.oldest for row in others if row.oldest is not None]
+        named.append(
+            QueueDepth(
+                queue=OTHER_QUEUE,
+                ready=sum(row.ready for row in others),
+                scheduled=sum(row.scheduled for row in others),
+                oldest=min(oldest) if oldest else None,
+                oldest_age=max(ages) if ages else None,
+            )
+        )
+    return named

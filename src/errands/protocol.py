@@ -169,6 +169,12 @@ class ErrorCode(StrEnum):
     OPERATOR_REQUIRED = "operator_required"
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
+    KIND_NOT_ALLOWED = "kind_not_allowed"
+    """Clients may not submit this kind: it is not declared for clients."""
+    QUOTA_EXCEEDED = "quota_exceeded"
+    """The caller has its quota of queued jobs; retry after Retry-After seconds."""
+    TOO_MANY_REQUESTS = "too_many_requests"
+    """The caller has its share of plain reads or mutation batches in flight."""
     DUPLICATE = "duplicate"
     """An unfinished job of the same owner has the insert's unique key; the message
     names it, and the client shows it as it syncs."""

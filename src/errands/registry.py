@@ -11,12 +11,14 @@ from typing import Any, Literal, TypeAlias
 
 from errands.backoff import Backoff
 from errands.exceptions import HandlerNotFound, JobCancelled, Permanent
+from errands.payload_types import PayloadType, payload_type
 from errands.payloads import printable
 from errands.schedules import Schedule
 
 Payload: TypeAlias = Any
 Handler: TypeAlias = Callable[["JobContext", Payload], Any]
 Isolation: TypeAlias = Literal["thread", "process"]
+SubmittedBy: TypeAlias = Literal["client", "operator", "server"]
 
 
 class JobContext:
@@ -28,11 +30,26 @@ class JobContext:
     ``progress()`` raises :class:`~errands.JobCancelled`.
     """
 
-    def __init__(self, job_id: Any, kind: str, attempt: int, max_attempts: int) -> None:
+    def __init__(
+        self,
+        job_id: Any,
+        kind: str,
+        attempt: int,
+        max_attempts: int,
+        owner: str | None = None,
+        submitted_by: SubmittedBy = "server",
+    ) -> None:
         self.job_id = job_id
         self.kind = kind
         self.attempt = attempt
         self.max_attempts = max_attempts
+        self.owner = owner
+        """The user the job belongs to (the token's subject of the client that asked), or
+        None for a job the server enqueued without one."""
+        self.submitted_by: SubmittedBy = submitted_by
+        """Who asked: ``"client"`` (through the sync service, on its owner's behalf),
+        ``"operator"``, or ``"server"`` (``errands.enqueue``, a schedule, plain SQL). A
+        handler that must not act on a user's say-so checks it."""
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._reported: tuple[float, str | None] | None = None
@@ -107,13 +124,22 @@ class JobHandler:
     isolation: Isolation = "thread"
     """Where a plain handler runs: a thread of the worker, or a child process killed at
     the job's timeout."""
+    clients: bool = False
+    """Whether clients (through the sync service) may submit jobs of this kind."""
+    client_priority: int | None = None
+    """The highest priority a client may ask for (None: the kind's own priority)."""
+    max_running_per_owner: int | None = None
+    """At most this many of one owner's jobs of this kind run at once."""
     is_async: bool = field(init=False)
     """Whether the handler is a coroutine function (run on the event loop)."""
+    payload: PayloadType | None = field(init=False)
+    """The payload's declared type (a pydantic model or TypedDict annotation), if any."""
 
     def __post_init__(self) -> None:
         for name, value, least in (
             ("max_attempts", self.max_attempts, 1),
             ("max_running", self.max_running, 1),
+            ("max_running_per_owner", self.max_running_per_owner, 1),
             ("retry_backoff", self.retry_backoff, 0),
         ):
             if value is not None and value < least:
@@ -122,6 +148,7 @@ class JobHandler:
             raise ValueError(f"timeout must be positive, not {self.timeout}")
         # Worked out once: the worker asks for every job it runs.
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.function))
+        object.__setattr__(self, "payload", payload_type(self.function))
         if self.isolation not in ("thread", "process"):
             raise ValueError(f"isolation must be 'thread' or 'process', not {self.isolation!r}")
         if self.isolation == "process" and self.is_async:
@@ -133,6 +160,11 @@ class JobHandler:
         if isinstance(error, Permanent) or attempt >= max_attempts:
             return False
         return self.retry_on is None or isinstance(error, self.retry_on)
+
+    def parse_payload(self, payload: Any) -> Any:
+        """The payload as the handler declared it (a model instance, a checked dict);
+        :class:`~errands.Permanent` if it does not match: a retry would not help."""
+        return payload if self.payload is None else self.payload.parse(payload)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before the attempt after ``attempt`` (see :func:`retry_delay`)."""
@@ -164,8 +196,22 @@ class Registry:
         max_running: int | None = None,
         retry_on: tuple[type[BaseException], ...] | None = None,
         isolation: Isolation = "thread",
+        clients: bool = False,
+        client_priority: int | None = None,
+        max_running_per_owner: int | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of ``kind``.
+
+        * ``clients=True`` lets clients submit jobs of this kind through the sync service
+          (any other kind they send is refused as ``kind_not_allowed``); server code and
+          operators may enqueue any kind. If the handler annotates its payload with a
+          pydantic model or a TypedDict (``def resize(ctx, payload: Resize)``), the
+          service checks clients' payloads against its JSON Schema at the door, and the
+          handler gets the payload parsed (a model instance);
+        * ``client_priority``: the highest priority a client may ask for (default: the
+          kind's ``priority``, so clients cannot put their jobs ahead of others');
+        * ``max_running_per_owner``: at most this many of one owner's jobs of the kind
+          run at once, across every worker (one user's backlog cannot fill them all);
 
         * ``timeout`` (seconds) applies to jobs that don't set their own;
         * ``retry_backoff`` is the base delay of the exponential backoff between attempts;
@@ -194,6 +240,9 @@ class Registry:
                     max_running=max_running,
                     retry_on=retry_on,
                     isolation=isolation,
+                    clients=clients,
+                    client_priority=client_priority,
+                    max_running_per_owner=max_running_per_owner,
                 )
             )
             return function
@@ -279,6 +328,12 @@ class Registry:
             "priorities": [h.priority for h in handlers],
             "job_queues": [h.queue for h in handlers],
             "max_running": [h.max_running for h in handlers],
+            "clients": [h.clients for h in handlers],
+            "client_priorities": [h.client_priority for h in handlers],
+            "payload_schemas": [
+                None if h.payload is None else h.payload.schema_json for h in handlers
+            ],
+            "max_running_per_owner": [h.max_running_per_owner for h in handlers],
         }
 
     def __contains__(self, kind: object) -> bool:

@@ -287,7 +287,7 @@ def test_a_refused_job_is_marked_rejected_and_the_jobs_behind_it_upload(
 
     page.get_by_role("switch").click()
     expect(refused.locator(".state-failed")).to_contain_text("Rejected")
-    expect(refused.locator(".result-error")).to_contain_text("already_exists")
+    expect(refused.locator(".result-error")).to_contain_text("validation_error")
     expect(behind.locator(".state-done")).to_have_text("100%", timeout=DONE)
     expect(pending_count(page)).to_be_hidden()
     assert page.evaluate("window.errands.status.rejected") == 1

@@ -145,3 +145,31 @@ def test_jobs_on_an_empty_replica_says_so(env: dict[str, str]) -> None:
     code, output = run(env, "jobs")
     assert code == 0, output
     assert "no jobs yet" in output
+
+
+def test_submit_says_why_the_server_refused_a_job(
+    env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """A kind clients may not submit, a payload its kind's schema refuses: the
+    refusal's code and message, exit 1 (before: "submitted", exit 0)."""
+    worker = ErrandsProcess(
+        "worker", "tests.worker.test_tenancy:registry", "--database-url", database_url
+    )
+    server = SyncServer(database_url, "--client-kinds", "")
+    try:
+        worker.wait_for_output("started")  # it has registered its kinds
+        server.start()
+        env = env | {"ERRANDS_SERVER": server.url}
+        code, output = run(env, "submit", "resize", "--payload", '{"width": "wide"}')
+        assert code == 1, output
+        assert "validation_error" in output
+        assert "payload.width" in output
+        code, output = run(env, "submit", "cleanup")
+        assert code == 1, output
+        assert "kind_not_allowed" in output
+        assert "Traceback" not in output
+        code, output = run(env, "submit", "resize", "--payload", '{"width": 2}', "--wait")
+        assert code == 0, output
+    finally:
+        server.stop()
+        worker.close()

@@ -250,7 +250,7 @@ def test_a_rejected_mutation_does_not_wedge_the_outbox(
         assert refused is not None
         assert refused.state == "rejected"
         assert refused.rejected is not None
-        assert refused.rejected.startswith("already_exists")
+        assert refused.rejected.startswith("validation_error")
         accepted = bob.get(own.id)
         assert accepted is not None
         assert not accepted.pending

@@ -128,8 +128,9 @@ def test_the_worker_metrics_move_with_the_work(database_url: str, conn: Conn) ->
         assert moved("errands_worker_jobs_finished_total", kind="flaky", state="completed") == 1
         assert moved("errands_worker_job_run_seconds_count", kind="add") == 3
         assert moved("errands_worker_pickup_latency_seconds_count", kind="flaky") == 2
-        assert value(after, "errands_queue_depth", queue="elsewhere") == 4
-        assert value(after, "errands_queue_oldest_age_seconds", queue="elsewhere") > 0
+        # No worker serves "elsewhere": it is counted under "other".
+        assert value(after, "errands_queue_depth", queue="other") == 4
+        assert value(after, "errands_queue_oldest_age_seconds", queue="other") > 0
         renewed = value(after, "errands_worker_lease_renewals_total")
         wait_for(
             lambda: value(scrape(metrics_url), "errands_worker_lease_renewals_total") > renewed,
@@ -144,3 +145,39 @@ def test_the_worker_metrics_move_with_the_work(database_url: str, conn: Conn) ->
         r["message"].startswith("worker ") and r["logger"] == "errands.worker" for r in records
     )
     assert "Traceback" not in output
+
+
+def test_queues_clients_invent_share_one_label(database_url: str, conn: Conn) -> None:
+    """5,000 queue names from one user: the worker's /metrics names only the queues
+    workers serve, and sums the rest under ``other`` (before: a label each)."""
+    conn.execute(
+        "INSERT INTO background_jobs (id, kind, owner, queue)"
+        " SELECT gen_random_uuid(), 'k', 'mallory', 'q' || n FROM generate_series(1, 5000) n"
+    )
+    errands.enqueue(conn, "add", {"a": 1, "b": 1}, queue="served")
+    port = free_port()
+    worker = ErrandsProcess(
+        "worker",
+        "tests.worker.handlers:registry",
+        "--database-url",
+        database_url,
+        "--queue",
+        "served",
+        "--queue",
+        "default",
+        "--metrics-port",
+        str(port),
+    )
+    try:
+        worker.wait_for_output("metrics at http://127.0.0.1:", timeout=30)
+        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        worker.close()
+    labelled = {
+        dict(labels)["queue"]
+        for (name, labels), _ in samples.items()
+        if name == "errands_queue_scheduled"
+    }
+    assert "other" in labelled
+    assert len(labelled) <= 50
+    assert value(samples, "errands_queue_depth", queue="other") == 5000

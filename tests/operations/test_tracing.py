@@ -46,7 +46,11 @@ def exporter() -> InMemorySpanExporter:
 def service_url(database_url: str) -> Iterator[str]:
     """The sync service, in a thread of this process."""
     port = free_port()
-    app = create_app(database_url, secret=SECRET, settings=ServiceSettings(poll_interval=0.2))
+    app = create_app(
+        database_url,
+        secret=SECRET,
+        settings=ServiceSettings(poll_interval=0.2, client_kinds=("*",)),
+    )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -10,7 +10,7 @@ import psycopg
 
 from errands.protocol import MAX_PAYLOAD_BYTES, Offset
 from tests.sync.api import insert, mutation, post, read, sync_all
-from tests.sync.conftest import SyncService
+from tests.sync.conftest import StartServer
 
 
 def count(database_url: str, sql: str, *params: object) -> int:
@@ -54,8 +54,9 @@ def test_a_replayed_batch_applies_once_and_says_so(alice: httpx.Client, database
 
 
 def test_racing_requests_with_the_same_mutation_apply_once(
-    service: SyncService, database_url: str
+    start_server: StartServer, database_url: str
 ) -> None:
+    service = start_server("--max-requests-per-user", "8")
     key = str(uuid.uuid4())
     batch = {"mutations": [mutation("insert", key, {"kind": "race"})]}
 
@@ -76,7 +77,13 @@ def test_an_existing_id_is_rejected_not_an_error(alice: httpx.Client, bob: httpx
     key = insert(alice)
     again = post(alice, mutation("insert", key, {"kind": "test"}))
     theirs = post(bob, mutation("insert", key, {"kind": "test"}))
-    assert again.results[0].code == theirs.results[0].code == "already_exists"
+    malformed = post(bob, mutation("insert", "not-a-uuid", {"kind": "test"}))
+    assert again.results[0].code == "already_exists"
+    # Another user's id is refused like a malformed one: nothing says it exists.
+    assert (theirs.results[0].code, theirs.results[0].message) == (
+        malformed.results[0].code,
+        malformed.results[0].message,
+    )
     rows, _ = sync_all(alice)
     assert rows[key]["kind"] == "test"
     assert rows[key]["owner"] == "alice"

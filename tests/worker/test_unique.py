@@ -88,6 +88,11 @@ def test_a_client_shows_the_existing_job(server: SyncServer, tmp_path: Path) -> 
     same user that submits the key is answered ``duplicate``, naming that job, which it
     then shows."""
     alice = token("alice")
+    with psycopg.connect(server.database_url, autocommit=True) as conn:
+        # Clients may ask for priorities up to 5 for this kind (else capped at 0).
+        conn.execute(
+            "INSERT INTO errands_kinds (kind, clients, client_priority) VALUES ('report', true, 5)"
+        )
     with (
         errands.Client(tmp_path / "a.db", server.url, alice) as first,
         errands.Client(tmp_path / "b.db", server.url, alice) as second,

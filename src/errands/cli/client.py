@@ -171,7 +171,9 @@ def submit(
     """Submit a job of KIND. It is saved locally first, so it is never lost while the
     server is down; it uploads now if the server answers, or on a later sync.
 
-    With --wait, exits 0 once the job completed (printing its result as JSON), 1 if it
+    Exits 1 if the server rejects it as it uploads (a kind clients may not submit, a
+    payload that does not match the kind's schema: the message says which field). With
+    --wait, exits 0 once the job completed (printing its result as JSON), 1 if it
     failed, was cancelled or was rejected."""
     chosen = {
         "priority": priority,
@@ -189,6 +191,9 @@ def submit(
         stderr.print(f"submitted {job.id}", highlight=False)
         if not wait:
             sync_or_warn(client)
+            uploaded = client.get(job.id)
+            if uploaded is not None and uploaded.state == "rejected":
+                report(uploaded)  # the server said no at the door: say why, exit 1
             return
         client.connect()
         job = follow(client, job.id, timeout)

@@ -30,7 +30,7 @@ from errands.logs import log_format_option, use_json_logs
 from errands.migrations import pending
 from errands.protocol import LIVE_HOLD_SECONDS
 from errands.sync import ServiceSettings, create_app, make_token
-from errands.sync.app import release_readers
+from errands.sync.app import DEFAULT_MAX_QUEUED, release_readers
 from errands.sync.auth import (
     DEFAULT_TOKEN_LIFETIME,
     INSECURE_USER,
@@ -183,6 +183,36 @@ def _seconds(
     help="A web page origin (https://app.example.com) allowed to use the service with "
     "errands.js (repeatable; the variable takes a space-separated list).",
 )
+@click.option(
+    "--client-kinds",
+    "client_kinds",
+    metavar="NAME,...",
+    default="",
+    envvar="ERRANDS_CLIENT_KINDS",
+    show_envvar=True,
+    help="Kinds clients may submit besides those workers register with clients=True "
+    "(and those --kind offers), e.g. for kinds with no worker yet. '*' lets clients "
+    "submit every kind: development only.",
+)
+@click.option(
+    "--max-queued-per-user",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_QUEUED,
+    show_default=True,
+    envvar="ERRANDS_MAX_QUEUED_PER_USER",
+    show_envvar=True,
+    help="Queued jobs one user may have; a batch that would pass it gets 429 "
+    "quota_exceeded, and the client retries it later.",
+)
+@click.option(
+    "--max-requests-per-user",
+    type=click.IntRange(1),
+    default=Limits.requests,
+    show_default=True,
+    envvar="ERRANDS_MAX_REQUESTS_PER_USER",
+    show_envvar=True,
+    help="Plain shape reads and mutation batches one user may have in flight at once (more: 429).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
 def server(
     database_url: str,
@@ -203,6 +233,9 @@ def server(
     log_format: str,
     kinds: tuple[str, ...],
     cors_origins: tuple[str, ...],
+    client_kinds: str,
+    max_queued_per_user: int,
+    max_requests_per_user: int,
     verbose: bool,
 ) -> None:
     """Run the sync service: shapes out, mutations in, under /v1.
@@ -249,11 +282,23 @@ def server(
             shapes=max_shapes,
             body_timeout=body_timeout,
             retry_after=max(1, round(live_hold)),
+            requests=max_requests_per_user,
         ),
         job_retention=None if job_retention is None else job_retention.total_seconds(),
         page_kinds=page_kinds,
         cors_origins=cors_origins,
+        client_kinds=(
+            *(name.strip() for name in client_kinds.split(",") if name.strip()),
+            *(name for name, _ in page_kinds if kinds),
+        ),
+        max_queued_per_user=max_queued_per_user,
     )
+    if "*" in settings.client_kinds:
+        stderr.print(
+            "[yellow]warning:[/] --client-kinds '*': clients may submit jobs of every kind; "
+            "development only",
+            highlight=False,
+        )
     app = create_app(database_url, secret=secret, insecure=insecure, settings=settings)
     listener = listening_socket(host, port)
     config = uvicorn.Config(

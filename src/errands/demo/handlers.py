@@ -3,6 +3,8 @@
 * ``random_progress`` -- the recipe's job: progress advances in random steps.
 * ``primes`` -- real CPU work in a thread: counts the primes up to ``n``.
 * ``fails`` -- always fails, to show how a failure (and its retries) looks.
+
+Clients (the page) may submit each of them, at priorities up to 10.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 import random
 import time
 from typing import Any
+
+import pydantic
 
 from errands.registry import JobContext, Registry
 
@@ -30,7 +34,7 @@ PROGRESS_EVERY = 10_000
 """``primes`` reports its progress (and sees a cancellation) every this many numbers."""
 
 
-@registry.job("random_progress")
+@registry.job("random_progress", clients=True, client_priority=10)
 async def random_progress(ctx: JobContext, payload: Any) -> dict[str, Any]:
     """Advance in random steps (up to a tenth each), pausing about ``delay`` seconds
     between steps, until done."""
@@ -45,11 +49,18 @@ async def random_progress(ctx: JobContext, payload: Any) -> dict[str, Any]:
     return {"steps": steps, "seconds": round(time.monotonic() - started, 2)}
 
 
-@registry.job("primes")
-def primes(ctx: JobContext, payload: Any) -> dict[str, Any]:
+class Primes(pydantic.BaseModel):
+    """``primes``' payload. Typed: the sync service checks clients' payloads against its
+    JSON Schema before they are queued (a bad ``n`` is refused at the door)."""
+
+    n: int = pydantic.Field(default=1_000_000, ge=2, le=MAX_N, strict=True)
+
+
+@registry.job("primes", clients=True, client_priority=10)
+def primes(ctx: JobContext, payload: Primes) -> dict[str, Any]:
     """Count the primes up to ``n`` by trial division -- honest CPU work, a few seconds
     for a few million -- reporting progress (and stopping if cancelled) as it goes."""
-    n = int(_number(payload, "n", default=1_000_000, low=2, high=MAX_N, integer=True))
+    n = payload.n
     found: list[int] = []
     for number in range(2, n + 1):
         root = math.isqrt(number)
@@ -66,7 +77,7 @@ def primes(ctx: JobContext, payload: Any) -> dict[str, Any]:
     return {"n": n, "primes": len(found), "largest": found[-1]}
 
 
-@registry.job("fails", retry_backoff=0.5)
+@registry.job("fails", retry_backoff=0.5, clients=True, client_priority=10)
 async def fails(ctx: JobContext, payload: Any) -> None:
     """Get a third of the way, then fail with ``message``."""
     await asyncio.sleep(0.3)
@@ -76,18 +87,13 @@ async def fails(ctx: JobContext, payload: Any) -> None:
     raise RuntimeError(message or "this job fails on purpose")
 
 
-def _number(
-    payload: Any, key: str, *, default: float, low: float, high: float, integer: bool = False
-) -> float:
-    """``payload[key]`` checked: a number (an integer if asked) between low and high."""
+def _number(payload: Any, key: str, *, default: float, low: float, high: float) -> float:
+    """``payload[key]`` checked: a number between low and high."""
     if payload is None:
         return default
     if not isinstance(payload, dict):
         raise TypeError(f"the payload should be a JSON object like {{{key!r}: {default}}}")
     value = payload.get(key, default)
-    kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
-        what = "an integer" if integer else "a number"
-        bounds = f"{low:,.0f} and {high:,.0f}" if integer else f"{low:g} and {high:g}"
-        raise ValueError(f"{key!r} should be {what} between {bounds}, not {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{key!r} should be a number between {low:g} and {high:g}, not {value!r}")
     return value

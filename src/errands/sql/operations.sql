@@ -89,14 +89,15 @@ SELECT j.kind, j.state, count(*) FROM background_jobs j GROUP BY j.kind, j.state
 ORDER BY j.kind, j.state
 
 -- name: queue_depth
--- Per queue: jobs ready to run now, jobs scheduled later, when the oldest ready one was
--- asked for, and how long ago that is by the database's clock (a host's may differ).
+-- Per queue: jobs ready to run now, jobs scheduled later, since when the oldest ready
+-- one has waited (received by the server, or come due: never the client's own
+-- timestamp), and how long ago that is by the database's clock (a host's may differ).
 SELECT j.queue,
        count(*) FILTER (WHERE j.run_at <= now()) AS ready,
        count(*) FILTER (WHERE j.run_at > now()) AS scheduled,
-       min(j."timestamp") FILTER (WHERE j.run_at <= now()) AS oldest,
-       extract(epoch FROM now() - min(j."timestamp") FILTER (WHERE j.run_at <= now()))::float8
-           AS oldest_age
+       min(greatest(j.received_at, j.run_at)) FILTER (WHERE j.run_at <= now()) AS oldest,
+       extract(epoch FROM now() - min(greatest(j.received_at, j.run_at))
+                                  FILTER (WHERE j.run_at <= now()))::float8 AS oldest_age
 FROM background_jobs j
 WHERE j.state = 'queued'
 GROUP BY j.queue ORDER BY j.queue

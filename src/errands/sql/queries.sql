@@ -60,15 +60,26 @@ ON CONFLICT (id) DO NOTHING
 
 -- name: register_kinds
 -- What this worker's registry says about its kinds; the newest registration wins.
-INSERT INTO errands_kinds AS k (kind, max_attempts, priority, queue, max_running)
-SELECT * FROM unnest(%(kinds)s::text[], %(max_attempts)s::integer[],
-                     %(priorities)s::integer[], %(job_queues)s::text[],
-                     %(max_running)s::integer[])
+INSERT INTO errands_kinds AS k
+    (kind, max_attempts, priority, queue, max_running, clients, client_priority,
+     payload_schema, max_running_per_owner)
+SELECT kind, max_attempts, priority, queue, max_running, clients, client_priority,
+       payload_schema::jsonb, max_running_per_owner
+FROM unnest(%(kinds)s::text[], %(max_attempts)s::integer[], %(priorities)s::integer[],
+            %(job_queues)s::text[], %(max_running)s::integer[], %(clients)s::boolean[],
+            %(client_priorities)s::integer[], %(payload_schemas)s::text[],
+            %(max_running_per_owner)s::integer[])
+     AS registered (kind, max_attempts, priority, queue, max_running, clients,
+                    client_priority, payload_schema, max_running_per_owner)
 ON CONFLICT (kind) DO UPDATE
 SET max_attempts = excluded.max_attempts,
     priority = excluded.priority,
     queue = excluded.queue,
     max_running = excluded.max_running,
+    clients = excluded.clients,
+    client_priority = excluded.client_priority,
+    payload_schema = excluded.payload_schema,
+    max_running_per_owner = excluded.max_running_per_owner,
     registered_at = now()
 
 -- name: last_ticks
@@ -118,7 +129,8 @@ DELETE FROM errands_workers WHERE id = %(id)s
 
 -- name: claim_jobs
 SELECT id, kind, payload, attempts, max_attempts, timeout_seconds, cancelled, traceparent,
-       extract(epoch FROM started_at - run_at)::float8 AS pickup_seconds
+       owner, submitted_by,
+       extract(epoch FROM started_at - greatest(run_at, received_at))::float8 AS pickup_seconds
 FROM errands_claim(%(worker)s, %(kinds)s, %(queues)s, %(limit)s)
 
 -- name: finish_jobs
@@ -191,3 +203,13 @@ WHERE state = 'queued'
   AND kind <> ALL(%(kinds)s)
   AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s::text[]))
 GROUP BY kind ORDER BY kind
+
+-- name: served_queues
+-- The queues workers serve, for /metrics' labels: those a running worker lists, the
+-- queues of registered kinds, and 'default'.
+SELECT name FROM (
+    SELECT unnest(queues) AS name FROM errands_workers WHERE lease_expires_at > now()
+    UNION SELECT queue FROM errands_kinds WHERE queue IS NOT NULL
+    UNION SELECT 'default'
+) AS served
+ORDER BY name LIMIT %(limit)s

@@ -84,13 +84,14 @@ WHERE owner = %(owner)s AND id = %(id)s
 -- everything else from the column defaults.
 -- Options left NULL take the kind's registered defaults (errands_kind_defaults). Nothing
 -- is inserted if the id exists, or if an unfinished job of the owner has the unique key.
+-- A client's run_at is never before the server's clock: it cannot buy an earlier place.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, cancelled, owner, priority, queue, run_at,
-     max_attempts, unique_key, traceparent)
+     max_attempts, unique_key, traceparent, submitted_by)
 VALUES (%(id)s, coalesce(%(timestamp)s, now()), coalesce(%(kind)s, 'default'),
         coalesce(%(payload)s, '{}'::jsonb), coalesce(%(cancelled)s, false), %(owner)s,
-        %(priority)s, %(queue)s, coalesce(%(run_at)s, now()), %(max_attempts)s,
-        %(unique_key)s, %(traceparent)s)
+        %(priority)s, %(queue)s, greatest(%(run_at)s, now()), %(max_attempts)s,
+        %(unique_key)s, %(traceparent)s, %(submitted_by)s)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -103,8 +104,22 @@ WHERE %(unique_key)s::text IS NOT NULL
   AND unique_key = %(unique_key)s
   AND state IN ('queued', 'running')
 
--- name: job_exists
-SELECT 1 FROM background_jobs WHERE id = %(id)s
+-- name: job_owner
+SELECT owner FROM background_jobs WHERE id = %(id)s
+
+-- name: queued_count
+-- How many queued jobs the owner has, counted up to the quota (one more tells it is
+-- passed) on the owner's queued-jobs index.
+SELECT count(*) FROM (
+    SELECT 1 FROM background_jobs
+    WHERE coalesce(owner, '') = %(owner)s AND state = 'queued'
+    LIMIT %(limit)s
+) AS queued
+
+-- name: client_kinds
+-- What the kinds a batch of clients' jobs names allow them (errands.sync.kinds).
+SELECT kind, clients, coalesce(client_priority, priority, 0), payload_schema::text
+FROM errands_kinds WHERE kind = ANY(%(kinds)s)
 
 -- name: cancel_job
 UPDATE background_jobs SET cancelled = true

@@ -52,12 +52,14 @@ from errands.sync.database import DatabasePool
 from errands.sync.errors import ERROR_RESPONSES, Forbidden, Unavailable, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
+from errands.sync.kinds import ClientKinds
 from errands.sync.limits import FairShare, Limits
-from errands.sync.mutations import apply_batch
+from errands.sync.mutations import Door, apply_batch
 from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
 from errands.sync.web import allow_origins, web_router
 
 log = logging.getLogger("errands.sync")
+DEFAULT_MAX_QUEUED = 10_000
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,11 @@ class ServiceSettings:
     """(name, example payload) of the kinds the hosted page offers (errands.sync.web)."""
     cors_origins: tuple[str, ...] = ()
     """Origins of web pages allowed to use the service (errands.js on another site)."""
+    client_kinds: tuple[str, ...] = ()
+    """Kinds clients may submit besides those workers registered with ``clients=True``
+    (``*``: every kind, for development); see :mod:`errands.sync.kinds`."""
+    max_queued_per_user: int | None = DEFAULT_MAX_QUEUED
+    """Queued jobs one user may have; more is refused with 429 (None: no quota)."""
 
 
 class ServiceStats(BaseModel):
@@ -105,6 +112,7 @@ class Service:
     hub: ShapeHub
     auth: Authenticator
     settings: ServiceSettings
+    door: Door
     generation: str = ""
 
 
@@ -122,6 +130,12 @@ _MUTATION_ERRORS: dict[int | str, dict[str, Any]] = _ERRORS | {
     408: {"model": ErrorResponse, "description": "The body did not arrive in time"},
     409: {"model": ErrorResponse, "description": "A mutation id reused for another change"},
     413: {"model": ErrorResponse, "description": "The body is too large"},
+    429: {
+        "model": ErrorResponse,
+        "description": "quota_exceeded: the caller has its quota of queued jobs; or "
+        "too_many_requests: its share of requests in flight. See Retry-After",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    },
 }
 _bearer = HTTPBearer(auto_error=False, description="errands token (errands token --help)")
 
@@ -213,7 +227,8 @@ async def _start(database_url: str, auth: Authenticator, settings: ServiceSettin
         poll_interval=settings.poll_interval,
         on_database_lost=pool.lost,
     )
-    service = Service(pool, hub, auth, settings)
+    door = Door(ClientKinds(settings.client_kinds), settings.max_queued_per_user)
+    service = Service(pool, hub, auth, settings, door)
     await _check_generation(service)
     hub.start()
     return service
@@ -356,7 +371,7 @@ def _routes(app: FastAPI) -> None:
         service: ServiceDep, caller: CallerDep, batch: MutationBatch, request: Request
     ) -> MutationResponse:
         """Apply a batch of mutations in one transaction, each at most once per id."""
-        response = await apply_batch(service.pool, caller, batch)
+        response = await apply_batch(service.pool, caller, batch, service.door)
         request.app.state.metrics.count_mutations(response)
         return response
 

@@ -7,8 +7,12 @@ Tokens must carry an expiry. Only HS256 is accepted, so an unsigned token
 
 User names are what they look like (:func:`user_name`): NFC-normalised, with no control,
 format (zero-width, bidirectional overrides), surrogate, private-use, unassigned or
-separator characters other than a plain inner space. ``alice`` and ``ali\u202ece\u200b``
-can therefore never be two users that display alike.
+separator characters other than a plain inner space; written in one script (UTS #39's
+mixed-script rule: Japanese may mix Han, Hiragana and Katakana, Korean Han and Hangul,
+Chinese Han and Bopomofo); and not made only of letters that look like Latin ones
+(UTS #39's whole-script confusables, from Unicode's confusables data). ``alice``,
+``ali\u202ece\u200b`` and a Cyrillic ``\u0430lice`` can therefore never be two users
+that display alike.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import jwt
+from confusable_homoglyphs import categories, confusables
 from jwt.warnings import InsecureKeyLengthWarning
 
 from errands.protocol import ErrorCode
@@ -38,6 +43,37 @@ RECOMMENDED_SECRET_BYTES = 32
 warns about a shorter secret once, at start-up, instead of PyJWT on every token."""
 
 
+_SCRIPTS_USED_TOGETHER = (
+    frozenset({"HAN", "HIRAGANA", "KATAKANA"}),
+    frozenset({"HAN", "HANGUL"}),
+    frozenset({"HAN", "BOPOMOFO"}),
+)
+"""Scripts UTS #39 lets one name mix (its "augmented" script sets)."""
+_NO_SCRIPT = frozenset({"COMMON", "INHERITED"})
+
+
+def _check_script(name: str) -> None:
+    """``ValueError`` if ``name`` mixes scripts, or could pass for a Latin name."""
+    scripts = set(categories.unique_aliases(name)) - _NO_SCRIPT
+    if len(scripts) > 1 and not any(scripts <= allowed for allowed in _SCRIPTS_USED_TOGETHER):
+        raise ValueError(
+            f"a user name is written in one script, not {' and '.join(sorted(scripts))}: "
+            "such a name can look like another user's"
+        )
+    if (
+        scripts
+        and scripts != {"LATIN"}
+        and all(
+            not char.isalpha() or confusables.is_confusable(char, preferred_aliases=["latin"])
+            for char in name
+        )
+    ):
+        raise ValueError(
+            f"every letter of this {scripts.pop()} name looks like a Latin one: it could "
+            "pass for another user's name"
+        )
+
+
 def user_name(name: str) -> str:
     """``name`` in NFC; ``ValueError`` saying why if it cannot be a user name."""
     normal = unicodedata.normalize("NFC", name)
@@ -52,6 +88,7 @@ def user_name(name: str) -> str:
                 f"a user name may not hold U+{ord(char):04X} ({category}: control, format, "
                 "bidirectional, surrogate, private-use, unassigned or separator characters)"
             )
+    _check_script(normal)
     return normal
 
 

@@ -30,6 +30,7 @@ from psycopg import OperationalError
 from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException
 
+from errands.payloads import printable
 from errands.protocol import (
     START,
     ControlMessage,
@@ -78,6 +79,16 @@ class NotFound(ServiceError):
 
     status = 404
     code = ErrorCode.NOT_FOUND
+
+
+class Rejection(Exception):  # a result, raised only to leave the checks early
+    """Why a mutation is not applied: its result says so, and the batch goes on."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        message = printable(message)  # it is stored, and may quote what the client sent
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 class Conflict(ServiceError):

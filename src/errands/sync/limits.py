@@ -7,9 +7,16 @@ request, in this order:
    is refused with 431 (nginx's default buffers are the model);
 2. the token, for every route under ``/v1``, before a byte of the body is read: a
    caller without a valid token cannot make the service buffer anything (401);
-3. the body: at most ``Limits.body_bytes`` (413), each chunk arriving within
-   ``Limits.body_timeout`` seconds of the last (408);
-4. live readers (long polls and event streams): each user holds at most
+3. the body, only on the routes that take one (``BODY_ROUTES``; any other route is
+   answered without reading it): at most ``Limits.body_bytes`` (413), each chunk within
+   ``Limits.body_timeout`` seconds of the last and the whole within
+   ``Limits.body_deadline`` (408), and all bodies being read at once within
+   ``Limits.buffered_bytes`` (503 with ``Retry-After``): slow or many bodies cannot
+   make the service hold memory without bound;
+4. requests in flight: each user has at most ``Limits.requests`` plain shape reads and
+   mutation batches being served at once (429 ``too_many_requests``), so one user's
+   burst of reads cannot slow every other user's;
+5. live readers (long polls and event streams): each user holds at most
    ``Limits.live_readers`` at once, on at most ``Limits.shapes`` distinct shapes
    (429 with ``Retry-After``), and a long poll whose client goes away is cancelled at
    once, so that it gives back its place.
@@ -27,6 +34,7 @@ from collections import Counter
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errands.protocol import (
@@ -49,6 +57,11 @@ _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 PUBLIC_FILES = f"{PREFIX}/client/"
 """errands.js, the modules it imports and its types: served to anyone, no token."""
+BODY_ROUTES = (f"{PREFIX}/mutations", f"{PREFIX}/admin/")
+"""The paths (or prefixes, ending in /) whose routes take a request body."""
+COUNTED_ROUTES = (f"{PREFIX}/mutations", f"{PREFIX}/shapes/")
+"""The paths whose requests count against :attr:`Limits.requests` (live reads apart)."""
+BUSY_RETRY_AFTER = 1
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,12 @@ class Limits:
     """Longest wait for the next chunk of a request body, in seconds."""
     retry_after: int = int(LIVE_HOLD_SECONDS)
     """What a 429 tells the caller to wait: about one hold, when held reads end."""
+    requests: int = 4
+    """Plain shape reads and mutation batches one user may have in flight at once."""
+    body_deadline: float = 60.0
+    """Longest time to receive a whole request body, in seconds."""
+    buffered_bytes: int = 64 * MAX_BODY_BYTES
+    """Request bodies the service buffers at once, all callers together."""
 
 
 class _Held:
@@ -102,6 +121,29 @@ class _Held:
             del self.by_user[user]
 
 
+class _InFlight:
+    """Each user's plain requests being served now."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.by_user: Counter[str] = Counter()
+
+    def take(self, user: str) -> None:
+        if self.by_user[user] >= self.limit:
+            raise TooManyRequests(
+                f"{user!r:.80} has {self.limit} reads or mutation batches in flight already; "
+                "wait for one to finish",
+                ErrorCode.TOO_MANY_REQUESTS,
+                BUSY_RETRY_AFTER,
+            )
+        self.by_user[user] += 1
+
+    def give_back(self, user: str) -> None:
+        self.by_user[user] -= 1
+        if not self.by_user[user]:
+            del self.by_user[user]
+
+
 class FairShare:
     """The ASGI middleware that applies :class:`Limits` (see the module's docstring)."""
 
@@ -110,6 +152,9 @@ class FairShare:
         self.auth = auth
         self.limits = limits
         self.held = _Held(limits)
+        self.in_flight = _InFlight(limits.requests)
+        self.buffered = 0
+        """Bytes of request bodies being read now, all requests together."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,15 +166,35 @@ class FairShare:
         except ServiceError as refused:
             await service_error_response(refused)(scope, receive, send)
             return
-        if scope["method"] in _BODY_METHODS:
+        if scope["method"] in _BODY_METHODS and _takes_body(scope["path"]):
             body = await self._read_body(scope, receive, send)
             if body is None:
                 return
             receive = _replay(body, receive)
         shape = _live_shape(scope)
-        if user is None or shape is None:
+        if user is None:
             await self.app(scope, receive, send)
+        elif shape is not None:
+            await self._serve_live(user, shape, scope, receive, send)
+        elif scope["path"].startswith(COUNTED_ROUTES):
+            await self._serve_counted(user, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _serve_counted(self, user: str, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            self.in_flight.take(user)
+        except TooManyRequests as refused:
+            await service_error_response(refused)(scope, receive, send)
             return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight.give_back(user)
+
+    async def _serve_live(
+        self, user: str, shape: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         try:
             self.held.take(user, shape)
         except TooManyRequests as refused:
@@ -155,40 +220,85 @@ class FairShare:
         """The whole body within the limits, or None once a refusal has been sent."""
         limit = self.limits.body_bytes
         declared = _header(scope, b"content-length")
-        too_large = error_response(
-            413,
-            ErrorCode.PAYLOAD_TOO_LARGE,
-            f"the request body is larger than {limit} bytes; send smaller batches",
-        )
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await too_large(scope, receive, send)
+        expected = int(declared) if declared is not None and declared.isdigit() else 0
+        if expected > limit:
+            await _too_large(limit)(scope, receive, send)
             return None
+        try:
+            async with asyncio.timeout(self.limits.body_deadline):
+                return await self._receive_body(scope, receive, send, expected)
+        except TimeoutError:
+            deadline = self.limits.body_deadline
+            await _too_slow(
+                f"the request body did not arrive within {deadline:g} s; send it at once"
+            )(scope, receive, send)
+            return None
+
+    async def _receive_body(
+        self, scope: Scope, receive: Receive, send: Send, expected: int
+    ) -> bytes | None:
+        """Read the body chunk by chunk. What it holds (at least its declared length) is
+        counted in :attr:`buffered` until it is handed on or refused."""
+        limit = self.limits.body_bytes
         chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            try:
-                async with asyncio.timeout(self.limits.body_timeout):
-                    message = await receive()
-            except TimeoutError:
-                timeout = self.limits.body_timeout
-                await error_response(
-                    408,
-                    ErrorCode.REQUEST_TIMEOUT,
-                    f"no part of the request body arrived for {timeout:g} s; send it at once",
-                    {"Connection": "close"},
-                )(scope, receive, send)
-                return None
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                await too_large(scope, receive, send)
-                return None
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return b"".join(chunks)
+        held = reserved = 0
+        try:
+            while True:
+                if max(expected, held) > reserved:
+                    growth = max(expected, held) - reserved
+                    if self.buffered + growth > self.limits.buffered_bytes:
+                        await _busy(scope, receive, send)
+                        return None
+                    self.buffered += growth
+                    reserved += growth
+                try:
+                    async with asyncio.timeout(self.limits.body_timeout):
+                        message = await receive()
+                except TimeoutError:
+                    timeout = self.limits.body_timeout
+                    await _too_slow(
+                        f"no part of the request body arrived for {timeout:g} s; send it at once"
+                    )(scope, receive, send)
+                    return None
+                if message["type"] == "http.disconnect":
+                    return None
+                chunk = message.get("body", b"")
+                held += len(chunk)
+                if held > limit:
+                    await _too_large(limit)(scope, receive, send)
+                    return None
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        finally:
+            self.buffered -= reserved
+
+
+def _takes_body(path: str) -> bool:
+    return any(
+        path.startswith(route) if route.endswith("/") else path == route for route in BODY_ROUTES
+    )
+
+
+def _too_large(limit: int) -> Response:
+    return error_response(
+        413,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        f"the request body is larger than {limit} bytes; send smaller batches",
+    )
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    await error_response(
+        503,
+        ErrorCode.UNAVAILABLE,
+        "the service is receiving many request bodies at once; retry shortly",
+        {"Retry-After": str(BUSY_RETRY_AFTER), "Connection": "close"},
+    )(scope, receive, send)
+
+
+def _too_slow(message: str) -> Response:
+    return error_response(408, ErrorCode.REQUEST_TIMEOUT, message, {"Connection": "close"})
 
 
 class _HeadersTooLarge(ServiceError):

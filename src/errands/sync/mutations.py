@@ -12,9 +12,15 @@ operation) is not a retry: the whole batch is refused with 409
 What a caller may do:
 
 * insert a job with only the client-owned columns (``CLIENT_INSERT_COLUMNS``), each
-  value within ``check_job_options``; the owner is the caller and the received time is
-  the server's. An insert whose ``unique_key`` an unfinished job of the caller already
-  has is rejected as ``duplicate``, naming that job (which the caller's shape delivers);
+  value within ``check_job_options``, of a kind declared for clients and with a payload
+  its schema accepts (:mod:`errands.sync.kinds`); the owner is the caller, the received
+  time the server's, the priority capped by the kind and ``run_at`` never before the
+  server's clock. An insert whose ``unique_key`` an unfinished job of the caller already
+  has is rejected as ``duplicate``, naming that job (which the caller's shape delivers).
+  An id another user's job has is refused exactly like a malformed one: the answer
+  reveals nothing of other users' jobs. A caller holding ``max_queued`` queued jobs
+  gets 429 ``quota_exceeded`` for a batch that would add more, and nothing of it is
+  applied (the client keeps it and retries);
 * update only ``cancelled``, only to true, only on its own jobs (an operator: any job);
 * delete: operators only (pruning the audit log is an operator's act); clients never.
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass, field
 from typing import Any, LiteralString
 
 from psycopg import AsyncConnection, IsolationLevel
@@ -32,7 +39,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from errands.exceptions import PayloadError
-from errands.payloads import PayloadTooLarge, dump_json, printable
+from errands.payloads import PayloadTooLarge, dump_json
 from errands.protocol import (
     CLIENT_INSERT_COLUMNS,
     CLIENT_UPDATE_COLUMNS,
@@ -49,22 +56,26 @@ from errands.protocol import (
 )
 from errands.queries import query
 from errands.sync.auth import Caller
-from errands.sync.errors import Conflict
+from errands.sync.errors import Conflict, Rejection, TooManyRequests
 from errands.sync.filters import check_text
+from errands.sync.kinds import ClientKinds, KindRule
 from errands.sync.shapes import SYNC_QUERIES, snapshot_offset
 from errands.tracing import job_span, valid_traceparent
 
 BATCH_ATTEMPTS = 3
+QUOTA_RETRY_AFTER = 5
+"""Seconds a caller over its queued-jobs quota is told to wait before retrying."""
+UNUSABLE_KEY = "the key is not a usable job id: give each new job a new UUID (UUIDv7)"
+"""The one answer for a malformed id and for one that another user's job has."""
 
 
-class Rejection(Exception):  # a result, raised only to leave the checks early
-    """Why a mutation is not applied."""
+@dataclass(frozen=True)
+class Door:
+    """What the service lets clients ask for: the kinds, and how many queued jobs."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        message = printable(message)  # it is stored, and may quote what the client sent
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    kinds: ClientKinds = field(default_factory=ClientKinds)
+    max_queued: int | None = None
+    """Queued jobs one user may have; a batch that would pass it gets 429."""
 
 
 def _q(name: str) -> LiteralString:
@@ -72,14 +83,14 @@ def _q(name: str) -> LiteralString:
 
 
 async def apply_batch(
-    pool: AsyncConnectionPool[Any], caller: Caller, batch: MutationBatch
+    pool: AsyncConnectionPool[Any], caller: Caller, batch: MutationBatch, door: Door
 ) -> MutationResponse:
     """Apply a batch for ``caller``; retried when Postgres resolves a deadlock with a
     concurrent batch by aborting this one."""
     for attempt in range(BATCH_ATTEMPTS):
         try:
             async with pool.connection() as conn:
-                return await _apply(conn, caller, batch)
+                return await _apply(conn, caller, batch, door)
         except (DeadlockDetected, SerializationFailure):
             if attempt == BATCH_ATTEMPTS - 1:
                 raise
@@ -87,7 +98,7 @@ async def apply_batch(
 
 
 async def _apply(
-    conn: AsyncConnection[Any], caller: Caller, batch: MutationBatch
+    conn: AsyncConnection[Any], caller: Caller, batch: MutationBatch, door: Door
 ) -> MutationResponse:
     await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
     await conn.set_read_only(False)
@@ -95,12 +106,54 @@ async def _apply(
         row = await (await conn.execute(_q("batch_txid"))).fetchone()
         assert row is not None
         txid = int(row[0])
-        results = [await _apply_one(conn, caller, m) for m in batch.mutations]
+        rules = await _client_rules(conn, caller, batch, door)
+        results = [await _apply_one(conn, caller, m, rules) for m in batch.mutations]
     # Taken after the commit, so it covers the batch's transaction.
     position = await (await conn.execute(_q("current_position"))).fetchone()
     assert position is not None
     offset = snapshot_offset(*position)
     return MutationResponse(results=results, txid=txid, offset=offset.encode())
+
+
+async def _client_rules(
+    conn: AsyncConnection[Any], caller: Caller, batch: MutationBatch, door: Door
+) -> _ClientRules | None:
+    """The kind rules a client's inserts go through, after the quota check (429, and
+    nothing applied, when the batch would take the caller past it); None for operators."""
+    if caller.operator:
+        return None
+    inserts = [m for m in batch.mutations if m.op == "insert"]
+    if inserts and door.max_queued is not None:
+        params = {"owner": caller.user, "limit": door.max_queued + 1}
+        row = await (await conn.execute(_q("queued_count"), params)).fetchone()
+        assert row is not None
+        if row[0] + len(inserts) > door.max_queued:
+            raise TooManyRequests(
+                f"{caller.user!r:.80} has {row[0]} queued jobs and may have at most "
+                f"{door.max_queued}; retry once some have run",
+                ErrorCode.QUOTA_EXCEEDED,
+                QUOTA_RETRY_AFTER,
+            )
+    named = {kind for kind in (m.values.get("kind") or "default" for m in inserts) if _text(kind)}
+    return _ClientRules(door.kinds, await door.kinds.rules(conn, named) if named else {})
+
+
+def _text(value: Any) -> bool:
+    """Whether ``value`` is text Postgres can take (others are refused one by one)."""
+    try:
+        check_text(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _ClientRules:
+    kinds: ClientKinds
+    rules: dict[str, KindRule]
+
+    def admit(self, kind: str, payload: Any, priority: int | None) -> int:
+        return self.kinds.admit(kind, self.rules.get(kind), payload, priority)
 
 
 def fingerprint(m: Mutation) -> str:
@@ -110,7 +163,9 @@ def fingerprint(m: Mutation) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def _apply_one(conn: AsyncConnection[Any], caller: Caller, m: Mutation) -> MutationResult:
+async def _apply_one(
+    conn: AsyncConnection[Any], caller: Caller, m: Mutation, rules: _ClientRules | None
+) -> MutationResult:
     ids = {"owner": caller.user, "id": m.id}
     digest = fingerprint(m)
     claimed = await (
@@ -128,7 +183,7 @@ async def _apply_one(conn: AsyncConnection[Any], caller: Caller, m: Mutation) ->
             )
         return MutationResult(id=m.id, status=status, replayed=True, code=code, message=message)
     try:
-        params = _check(caller, m)
+        params = _check(caller, m, rules)
         try:
             # The insert of a job submitted in a trace joins that trace.
             with job_span(f"errands.{m.op}", params.get("traceparent"), "server"):
@@ -148,20 +203,25 @@ async def _apply_one(conn: AsyncConnection[Any], caller: Caller, m: Mutation) ->
     return MutationResult(id=m.id, status="applied")
 
 
-def _check(caller: Caller, m: Mutation) -> dict[str, Any]:
+def _check(caller: Caller, m: Mutation, rules: _ClientRules | None) -> dict[str, Any]:
     """The query parameters of an allowed mutation; :class:`Rejection` otherwise."""
     if m.table != JOBS_TABLE:
         raise Rejection(ErrorCode.UNKNOWN_TABLE, f"unknown table {m.table[:80]!r}")
     try:
         job_id = uuid.UUID(m.key)
     except ValueError:
-        raise Rejection(ErrorCode.VALIDATION_ERROR, "the key must be a job's UUID") from None
+        raise Rejection(ErrorCode.VALIDATION_ERROR, UNUSABLE_KEY) from None
     unknown = sorted(set(m.values) - set(JOB_COLUMNS))
     if unknown:
         raise Rejection(ErrorCode.UNKNOWN_COLUMN, f"unknown column(s): {', '.join(unknown)}")
     params: dict[str, Any] = {"id": job_id, "owner": caller.user, "operator": caller.operator}
     if m.op == "insert":
-        return params | _insert_values(job_id, m.values)
+        values = params | _insert_values(job_id, m.values)
+        if rules is None:
+            return values | {"submitted_by": "operator"}
+        kind = values["kind"] or "default"
+        priority = rules.admit(kind, m.values.get("payload"), values["priority"])
+        return values | {"submitted_by": "client", "priority": priority}
     if m.op == "update":
         _check_update(m.values)
         return params
@@ -268,9 +328,11 @@ async def _insert(conn: AsyncConnection[Any], params: dict[str, Any]) -> None:
                 f"job {existing[0]} has unique key {params['unique_key']!r} and is not "
                 "finished; it stands for this one",
             )
-        if (
-            params["unique_key"] is None
-            or await (await conn.execute(_q("job_exists"), params)).fetchone()
-        ):
+        holder = await (await conn.execute(_q("job_owner"), params)).fetchone()
+        if holder is not None:
+            if holder[0] == params["owner"]:
+                raise Rejection(ErrorCode.ALREADY_EXISTS, f"you have a job with id {params['id']}")
+            raise Rejection(ErrorCode.VALIDATION_ERROR, UNUSABLE_KEY)
+        if params["unique_key"] is None:
             break
-    raise Rejection(ErrorCode.ALREADY_EXISTS, f"a job with id {params['id']} already exists")
+    raise Rejection(ErrorCode.VALIDATION_ERROR, UNUSABLE_KEY)

@@ -47,11 +47,20 @@ from errands.sync.filters import compile_filters
 SYNC_QUERIES = "sync.sql"
 SYNCED_TABLES = frozenset({JOBS_TABLE})
 
+# A failed job's traceback (the worker's file paths and source lines) is for operators,
+# who read it from the table (console, CLI); a shape carries the error's type and message.
+_SYNCED_VALUES = {
+    "error": sql.SQL(
+        "CASE WHEN jsonb_typeof(error) = 'object' THEN error - 'traceback' ELSE error END"
+    )
+}
+
 # The row as JSON, built by Postgres from the whitelist: uuid and timestamptz become
 # strings (ISO 8601, in the session's UTC), jsonb stays JSON. Shared by the change log.
 ROW_JSON = sql.SQL("jsonb_build_object({})").format(
     sql.SQL(", ").join(
-        sql.SQL("{}, {}").format(sql.Literal(c), sql.Identifier(c)) for c in JOB_COLUMNS
+        sql.SQL("{}, {}").format(sql.Literal(c), _SYNCED_VALUES.get(c, sql.Identifier(c)))
+        for c in JOB_COLUMNS
     )
 )
 

@@ -81,7 +81,7 @@ def _supervise(
     """Start the child and watch it until it answers, or kill it; in a thread."""
     results, child_results = _CONTEXT.Pipe(duplex=False)
     child_lifeline, lifeline = _CONTEXT.Pipe(duplex=False)
-    job = (ctx.job_id, ctx.kind, ctx.attempt, ctx.max_attempts)
+    job = (ctx.job_id, ctx.kind, ctx.attempt, ctx.max_attempts, ctx.owner, ctx.submitted_by)
     process = _CONTEXT.Process(
         target=_child,
         args=(function, job, payload, child_results, child_lifeline),

@@ -41,7 +41,7 @@ async def attempt(
     """
     try:
         ctx.check()
-        result = await run_handler(handler, ctx, payload, timeout)
+        result = await run_handler(handler, ctx, handler.parse_payload(payload), timeout)
         return Outcome(ctx.job_id, "completed", result=result)
     except JobCancelled:
         if aborting():

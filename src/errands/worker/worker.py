@@ -304,7 +304,14 @@ class Worker:
     def _start(self, row: dict[str, Any]) -> None:
         """The one place a claimed job starts running."""
         handler = self.registry.get(row["kind"])
-        ctx = JobContext(row["id"], row["kind"], row["attempts"], row["max_attempts"])
+        ctx = JobContext(
+            row["id"],
+            row["kind"],
+            row["attempts"],
+            row["max_attempts"],
+            row["owner"],
+            row["submitted_by"],
+        )
         if row["cancelled"]:
             ctx.request_cancel()
         timeout = row["timeout_seconds"] or handler.timeout
@@ -460,5 +467,9 @@ class Worker:
     def _on_notify(self, channel: str, payload: str) -> None:
         if channel == CANCEL_CHANNEL:
             self._cancel_hint.set()
-        elif self.settings.queues is None or set(payload.split(",")) & set(self.settings.queues):
+        elif (
+            self.settings.queues is None
+            or payload == "*"  # too many queues to name: see errands_wake()
+            or set(payload.split(",")) & set(self.settings.queues)
+        ):
             self._wakeup.set()
