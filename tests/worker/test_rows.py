@@ -4,6 +4,7 @@ that now fire on a condition."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -40,3 +41,23 @@ def test_the_cancellation_rule_still_holds_for_every_writer(conn: psycopg.Connec
         (job_id,),
     ).fetchall()
     assert row == (False, "completed")
+
+
+def test_a_batch_takes_the_turns_its_jobs_would_take_one_by_one(
+    conn: psycopg.Connection[Any],
+) -> None:
+    def turns(ids: list[Any]) -> list[int | None]:
+        found = dict(conn.execute("SELECT id, turn FROM background_jobs").fetchall())
+        return [found[job_id] for job_id in ids]
+
+    job = {"a": 1, "b": 1}
+    # enqueue_many works the turns out once for the batch; one by one, the trigger does.
+    batch = errands.enqueue_many(conn, "add", [job] * 3, owner="batch")
+    single = [errands.enqueue(conn, "add", job, owner="single") for _ in range(3)]
+    assert turns(batch) == turns(single) == [0, 1, 2]
+    more = errands.enqueue_many(conn, "add", [job] * 2, owner="batch")
+    assert turns(more) == [3, 4]
+    # Not runnable yet: no turn until it comes due (the claim stages it then).
+    later = datetime.now(UTC) + timedelta(hours=1)
+    scheduled = errands.enqueue_many(conn, "add", [job] * 2, owner="later", run_at=later)
+    assert turns(scheduled) == [None, None]

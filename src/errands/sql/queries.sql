@@ -44,18 +44,25 @@ LIMIT 1
 
 -- name: enqueue_many
 -- One statement for the whole batch: one round trip, and the statement-level triggers
--- fire once, not once per job. Unset options take the kind's registered defaults, read
--- once here rather than once per row by errands_kind_defaults (the same rule).
+-- fire once, not once per job. What the row triggers would work out row by row is
+-- worked out once for the batch, by the same rules: unset options take the kind's
+-- registered defaults (errands_kind_defaults), and a runnable batch of one owner takes
+-- consecutive turns from the owner's next one (errands_take_turn gives each row one
+-- past the owner's last queued turn, which is the row before it: the same turns,
+-- without three lookups per row).
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
-     priority, queue)
+     priority, queue, turn)
 SELECT batch.id, now(), %(kind)s, batch.payload, %(owner)s,
        coalesce(%(max_attempts)s::integer, registered.max_attempts, 3), %(timeout)s,
-       coalesce(%(run_at)s, now()),
+       coalesce(%(run_at)s::timestamptz, now()),
        coalesce(%(priority)s::integer, registered.priority, 0),
-       coalesce(%(queue)s::text, registered.queue, 'default')
-FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) AS batch (id, payload)
+       coalesce(%(queue)s::text, registered.queue, 'default'),
+       CASE WHEN coalesce(%(run_at)s::timestamptz, now()) <= now()
+            THEN next.turn + batch.n - 1 END
+FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) WITH ORDINALITY AS batch (id, payload, n)
 LEFT JOIN errands_kinds AS registered ON registered.kind = %(kind)s
+CROSS JOIN (SELECT errands_next_turn(%(owner)s) AS turn) AS next
 ON CONFLICT (id) DO NOTHING
 
 -- name: register_kinds
