@@ -99,7 +99,7 @@ class Supervisor:
         for slot in range(self._processes):
             self._start(slot)
         log.info("supervising %d worker processes", self._processes)
-        worst = 0
+        last_exit: dict[int, int] = {}  # by slot: a restarted child's replaces its own
         forwarded = 0
         while self._children:
             while forwarded < self._signals:
@@ -113,7 +113,7 @@ class Supervisor:
                 if child.process.stdin is not None:
                     child.process.stdin.close()
                 self._on_exit(child.process.pid)
-                worst = max(worst, 0 if code == 0 else 1)
+                last_exit[slot] = code
                 if self._signals or code == 0:
                     log.info("worker process %d exited (%s)", child.process.pid, _status(code))
                     continue
@@ -121,7 +121,7 @@ class Supervisor:
             self._woken.wait(_WATCH_INTERVAL)
             self._woken.clear()
         log.info("every worker process has exited")
-        return worst
+        return 0 if all(code == 0 for code in last_exit.values()) else 1
 
     def _start(self, slot: int) -> None:
         process = subprocess.Popen(
