@@ -25,9 +25,7 @@ from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.protocol import (
     JOBS_TABLE,
-    MAX_KIND_LENGTH,
     START,
-    UNSTORABLE_CHARACTERS,
     DeleteMessage,
     Mutation,
     MutationResult,
@@ -35,10 +33,10 @@ from errands.protocol import (
     ShapeResponse,
     UpsertMessage,
     check_job_options,
+    check_kind,
 )
 from errands.queries import parse_blocks
 
-"""The longest kind the sync service accepts."""
 SCHEMA_VERSION = 1
 """Bumped whenever replica.sql changes incompatibly; an older errands refuses a newer file."""
 
@@ -175,15 +173,10 @@ class Replica:
         nothing is recorded and that job's id returned."""
         options = {name: value for name, value in (options or {}).items() if value is not None}
         check_job_options(options)
-        if (
-            not isinstance(kind, str)
-            or not 0 < len(kind) <= MAX_KIND_LENGTH
-            or UNSTORABLE_CHARACTERS.search(kind)
-        ):
-            raise InvalidKind(
-                f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters, "
-                "without NUL or lone surrogates"
-            )
+        try:
+            check_kind(kind)
+        except ValueError as exc:
+            raise InvalidKind(str(exc)) from None
         payload = {} if payload is None else payload
         dump_json(payload)  # PayloadError now, rather than a rejection from the server
         job_id = str(uuid7())

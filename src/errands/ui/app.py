@@ -46,6 +46,10 @@ from errands.ui.local import LocalOnly
 from errands.ui.views import job_view, status_view
 
 STATIC = Path(__file__).parent / "static"
+WEB = Path(__file__).parent.parent / "web"
+SHARED_MODULES = ("model.js", "rules.js")
+"""errands.js's pure parts, which the page's view checks the job's options with: served
+from errands/web beside the view (/static/), as the sync service serves them too."""
 
 
 class ApiError(Exception):
@@ -155,7 +159,7 @@ def create_app(
     )
     app.state.live = live  # the server ends the event streams when it shuts down
     _add_error_handlers(app)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _serve_static(app)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -241,3 +245,19 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.NOT_ALLOWED}
         return error(exc.status_code, codes.get(exc.status_code, ErrorCode.BAD_REQUEST), exc.detail)
+
+
+def _serve_static(app: FastAPI) -> None:
+    """/static/: the page's files, and errands.js's SHARED_MODULES from errands/web."""
+    for name in SHARED_MODULES:
+        app.add_api_route(f"/static/{name}", _module_route(WEB / name), include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _module_route(file: Path) -> Any:
+    def serve() -> FileResponse:
+        return FileResponse(
+            file, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+        )
+
+    return serve

@@ -34,6 +34,8 @@ export {
   JobNotFound,
   PROTOCOL,
   PayloadError,
+  PayloadTooLarge,
+  RULES,
   ReplicaError,
   ReplicaMismatch,
   ServerUnreachable,
