@@ -26,6 +26,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
+from errands.page_headers import PAGE_HEADERS
 from errands.protocol import PREFIX
 
 WEB = Path(__file__).parent.parent / "web"
@@ -67,7 +68,7 @@ def web_router(kinds: Sequence[tuple[str, Any]] = ()) -> APIRouter:
 
     @router.get("/")
     async def page() -> Response:
-        return Response(page_html(), media_type="text/html; charset=utf-8", headers=REVALIDATE)
+        return Response(page_html(), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
     @router.get("/kinds.json")
     async def page_kinds() -> JSONResponse:

@@ -38,6 +38,7 @@ from starlette.middleware import Middleware
 from errands.client import Client
 from errands.client.client import SubmitOptions
 from errands.exceptions import ErrandsError, JobNotFound
+from errands.page_headers import PAGE_HEADERS
 from errands.payloads import PayloadTooLarge
 from errands.protocol import ErrorCode, check_job_options
 from errands.ui.kinds import Kind
@@ -155,6 +156,7 @@ def create_app(
         title="errands: background jobs",
         lifespan=lifespan,
         docs_url=None,
+        redoc_url=None,
         middleware=[Middleware(LocalOnly, hosts=hosts)],
     )
     app.state.live = live  # the server ends the event streams when it shuts down
@@ -163,7 +165,7 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     @app.get("/api/kinds")
     def list_kinds() -> dict[str, Any]:

@@ -54,8 +54,14 @@ export class ReplicaMismatch extends ReplicaError {}
 export class SyncError extends ErrandsError {}
 /** No answer from the sync service; local changes wait in the outbox (retried). */
 export class ServerUnreachable extends SyncError {}
-/** The sync service refused the token; sign in again. */
-export class Unauthorized extends SyncError {}
+/** The sync service refused the token; sign in again. `code`: the service's reason
+ * (RULES.error_codes.token_expired when the token is only out of date). */
+export class Unauthorized extends SyncError {
+  constructor(message, code = RULES.error_codes.unauthorized) {
+    super(message);
+    this.code = code;
+  }
+}
 
 /** The server refused a request as wrong (REFUSED): its mutations are rejected. */
 export class Refused extends SyncError {
@@ -314,23 +320,9 @@ function newRow(values) {
   return { state: "queued", completed: false, progress: 0, attempts: 0, ...values };
 }
 
-/** The newest `limit` jobs: the newest synced rows, the rows the outbox touches, and the
- * outbox entries (in upload order) on top. */
-export function newestJobs(newest, touched, entries, limit) {
-  const synced = new Map(newest.map((row) => [row.id, row]));
-  for (const row of touched) synced.set(row.id, row);
-  const byJob = new Map();
-  for (const entry of entries) {
-    if (!byJob.has(entry.jobId)) byJob.set(entry.jobId, []);
-    byJob.get(entry.jobId).push(entry);
-  }
-  const jobs = [];
-  for (const id of new Set([...synced.keys(), ...byJob.keys()])) {
-    const job = viewJob(synced.get(id) ?? null, byJob.get(id) ?? []);
-    if (job !== null) jobs.push(job);
-  }
-  jobs.sort(newestFirst);
-  return jobs.slice(0, limit);
+/** The newest `limit` of `jobs` (as viewJob makes them), newest first; equal times by id. */
+export function newestJobs(jobs, limit) {
+  return [...jobs].sort(newestFirst).slice(0, limit);
 }
 
 function newestFirst(a, b) {
@@ -397,7 +389,7 @@ export class EventStreamParser {
 
 /** The error for a failed answer: status, and the body's {"error": {code, message}}. */
 export function errorFor(status, code, message) {
-  if (status === 401) return new Unauthorized(`the server refused the token: ${message}`);
+  if (status === 401) return new Unauthorized(`the server refused the token: ${message}`, code);
   if (status === 409 || code === RULES.error_codes.bad_offset) return new MustRefetch(message);
   if (REFUSED.has(status)) return new Refused(code, message);
   // Anything else (a 5xx, a 404 from a proxy...) may pass: retried, never rejected.
@@ -418,9 +410,12 @@ export function tokenUser(token) {
   }
 }
 
-/** The IndexedDB database a client of `server` with `token` keeps its replica in. */
-export function replicaName(server, token) {
-  return `errands ${server.replace(/\/+$/, "")} ${tokenUser(token) ?? "(no token)"}`;
+/** The IndexedDB database a client of `server` keeps the replica of `user` in (by
+ * default, the user its token names: pass the user the service verified where a token
+ * could be forged, as the hosted page does). */
+export function replicaName(server, token, user = null) {
+  const owner = user ?? (typeof token === "string" ? tokenUser(token) : null);
+  return `errands ${server.replace(/\/+$/, "")} ${owner ?? "(no token)"}`;
 }
 
 /** What a client's status says, in one line. */
