@@ -231,6 +231,31 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal_error"
 
 
+ANSWER_RULES: tuple[dict[str, Any], ...] = (
+    {"status": 401, "action": "unauthorized"},
+    {"code": ErrorCode.MUTATION_ID_REUSED.value, "action": "refused"},
+    {"status": 409, "action": "must_refetch"},
+    {"code": ErrorCode.BAD_OFFSET.value, "action": "must_refetch"},
+    {"status": 400, "action": "refused"},
+    {"status": 413, "action": "refused"},
+    {"status": 422, "action": "refused"},
+)
+"""How a client reads an error answer: the first rule whose ``status`` or ``code``
+matches says what to do. ``unauthorized``: stop (or ask for a fresh token);
+``refused``: the request itself is wrong, so its mutations are rejected, never resent;
+``must_refetch``: drop the shape's rows and read it again from START, keeping the
+outbox. No rule matches: ``retry`` later (a 5xx, a proxy's 404...): nothing is
+rejected for an answer that may pass."""
+
+
+def client_action(status: int, code: str | None) -> str:
+    """What a client does with an error answer (:data:`ANSWER_RULES`)."""
+    for rule in ANSWER_RULES:
+        if rule.get("status") == status or (code is not None and rule.get("code") == code):
+            return str(rule["action"])
+    return "retry"
+
+
 def parse_timestamp(value: Any) -> datetime:
     """An ISO 8601 timestamp every client can read back, in UTC; one without a time
     zone is taken as UTC. ``ValueError`` (``TypeError`` for a non-string) otherwise."""
@@ -535,4 +560,5 @@ def rules() -> dict[str, Any]:
         "client_update_columns": sorted(CLIENT_UPDATE_COLUMNS),
         "filter_ops": list(get_args(FilterOp)),
         "error_codes": {code.name.lower(): code.value for code in ErrorCode},
+        "answers": list(ANSWER_RULES),
     }

@@ -5,10 +5,14 @@ import { readFileSync } from "node:fs";
 
 import {
   InvalidKind,
+  MustRefetch,
+  Refused,
+  Unauthorized,
   PayloadTooLarge,
   RULES,
   checkKind,
   decodeOffset,
+  errorFor,
   jobOptions,
   payloadJson,
 } from "../../src/errands/web/model.js";
@@ -68,4 +72,16 @@ const offsets = load("offsets").map(({ name, offset }) =>
   }),
 ).map(({ refusedAs, ...rest }) => (refusedAs ? { name: rest.name, refused: refusedAs } : rest));
 
-console.log(JSON.stringify({ jobs, offsets }));
+/** What errands.js does with an error answer: the error errorFor() makes of it. */
+function action(status, code) {
+  const error = errorFor(status, code ?? `http_${status}`, "a message");
+  if (error instanceof Unauthorized) return "unauthorized";
+  if (error instanceof Refused) return "refused";
+  if (error instanceof MustRefetch) return "must_refetch";
+  return "retry";
+}
+
+const answers = load("answers").map(({ name, status, code }) => ({ name, action: action(status, code) }));
+const exchanges = load("exchanges").map(({ name, expect }) => ({ name, action: action(expect.status, expect.code) }));
+
+console.log(JSON.stringify({ jobs, offsets, answers, exchanges }));

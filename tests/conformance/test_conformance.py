@@ -5,10 +5,11 @@ by name."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import httpx
 import pytest
 
 from errands.client.replica import Replica
-from errands.exceptions import ErrandsError
+from errands.client.sync import Refused, SyncSession
+from errands.exceptions import ErrandsError, ServerUnreachable, Unauthorized
 from errands.payloads import PayloadTooLarge
 from errands.protocol import JOBS_TABLE, PREFIX, ErrorCode, Offset
 from errands.sync.auth import make_token
@@ -28,6 +30,8 @@ from tests.conftest import create_database, drop_database
 Outcome = dict[str, Any]
 JOBS = cases("jobs")
 OFFSETS = cases("offsets")
+ANSWERS = cases("answers")
+EXCHANGES = cases("exchanges")
 
 
 def _ids(case: dict[str, Any]) -> str:
@@ -93,6 +97,48 @@ def test_python_client_offsets(case: dict[str, Any]) -> None:
     check(outcome, case["expect"])
 
 
+def python_action(replica: Replica, status: int, code: str | None) -> str:
+    """What the Python client's sync session does with an error answer."""
+    if code is not None:
+        body = json.dumps({"error": {"code": code, "message": "a message"}})
+    elif status == 409:
+        body = json.dumps({"messages": [{"type": "must-refetch"}], "offset": "-1"})
+    else:
+        body = "<html>a proxy's page</html>"
+
+    def answer(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body.encode())
+
+    async def call() -> str:
+        transport = httpx.MockTransport(answer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://errands") as http:
+            try:
+                await SyncSession(replica, http)._call("GET", f"{PREFIX}/me")
+            except Unauthorized:
+                return "unauthorized"
+            except Refused:
+                return "refused"
+            except ServerUnreachable:
+                return "retry"
+            except ErrandsError as error:  # the session's own must-refetch signal
+                return "must_refetch" if type(error).__name__ == "_MustRefetch" else repr(error)
+        raise AssertionError("an error answer was taken as a success")
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize("case", ANSWERS, ids=_ids)
+def test_python_client_answers(replica: Replica, case: dict[str, Any]) -> None:
+    action = python_action(replica, case["status"], case["code"])
+    assert action == case["expect"]["action"]
+
+
+@pytest.mark.parametrize("case", EXCHANGES, ids=_ids)
+def test_python_client_exchanges(replica: Replica, case: dict[str, Any]) -> None:
+    expect = case["expect"]
+    assert python_action(replica, expect["status"], expect["code"]) == expect["action"]
+
+
 # -- errands.js -------------------------------------------------------------------------
 
 
@@ -117,6 +163,20 @@ def test_errands_js_offsets(
     js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
 ) -> None:
     check(js_outcomes["offsets"][case["name"]], case["expect"])
+
+
+@pytest.mark.parametrize("case", ANSWERS, ids=_ids)
+def test_errands_js_answers(
+    js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
+) -> None:
+    assert js_outcomes["answers"][case["name"]]["action"] == case["expect"]["action"]
+
+
+@pytest.mark.parametrize("case", EXCHANGES, ids=_ids)
+def test_errands_js_exchanges(
+    js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
+) -> None:
+    assert js_outcomes["exchanges"][case["name"]]["action"] == case["expect"]["action"]
 
 
 # -- the service ------------------------------------------------------------------------
@@ -177,6 +237,64 @@ def test_service_offsets(service: httpx.Client, case: dict[str, Any]) -> None:
     check(outcome, case["expect"], values=False)
 
 
+def _reused_id(http: httpx.Client) -> httpx.Response:
+    mutation_id = str(uuid.uuid4())
+    responses = []
+    for _ in range(2):  # the same id, each time for another new job
+        job = str(uuid.uuid4())
+        values = {"id": job, "timestamp": datetime.now(UTC).isoformat(), "kind": "k"}
+        mutation = {"id": mutation_id, "table": JOBS_TABLE, "op": "insert", "key": job}
+        body = {"mutations": [mutation | {"values": values}]}
+        responses.append(http.post(f"{PREFIX}/mutations", content=json.dumps(body)))
+    assert responses[0].status_code == 200, responses[0].text
+    return responses[1]
+
+
+def _other_generation(http: httpx.Client) -> httpx.Response:
+    offset = Offset.decode(
+        http.get(f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": "-1"}).json()["offset"]
+    )
+    elsewhere = Offset("othergeneration", offset.xmin, offset.xmax, offset.xip).encode()
+    return http.get(f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": elsewhere})
+
+
+def _with_token(token: str) -> Callable[[httpx.Client], httpx.Response]:
+    def call(http: httpx.Client) -> httpx.Response:
+        return http.get(f"{PREFIX}/me", headers={"Authorization": f"Bearer {token}"})
+
+    return call
+
+
+SCENARIOS: dict[str, Callable[[httpx.Client], httpx.Response]] = {
+    "a mutation id reused for another change": _reused_id,
+    "an offset of another database generation": _other_generation,
+    "a malformed offset": lambda http: http.get(
+        f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": "g_3_2_"}
+    ),
+    "an expired token": _with_token(make_token(SECRET, "conformance", expires_in=-60)),
+    "a token signed with another secret": _with_token(make_token("x" * 32, "conformance")),
+    "a where that is not JSON": lambda http: http.get(
+        f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": "-1", "where": "[{"}
+    ),
+    "a batch with no mutations": lambda http: http.post(
+        f"{PREFIX}/mutations", content=json.dumps({"mutations": []})
+    ),
+}
+"""How to bring about each situation of exchanges.json, over real HTTP."""
+
+
+@pytest.mark.parametrize("case", EXCHANGES, ids=_ids)
+def test_service_exchanges(service: httpx.Client, case: dict[str, Any]) -> None:
+    answer = SCENARIOS[case["name"]](service)
+    body = answer.json()
+    code = body["error"]["code"] if "error" in body else None
+    assert (answer.status_code, code) == (case["expect"]["status"], case["expect"]["code"])
+    if code is None:  # must-refetch: a shape response that says so
+        assert [m["type"] for m in body["messages"]] == ["must-refetch"]
+
+
 def test_every_vector_file_runs() -> None:
     """A new vector file is picked up here, or this fails."""
-    assert sorted(path.stem for path in Path(HERE).glob("*.json")) == ["jobs", "offsets"]
+    found = sorted(path.stem for path in Path(HERE).glob("*.json"))
+    assert found == ["answers", "exchanges", "jobs", "offsets"]
+    assert set(SCENARIOS) == {case["name"] for case in EXCHANGES}

@@ -23,7 +23,6 @@ export const PROTOCOL = Object.freeze({
 });
 
 const BATCH_BYTES = PROTOCOL.MAX_BODY_BYTES / 2; // JSON overhead varies: stay well under
-const REFUSED = new Set([400, 413, 422]); // the request itself is wrong: resending cannot help
 const FINAL_STATES = new Set(["completed", "failed", "cancelled", "rejected"]);
 const TIMES = ["timestamp", "run_at", "received_at", "started_at", "finished_at"];
 
@@ -63,7 +62,7 @@ export class Unauthorized extends SyncError {
   }
 }
 
-/** The server refused a request as wrong (REFUSED): its mutations are rejected. */
+/** The server refused a request as wrong (RULES.answers: "refused"): its mutations are rejected. */
 export class Refused extends SyncError {
   constructor(code, detail) {
     super(`${code}: ${detail}`);
@@ -387,13 +386,25 @@ export class EventStreamParser {
   }
 }
 
+/** What a client does with an error answer: the first of RULES.answers (protocol.py's
+ * ANSWER_RULES) whose status or code matches; none: "retry". */
+export function clientAction(status, code) {
+  const rule = RULES.answers.find((r) => r.status === status || (code != null && r.code === code));
+  return rule ? rule.action : "retry";
+}
+
 /** The error for a failed answer: status, and the body's {"error": {code, message}}. */
 export function errorFor(status, code, message) {
-  if (status === 401) return new Unauthorized(`the server refused the token: ${message}`, code);
-  if (status === 409 || code === RULES.error_codes.bad_offset) return new MustRefetch(message);
-  if (REFUSED.has(status)) return new Refused(code, message);
-  // Anything else (a 5xx, a 404 from a proxy...) may pass: retried, never rejected.
-  return new ServerUnreachable(`the server answered ${status}: ${message}`);
+  switch (clientAction(status, code)) {
+    case "unauthorized":
+      return new Unauthorized(`the server refused the token: ${message}`, code);
+    case "refused":
+      return new Refused(code, message);
+    case "must_refetch":
+      return new MustRefetch(message);
+    default: // a 5xx, a 404 from a proxy...: it may pass, so retried, never rejected
+      return new ServerUnreachable(`the server answered ${status}: ${message}`);
+  }
 }
 
 /** The user a token names (its JWT subject, read, not verified: the server checks it), or

@@ -139,7 +139,37 @@ const RULES = {
     "unavailable": "unavailable",
     "database_unavailable": "database_unavailable",
     "internal": "internal_error"
-  }
+  },
+  "answers": [
+    {
+      "status": 401,
+      "action": "unauthorized"
+    },
+    {
+      "code": "mutation_id_reused",
+      "action": "refused"
+    },
+    {
+      "status": 409,
+      "action": "must_refetch"
+    },
+    {
+      "code": "bad_offset",
+      "action": "must_refetch"
+    },
+    {
+      "status": 400,
+      "action": "refused"
+    },
+    {
+      "status": 413,
+      "action": "refused"
+    },
+    {
+      "status": 422,
+      "action": "refused"
+    }
+  ]
 };
 
 const freeze = (value) => {
