@@ -90,6 +90,8 @@ class SyncServer:
     cors_origin: str
     port: int = field(default_factory=free_port)
     process: ErrandsProcess | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """More of the server's environment (ERRANDS_* settings)."""
 
     @property
     def url(self) -> str:
@@ -110,7 +112,7 @@ class SyncServer:
             *kinds,
             "--cors-origin",
             self.cors_origin,
-            env={"ERRANDS_SECRET": SECRET},
+            env={"ERRANDS_SECRET": SECRET, **self.env},
         )
         process = self.process
         wait_for(lambda: answers(f"{self.url}/kinds.json", process), 30, what="errands server")

@@ -4,14 +4,30 @@ submit, never shown as submitted and rejected later."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import Session
+from tests.browser.conftest import Session, SyncServer, WebApp
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def module_server(jobs_database: str, web_app: WebApp) -> Iterator[SyncServer]:
+    """The browser tests' server, with every kind open to clients where the service
+    knows that setting: these tests are about the rules every client shares, not about
+    which kinds a deployment offers."""
+    server = SyncServer(jobs_database, web_app.origin, env={"ERRANDS_CLIENT_KINDS": "*"})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
 
 SUBMIT = """async ([kind, payload]) => {
     try {

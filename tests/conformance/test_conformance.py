@@ -184,9 +184,13 @@ def test_errands_js_exchanges(
 
 @pytest.fixture(scope="module")
 def service(server_url: str, template_db: str) -> Iterator[httpx.Client]:
-    """``errands server`` on a database of its own, and an HTTP client signed in."""
+    """``errands server`` on a database of its own, and an HTTP client signed in. Every
+    kind is open to clients (``ERRANDS_CLIENT_KINDS=*``, where the service knows it): the
+    vectors test the rules every client shares, not which kinds a deployment offers."""
     database = create_database(server_url, template_db)
-    server = SyncServer(database).start()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ERRANDS_CLIENT_KINDS", "*")
+        server = SyncServer(database).start()
     token = make_token(SECRET, "conformance")
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     try:
