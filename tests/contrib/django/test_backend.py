@@ -1,0 +1,215 @@
+"""The errands backend of Django's tasks framework, in a real Django project on
+Postgres: a view's transaction, results and failures through a real worker, signals,
+validation, checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from typing import Any
+
+import psycopg
+import pytest
+from django.test import Client
+
+from errands import operations
+from errands.contrib.django import ErrandsBackend, ErrandsTask
+from errands.contrib.django.compat import (
+    InvalidTask,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+)
+from errands.migrations import pending
+from tests.contrib.django.conftest import MANAGE, manage
+from tests.contrib.django.settings import DATABASE_VARIABLE
+from tests.contrib.django.shop import tasks
+from tests.contrib.django.shop.models import Order, SignalSeen
+from tests.contrib.django.shop.views import OrderRefused
+from tests.helpers import ROOT, wait_for
+
+CONFIRM = "tests.contrib.django.shop.tasks.confirm"
+
+
+def jobs(url: str) -> list[tuple[Any, ...]]:
+    """Every job in the database, seen from a connection of its own (committed rows)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT id::text, kind, payload, state, priority, queue FROM background_jobs"
+        ).fetchall()
+
+
+def run_worker(url: str, *args: str) -> str:
+    """``manage.py errands_worker --burst``: runs every runnable task, then exits."""
+    ran = manage(url, "errands_worker", "--burst", "--poll-interval", "0.1", *args)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return ran.stdout + ran.stderr
+
+
+def test_a_view_that_commits_enqueues_its_task_with_its_writes(django_db: str) -> None:
+    answer = Client().post("/orders", {"item": "teapot"})
+    assert answer.status_code == 200
+    placed = answer.json()
+    [(job_id, kind, payload, state, priority, queue)] = jobs(django_db)
+    assert (job_id, kind, state, queue) == (placed["task"], CONFIRM, "queued", "default")
+    assert payload == {"args": [placed["order"]], "kwargs": {"note": "thanks"}}
+    assert priority == 0
+
+
+def test_a_view_that_rolls_back_enqueues_nothing(django_db: str) -> None:
+    with pytest.raises(OrderRefused):
+        Client().post("/orders", {"item": "teapot", "fail": "1"})
+    assert Order.objects.count() == 0
+    assert jobs(django_db) == []
+
+
+def test_a_result_and_a_failure_reach_get_result_through_the_worker(django_db: str) -> None:
+    order = Order.objects.create(item="kettle")
+    confirmed = tasks.confirm.enqueue(order.id, note="hi")
+    declined = tasks.charge.enqueue(12)
+    assert confirmed.status == TaskResultStatus.READY
+    run_worker(django_db)
+
+    confirmed.refresh()
+    assert confirmed.status == TaskResultStatus.SUCCESSFUL
+    assert confirmed.return_value == {"order": order.id, "item": "kettle", "note": "hi"}
+    assert confirmed.started_at <= confirmed.finished_at
+    assert confirmed.enqueued_at <= confirmed.started_at
+    assert len(confirmed.worker_ids) == 1
+    assert confirmed.errors == []
+
+    result = tasks.charge.get_result(declined.id)
+    assert result.status == TaskResultStatus.FAILED
+    assert len(result.errors) == 2  # max_attempts=2: both attempts' errors
+    assert len(result.worker_ids) == 2
+    error = result.errors[-1]
+    assert error.exception_class is tasks.PaymentDeclined
+    assert "card declined for 12" in error.traceback
+    assert "raise PaymentDeclined" in error.traceback
+    with pytest.raises(ValueError, match="failed"):
+        _ = result.return_value
+
+
+def test_context_async_tasks_and_queues_run_in_the_worker(django_db: str) -> None:
+    attempt = tasks.which_attempt.enqueue()
+    doubled = asyncio.run(tasks.double.aenqueue(21))
+    email = tasks.send_email.enqueue("ada@example.com")
+    run_worker(django_db)
+    assert tasks.which_attempt.get_result(attempt.id).return_value == 1
+    assert asyncio.run(tasks.double.aget_result(doubled.id)).return_value == 42
+    sent = tasks.send_email.get_result(email.id)
+    assert (sent.return_value, sent.task.queue_name, sent.task.priority) == (
+        "sent to ada@example.com",
+        "emails",
+        50,
+    )
+    [priority] = [row[4] for row in jobs(django_db) if row[0] == email.id]
+    assert priority == 500  # Django's 50 of 100 is errands' 500 of 1000
+
+
+def test_the_worker_sends_started_and_finished_signals(django_db: str) -> None:
+    order = Order.objects.create(item="cup")
+    done = tasks.confirm.enqueue(order.id)
+    failed = tasks.charge.using(max_attempts=1).enqueue(3)
+    run_worker(django_db)
+    seen = {(s.task_id, s.signal): (s.status, len(s.worker_ids)) for s in SignalSeen.objects.all()}
+    assert seen == {
+        (done.id, "started"): ("RUNNING", 1),
+        (done.id, "finished"): ("SUCCESSFUL", 1),
+        (failed.id, "started"): ("RUNNING", 1),
+        (failed.id, "finished"): ("FAILED", 1),
+    }
+
+
+def test_task_enqueued_is_sent_with_the_result(django_db: str) -> None:
+    received: list[Any] = []
+
+    def receive(sender: type, task_result: Any, **kwargs: Any) -> None:
+        received.append((sender, task_result.id))
+
+    task_enqueued.connect(receive)
+    try:
+        result = tasks.send_email.enqueue("bob@example.com")
+    finally:
+        task_enqueued.disconnect(receive)
+    assert received == [(ErrandsBackend, result.id)]
+
+
+def test_errands_options_reach_the_job(django_db: str) -> None:
+    first = tasks.send_email.using(unique_key="welcome-bob", max_attempts=4).enqueue("bob")
+    again = tasks.send_email.using(unique_key="welcome-bob").enqueue("bob")
+    assert again.id == first.id
+    with psycopg.connect(django_db) as conn:
+        row = conn.execute(
+            "SELECT unique_key, max_attempts FROM background_jobs WHERE id = %s", (first.id,)
+        ).fetchone()
+    assert row == ("welcome-bob", 4)
+
+
+def test_get_result_of_an_unknown_id_says_so(django_db: str) -> None:
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.confirm.get_result("0193a1b2-0000-7000-8000-000000000000")
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.confirm.get_result("not-an-id")
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"queue_name": "nowhere"}, "Queue 'nowhere' is not valid"),
+        ({"priority": 101}, "priority must be"),
+        ({"max_attempts": 0}, "max_attempts must be at least 1"),
+        ({"timeout": -1.0}, "timeout must be positive"),
+        ({"unique_key": "k" * 201}, "unique_key must have"),
+    ],
+)
+def test_validate_task_refuses_what_errands_cannot_honour(
+    changes: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(InvalidTask, match=problem):
+        tasks.confirm.using(**changes)
+
+
+def test_the_backend_declares_its_capabilities() -> None:
+    backend = tasks.confirm.get_backend()
+    assert isinstance(backend, ErrandsBackend)
+    assert isinstance(tasks.confirm, ErrandsTask)
+    supports = ("defer", "async_task", "get_result", "priority")
+    assert all(getattr(backend, f"supports_{feature}") for feature in supports)
+
+
+def test_checks_name_a_queue_no_worker_serves(django_db: str) -> None:
+    nobody = manage(django_db, "check", "--database", "default")
+    assert nobody.returncode == 0, nobody.stderr
+    assert "errands.W002" in nobody.stderr, nobody.stderr
+    assert "queue 'default'" in nobody.stderr, nobody.stderr
+    assert "queue 'emails'" in nobody.stderr, nobody.stderr
+    worker = subprocess.Popen(
+        [sys.executable, str(MANAGE), "errands_worker", "--queue", "default"],
+        env={**os.environ, DATABASE_VARIABLE: django_db, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with psycopg.connect(django_db, autocommit=True) as conn:
+            wait_for(lambda: operations.workers(conn), 30, what="the worker to register")
+        some = manage(django_db, "check", "--database", "default")
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    assert "queue 'emails'" in some.stderr, some.stderr
+    assert "queue 'default'" not in some.stderr, some.stderr
+
+
+def test_checks_name_missing_migrations_and_migrate_applies_them(empty_database_url: str) -> None:
+    bare = manage(empty_database_url, "check", "--database", "default")
+    assert "errands.W001" in bare.stderr, bare.stderr
+    assert "0001_jobs" in bare.stderr, bare.stderr
+    migrated = manage(empty_database_url, "migrate", "-v", "0")
+    assert migrated.returncode == 0, migrated.stderr
+    assert pending(empty_database_url) == []
+    after = manage(empty_database_url, "check", "--database", "default")
+    assert "errands.W001" not in after.stderr, after.stderr
