@@ -40,5 +40,6 @@ TASKS = {
     "default": {
         "BACKEND": "errands.contrib.django.ErrandsBackend",
         "QUEUES": ["default", "emails"],
+        "OPTIONS": {"REGISTRIES": ["tests.contrib.django.shop.jobs:registry"]},
     }
 }

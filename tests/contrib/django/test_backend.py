@@ -12,8 +12,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.db import transaction
 from django.test import Client
 
+import errands
 from errands import operations
 from errands.contrib.django import ErrandsBackend, ErrandsTask
 from errands.contrib.django.compat import (
@@ -22,6 +24,7 @@ from errands.contrib.django.compat import (
     TaskResultStatus,
     task_enqueued,
 )
+from errands.contrib.django.connection import psycopg_connection
 from errands.migrations import pending
 from tests.contrib.django.conftest import MANAGE, manage
 from tests.contrib.django.settings import DATABASE_VARIABLE
@@ -121,6 +124,16 @@ def test_the_worker_sends_started_and_finished_signals(django_db: str) -> None:
         (failed.id, "started"): ("RUNNING", 1),
         (failed.id, "finished"): ("FAILED", 1),
     }
+
+
+def test_the_worker_runs_the_registries_handlers_too(django_db: str) -> None:
+    with transaction.atomic():  # errands' own API, on Django's connection
+        job_id = errands.enqueue(psycopg_connection("default"), "shop.restock", {"count": 4})
+    run_worker(django_db)
+    with psycopg.connect(django_db) as conn:
+        job = errands.get(conn, job_id)
+    assert job is not None
+    assert (job.state, job.result) == ("completed", {"restocked": 4})
 
 
 def test_task_enqueued_is_sent_with_the_result(django_db: str) -> None:
