@@ -10,6 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from django.db import transaction
@@ -26,12 +27,14 @@ from errands.contrib.django.compat import (
 )
 from errands.contrib.django.connection import psycopg_connection
 from errands.migrations import pending
+from errands.sync.auth import make_token
 from tests.contrib.django.conftest import MANAGE, manage
 from tests.contrib.django.settings import DATABASE_VARIABLE
 from tests.contrib.django.shop import tasks
 from tests.contrib.django.shop.models import Order, SignalSeen
 from tests.contrib.django.shop.views import OrderRefused
-from tests.helpers import ROOT, wait_for
+from tests.helpers import ROOT, ErrandsProcess, wait_for
+from tests.ui.conftest import answers, free_port
 
 CONFIRM = "tests.contrib.django.shop.tasks.confirm"
 
@@ -124,6 +127,32 @@ def test_the_worker_sends_started_and_finished_signals(django_db: str) -> None:
         (failed.id, "started"): ("RUNNING", 1),
         (failed.id, "finished"): ("FAILED", 1),
     }
+
+
+def test_the_operators_console_shows_a_tasks_attempts(django_db: str) -> None:
+    failed = tasks.charge.using(max_attempts=1).enqueue(7)
+    run_worker(django_db)
+    secret = "django-tests-secret-0123456789abcdef"
+    port = free_port()
+    server = ErrandsProcess(
+        "server", "--database-url", django_db, "--port", str(port), env={"ERRANDS_SECRET": secret}
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: answers(f"{url}/kinds.json", server), 30, what="errands server")
+        token = make_token(secret, "ops", operator=True)
+        detail = httpx.get(
+            f"{url}/v1/admin/jobs/{failed.id}", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+    finally:
+        server.close()
+    assert (detail["job"]["kind"], detail["job"]["state"]) == (
+        "tests.contrib.django.shop.tasks.charge",
+        "failed",
+    )
+    assert detail["job"]["payload"] == {"args": [7], "kwargs": {}}
+    [attempt] = detail["attempts"]
+    assert "PaymentDeclined: card declined for 7" in attempt["error"]["traceback"]
 
 
 def test_the_worker_runs_the_registries_handlers_too(django_db: str) -> None:
