@@ -4,7 +4,6 @@ validation, checks."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from asgiref.sync import async_to_sync
 from django.db import transaction
 from django.test import Client
 
@@ -100,11 +100,12 @@ def test_a_result_and_a_failure_reach_get_result_through_the_worker(django_db: s
 
 def test_context_async_tasks_and_queues_run_in_the_worker(django_db: str) -> None:
     attempt = tasks.which_attempt.enqueue()
-    doubled = asyncio.run(tasks.double.aenqueue(21))
+    # async_to_sync, as an ASGI server would: the enqueue runs on this thread's connection.
+    doubled = async_to_sync(tasks.double.aenqueue)(21)
     email = tasks.send_email.enqueue("ada@example.com")
     run_worker(django_db)
     assert tasks.which_attempt.get_result(attempt.id).return_value == 1
-    assert asyncio.run(tasks.double.aget_result(doubled.id)).return_value == 42
+    assert async_to_sync(tasks.double.aget_result)(doubled.id).return_value == 42
     sent = tasks.send_email.get_result(email.id)
     assert (sent.return_value, sent.task.queue_name, sent.task.priority) == (
         "sent to ada@example.com",
