@@ -7,6 +7,7 @@ import json
 import uuid
 from urllib.parse import urlencode
 
+import httpx
 import psycopg
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -86,3 +87,10 @@ def test_offline_a_job_waits_on_the_page_and_runs_once_back_online(
     page.get_by_label("Online").check()
     expect(page.locator("#status")).to_have_text("Connected")
     expect(row(page, job_id).locator(".state")).to_have_text("completed", timeout=30_000)
+
+
+def test_the_sync_service_serves_the_hooks_and_their_types(sync_server: SyncServer) -> None:
+    for name, wanted in (("errands-react.js", "createHooks"), ("errands-react.d.ts", "useJobs")):
+        served = httpx.get(f"{sync_server.url}/v1/client/{name}")
+        assert served.status_code == 200, name
+        assert wanted in served.text

@@ -1,4 +1,5 @@
-"""errands-react.js's hooks under Node (node --test): React renders them on happy-dom."""
+"""errands-react.js under Node: React renders its hooks on happy-dom (node --test), and
+TypeScript checks its types and errands.js's as an app sees them (types.ts)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,16 @@ def test_the_hooks_render_in_node() -> None:
     passed = re.search(r"^# pass (\d+)$", ran.stdout, re.MULTILINE)
     assert passed, ran.stdout
     assert int(passed.group(1)) >= 8, ran.stdout
+
+
+def test_the_types_hold_for_an_app_in_typescript() -> None:
+    tsc = HERE / "node_modules" / "typescript" / "bin" / "tsc"
+    assert tsc.is_file(), "TypeScript is not installed for the tests: run `make test` (npm ci)"
+    ran = subprocess.run(
+        ["node", str(tsc), "-p", str(HERE / "tsconfig.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
