@@ -114,6 +114,12 @@ def test_context_async_tasks_and_queues_run_in_the_worker(django_db: str) -> Non
     )
     [priority] = [row[4] for row in jobs(django_db) if row[0] == email.id]
     assert priority == 500  # Django's 50 of 100 is errands' 500 of 1000
+    with psycopg.connect(django_db) as conn:  # the worker registered the task's limit
+        limit = conn.execute(
+            "SELECT max_running FROM errands_kinds WHERE kind = %s",
+            ("tests.contrib.django.shop.tasks.send_email",),
+        ).fetchone()
+    assert limit == (2,)
 
 
 def test_the_worker_sends_started_and_finished_signals(django_db: str) -> None:
@@ -181,14 +187,17 @@ def test_task_enqueued_is_sent_with_the_result(django_db: str) -> None:
 
 
 def test_errands_options_reach_the_job(django_db: str) -> None:
-    first = tasks.send_email.using(unique_key="welcome-bob", max_attempts=4).enqueue("bob")
+    first = tasks.send_email.using(unique_key="welcome-bob", max_attempts=4, timeout=2.5).enqueue(
+        "bob"
+    )
     again = tasks.send_email.using(unique_key="welcome-bob").enqueue("bob")
     assert again.id == first.id
     with psycopg.connect(django_db) as conn:
         row = conn.execute(
-            "SELECT unique_key, max_attempts FROM background_jobs WHERE id = %s", (first.id,)
+            "SELECT unique_key, max_attempts, timeout_seconds FROM background_jobs WHERE id = %s",
+            (first.id,),
         ).fetchone()
-    assert row == ("welcome-bob", 4)
+    assert row == ("welcome-bob", 4, 2.5)
 
 
 def test_get_result_of_an_unknown_id_says_so(django_db: str) -> None:

@@ -41,7 +41,7 @@ async def double(number: int) -> int:
     return 2 * number
 
 
-@task(queue_name="emails", priority=50)
+@task(queue_name="emails", priority=50, max_running=2)
 def send_email(to: str) -> str:
     """A task of another queue, with a priority."""
     return f"sent to {to}"
