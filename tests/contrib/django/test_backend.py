@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 from asgiref.sync import async_to_sync
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.test import Client
 
@@ -265,3 +266,28 @@ def test_checks_name_missing_migrations_and_migrate_applies_them(empty_database_
     assert pending(empty_database_url) == []
     after = manage(empty_database_url, "check", "--database", "default")
     assert "errands.W001" not in after.stderr, after.stderr
+
+
+def test_errands_worker_takes_the_options_of_errands_worker(django_db: str) -> None:
+    helped = manage(django_db, "errands_worker", "--help")
+    assert helped.returncode == 0, helped.stderr
+    for option in ("--concurrency", "--queue", "--burst", "--lease", "--metrics-port"):
+        assert option in helped.stdout
+    assert "MODULE:REGISTRY" not in helped.stdout  # the project's tasks are the registry
+    refused = manage(django_db, "errands_worker", "--concurrency", "0")
+    assert refused.returncode == 2
+    assert "--concurrency" in refused.stderr
+
+
+def test_the_backend_refuses_unknown_options_and_a_database_it_cannot_use() -> None:
+    with pytest.raises(ImproperlyConfigured, match="unknown key"):
+        ErrandsBackend("other", {"OPTIONS": {"DATABSE": "default"}})
+    backend = ErrandsBackend("other", {"OPTIONS": {"DATABASE": "nowhere"}})
+    assert [message.id for message in backend.check()] == ["errands.E001"]
+    assert list(tasks.confirm.get_backend().check()) == []
+
+
+def test_djangos_test_runner_runs_the_projects_tests_with_errands(django_db: str) -> None:
+    ran = manage(django_db, "test", "tests.contrib.django.shop", "--noinput", timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "Ran 2 tests" in ran.stderr, ran.stderr

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 from typing import Any
 
+import click
 from django.core.management.base import BaseCommand, CommandError
 
 from errands.cli.worker import worker
@@ -44,11 +46,38 @@ def run_worker(args: list[str], prog_name: str, *, standalone: bool = True) -> N
     databases = {backend.database for backend in backends}
     if len(databases) > 1:
         raise CommandError(f"the errands backends use several databases {sorted(databases)}")
-    worker.main(
-        args=[REGISTRY, *args],
-        prog_name=prog_name,
-        default_map={"database_url": conninfo(databases.pop())},
-        standalone_mode=standalone,
+    command = tasks_worker(conninfo(databases.pop()))
+    command.main(args=args, prog_name=prog_name, standalone_mode=standalone)
+
+
+def tasks_worker(database_url: str) -> click.Command:
+    """``errands worker`` with the registry of the project's tasks, and the database
+    (unless ``--database-url`` or its variable says otherwise) of the errands backend."""
+    params = []
+    for param in worker.params:
+        if param.name == "registry":
+            continue
+        if param.name == "database_url" and isinstance(param, click.Option):
+            param = copy.copy(param)  # noqa: PLW2901 -- the original stays as it was
+            param.required = False
+            param.default = database_url
+            param.show_default = False  # the URL may hold a password
+            param.help = f"{param.help} Default: the errands backend's Django database."
+        params.append(param)
+
+    def run(**options: Any) -> None:
+        assert worker.callback is not None
+        worker.callback(registry=REGISTRY, **options)
+
+    return click.Command(
+        "errands_worker",
+        params=params,
+        callback=run,
+        help="Run the project's Django tasks (every task of an errands backend, and the "
+        "handlers of its OPTIONS['REGISTRIES']) with errands' worker, on the backend's "
+        "database. It wakes on notifications within milliseconds, polls as a fallback, "
+        "and stops gracefully on SIGTERM or Ctrl-C (press it twice to stop at once).",
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     )
 
 
