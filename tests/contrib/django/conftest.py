@@ -5,6 +5,7 @@ models) with the test project's settings; each test points it at a database of i
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -26,15 +27,27 @@ os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
 django.setup()
 
 
+def use_database(url: str) -> None:
+    """Point Django's ``default`` database at ``url`` (closing this thread's connections)."""
+    connections.close_all()
+    settings.DATABASES["default"].update(database(url))
+
+
 @pytest.fixture
 def django_db(database_url: str) -> Iterator[str]:
     """The test's database, Django's ``default`` one, migrated (errands' tables come from
     the template, the shop's from ``migrate``); its URL."""
-    connections.close_all()
-    settings.DATABASES["default"].update(database(database_url))
+    use_database(database_url)
     call_command("migrate", run_syncdb=True, verbosity=0)
     yield database_url
     connections.close_all()
+
+
+def check_database() -> str:
+    """What ``manage.py check --database default`` says (the checks that read it)."""
+    said = io.StringIO()
+    call_command("check", databases=["default"], stdout=said, stderr=said)
+    return said.getvalue()
 
 
 def manage(database_url: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -13,8 +13,10 @@ import httpx
 import psycopg
 import pytest
 from asgiref.sync import async_to_sync
+from click.testing import CliRunner
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.core.management import call_command
+from django.db import connections, transaction
 from django.test import Client
 
 import errands
@@ -27,9 +29,10 @@ from errands.contrib.django.compat import (
     task_enqueued,
 )
 from errands.contrib.django.connection import psycopg_connection
+from errands.contrib.django.management.commands.errands_worker import tasks_worker
 from errands.migrations import pending
 from errands.sync.auth import make_token
-from tests.contrib.django.conftest import MANAGE, manage
+from tests.contrib.django.conftest import MANAGE, check_database, manage, use_database
 from tests.contrib.django.settings import DATABASE_VARIABLE
 from tests.contrib.django.shop import tasks
 from tests.contrib.django.shop.models import Order, SignalSeen
@@ -98,12 +101,29 @@ def test_a_result_and_a_failure_reach_get_result_through_the_worker(django_db: s
     with pytest.raises(ValueError, match="failed"):
         _ = result.return_value
 
+    # Django's signals, as a receiver in the worker saw them: status and workers so far.
+    seen = sorted(
+        (s.task_id, s.id, s.signal, s.status, len(s.worker_ids)) for s in SignalSeen.objects.all()
+    )
+    assert [row[2:] for row in seen if row[0] == confirmed.id] == [
+        ("started", "RUNNING", 1),
+        ("finished", "SUCCESSFUL", 1),
+    ]
+    assert [row[2:] for row in seen if row[0] == declined.id] == [
+        ("started", "RUNNING", 1),
+        ("finished", "FAILED", 1),
+        ("started", "RUNNING", 2),
+        ("finished", "FAILED", 2),
+    ]
 
-def test_context_async_tasks_and_queues_run_in_the_worker(django_db: str) -> None:
+
+def test_context_async_tasks_queues_and_registries_run_in_the_worker(django_db: str) -> None:
     attempt = tasks.which_attempt.enqueue()
     # async_to_sync, as an ASGI server would: the enqueue runs on this thread's connection.
     doubled = async_to_sync(tasks.double.aenqueue)(21)
     email = tasks.send_email.enqueue("ada@example.com")
+    with transaction.atomic():  # errands' own API on Django's connection: OPTIONS' registry
+        restock = errands.enqueue(psycopg_connection("default"), "shop.restock", {"count": 4})
     run_worker(django_db)
     assert tasks.which_attempt.get_result(attempt.id).return_value == 1
     assert async_to_sync(tasks.double.aget_result)(doubled.id).return_value == 42
@@ -121,20 +141,10 @@ def test_context_async_tasks_and_queues_run_in_the_worker(django_db: str) -> Non
             ("tests.contrib.django.shop.tasks.send_email",),
         ).fetchone()
     assert limit == (2,)
-
-
-def test_the_worker_sends_started_and_finished_signals(django_db: str) -> None:
-    order = Order.objects.create(item="cup")
-    done = tasks.confirm.enqueue(order.id)
-    failed = tasks.charge.using(max_attempts=1).enqueue(3)
-    run_worker(django_db)
-    seen = {(s.task_id, s.signal): (s.status, len(s.worker_ids)) for s in SignalSeen.objects.all()}
-    assert seen == {
-        (done.id, "started"): ("RUNNING", 1),
-        (done.id, "finished"): ("SUCCESSFUL", 1),
-        (failed.id, "started"): ("RUNNING", 1),
-        (failed.id, "finished"): ("FAILED", 1),
-    }
+    with psycopg.connect(django_db) as conn:
+        job = errands.get(conn, restock)
+    assert job is not None
+    assert (job.state, job.result) == ("completed", {"restocked": 4})
 
 
 def test_the_operators_console_shows_a_tasks_attempts(django_db: str) -> None:
@@ -161,16 +171,6 @@ def test_the_operators_console_shows_a_tasks_attempts(django_db: str) -> None:
     assert detail["job"]["payload"] == {"args": [7], "kwargs": {}}
     [attempt] = detail["attempts"]
     assert "PaymentDeclined: card declined for 7" in attempt["error"]["traceback"]
-
-
-def test_the_worker_runs_the_registries_handlers_too(django_db: str) -> None:
-    with transaction.atomic():  # errands' own API, on Django's connection
-        job_id = errands.enqueue(psycopg_connection("default"), "shop.restock", {"count": 4})
-    run_worker(django_db)
-    with psycopg.connect(django_db) as conn:
-        job = errands.get(conn, job_id)
-    assert job is not None
-    assert (job.state, job.result) == ("completed", {"restocked": 4})
 
 
 def test_task_enqueued_is_sent_with_the_result(django_db: str) -> None:
@@ -234,11 +234,10 @@ def test_the_backend_declares_its_capabilities() -> None:
 
 
 def test_checks_name_a_queue_no_worker_serves(django_db: str) -> None:
-    nobody = manage(django_db, "check", "--database", "default")
-    assert nobody.returncode == 0, nobody.stderr
-    assert "errands.W002" in nobody.stderr, nobody.stderr
-    assert "queue 'default'" in nobody.stderr, nobody.stderr
-    assert "queue 'emails'" in nobody.stderr, nobody.stderr
+    nobody = check_database()
+    assert "errands.W002" in nobody, nobody
+    assert "queue 'default'" in nobody, nobody
+    assert "queue 'emails'" in nobody, nobody
     worker = subprocess.Popen(
         [sys.executable, str(MANAGE), "errands_worker", "--queue", "default"],
         env={**os.environ, DATABASE_VARIABLE: django_db, "PYTHONPATH": str(ROOT)},
@@ -249,34 +248,41 @@ def test_checks_name_a_queue_no_worker_serves(django_db: str) -> None:
     try:
         with psycopg.connect(django_db, autocommit=True) as conn:
             wait_for(lambda: operations.workers(conn), 30, what="the worker to register")
-        some = manage(django_db, "check", "--database", "default")
+        some = check_database()
     finally:
         worker.terminate()
         worker.wait(30)
-    assert "queue 'emails'" in some.stderr, some.stderr
-    assert "queue 'default'" not in some.stderr, some.stderr
+    assert "queue 'emails'" in some, some
+    assert "queue 'default'" not in some, some
 
 
-def test_checks_name_missing_migrations_and_migrate_applies_them(empty_database_url: str) -> None:
-    bare = manage(empty_database_url, "check", "--database", "default")
-    assert "errands.W001" in bare.stderr, bare.stderr
-    assert "0001_jobs" in bare.stderr, bare.stderr
-    migrated = manage(empty_database_url, "migrate", "-v", "0")
-    assert migrated.returncode == 0, migrated.stderr
-    assert pending(empty_database_url) == []
-    after = manage(empty_database_url, "check", "--database", "default")
-    assert "errands.W001" not in after.stderr, after.stderr
+def test_checks_name_missing_migrations_and_migrate_applies_them(
+    empty_database_url: str,
+) -> None:
+    use_database(empty_database_url)
+    try:
+        bare = check_database()
+        assert "errands.W001" in bare, bare
+        assert "0001_jobs" in bare, bare
+        call_command("migrate", run_syncdb=True, verbosity=0)
+        assert pending(empty_database_url) == []
+        after = check_database()
+        assert "errands.W001" not in after, after
+    finally:
+        connections.close_all()
 
 
-def test_errands_worker_takes_the_options_of_errands_worker(django_db: str) -> None:
-    helped = manage(django_db, "errands_worker", "--help")
-    assert helped.returncode == 0, helped.stderr
+def test_errands_worker_takes_the_options_of_errands_worker() -> None:
+    command = tasks_worker("postgresql://django:secret@db.example/shop")
+    helped = CliRunner().invoke(command, ["--help"])
+    assert helped.exit_code == 0, helped.output
     for option in ("--concurrency", "--queue", "--burst", "--lease", "--metrics-port"):
-        assert option in helped.stdout
-    assert "MODULE:REGISTRY" not in helped.stdout  # the project's tasks are the registry
-    refused = manage(django_db, "errands_worker", "--concurrency", "0")
-    assert refused.returncode == 2
-    assert "--concurrency" in refused.stderr
+        assert option in helped.output
+    assert "MODULE:REGISTRY" not in helped.output  # the project's tasks are the registry
+    assert "secret" not in helped.output  # the database's URL is never shown
+    refused = CliRunner().invoke(command, ["--concurrency", "0"])
+    assert refused.exit_code == 2
+    assert "--concurrency" in refused.output
 
 
 def test_the_backend_refuses_unknown_options_and_a_database_it_cannot_use() -> None:
