@@ -10,13 +10,14 @@ once Django is set up.
 
 from __future__ import annotations
 
-import importlib
+import traceback
 from typing import Any
 
 from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
+from errands.cli.worker import load_registry
 from errands.contrib.django.backend import declared_tasks, errands_backends
 from errands.contrib.django.compat import Task, TaskContext, TaskError, task_finished, task_started
 from errands.contrib.django.results import ended
@@ -45,7 +46,7 @@ def run_task(task: Task[Any, Any]) -> Handler:
             except BaseException as exc:
                 error = TaskError(
                     exception_class_path=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                    traceback=_traceback(exc),
+                    traceback="".join(traceback.format_exception(exc)),
                 )
                 failed = ended(started, timezone.now(), error=error)
                 task_finished.send(type(backend), task_result=failed)
@@ -55,27 +56,11 @@ def run_task(task: Task[Any, Any]) -> Handler:
         finally:
             close_old_connections()
 
-    handler.__qualname__ = handler.__name__ = f"run {task.module_path}"
     return handler
 
 
 def _or_default(value: float | None, default: float) -> float:
     return default if value is None else value
-
-
-def _traceback(exc: BaseException) -> str:
-    import traceback  # noqa: PLC0415 -- only failing tasks need it
-
-    return "".join(traceback.format_exception(exc))
-
-
-def load(spec: str) -> Registry:
-    """The errands Registry ``module:attribute`` names (attribute ``registry`` if left out)."""
-    module_name, _, attribute = spec.partition(":")
-    found = getattr(importlib.import_module(module_name), attribute or "registry", None)
-    if not isinstance(found, Registry):
-        raise TypeError(f"{spec!r} in OPTIONS['REGISTRIES'] is not an errands.Registry")
-    return found
 
 
 def build() -> Registry:
@@ -94,7 +79,7 @@ def build() -> Registry:
             )
         )
     for spec in sorted({spec for b in errands_backends() for spec in b.registries}):
-        other = load(spec)
+        other = load_registry(spec)  # as `errands worker` loads one
         for kind in other.kinds:
             registry.add(other.get(kind))
     return registry
