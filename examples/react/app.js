@@ -86,7 +86,8 @@ function JobRow({ job }) {
 function LastJob({ jobId }) {
   const job = useJob(client, jobId);
   if (!job) return null;
-  const outcome = job.done ? ` — ${JSON.stringify(job.result ?? job.error?.message ?? null)}` : "";
+  const detail = job.result ?? job.error?.message;
+  const outcome = job.done && detail != null ? ` — ${JSON.stringify(detail)}` : "";
   return h("p", { id: "last" }, `Your last job is ${job.state}, ${Math.round(job.progress * 100)}%${outcome}`);
 }
 
