@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connections, transaction
 from django.test import Client
+from django.utils import timezone
 
 import errands
 from errands import operations
@@ -201,6 +203,16 @@ def test_errands_options_reach_the_job(django_db: str) -> None:
     assert row == ("welcome-bob", 4, 2.5)
 
 
+def test_a_deferred_task_waits_for_its_time(django_db: str) -> None:
+    later = timezone.now() + timedelta(hours=1)
+    deferred = tasks.send_email.using(run_after=later).enqueue("later@example.com")
+    with psycopg.connect(django_db) as conn:
+        run_at = conn.execute("SELECT run_at FROM background_jobs WHERE id = %s", (deferred.id,))
+        assert run_at.fetchone() == (later,)
+    run_worker(django_db)
+    assert tasks.send_email.get_result(deferred.id).status == TaskResultStatus.READY
+
+
 def test_get_result_of_an_unknown_id_says_so(django_db: str) -> None:
     with pytest.raises(TaskResultDoesNotExist):
         tasks.confirm.get_result("0193a1b2-0000-7000-8000-000000000000")
@@ -216,6 +228,7 @@ def test_get_result_of_an_unknown_id_says_so(django_db: str) -> None:
         ({"max_attempts": 0}, "max_attempts must be at least 1"),
         ({"timeout": -1.0}, "timeout must be positive"),
         ({"unique_key": "k" * 201}, "unique_key must have"),
+        ({"run_after": datetime(2030, 1, 1)}, "aware datetime"),
     ],
 )
 def test_validate_task_refuses_what_errands_cannot_honour(
