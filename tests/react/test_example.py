@@ -4,6 +4,7 @@ progress, cancel, offline and back, against the real sync service and worker."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from urllib.parse import urlencode
 
@@ -53,7 +54,9 @@ def test_a_job_runs_to_completion_with_live_progress(
     job_id = submit(page, "random_progress", {"delay": 0.25})
     expect(page.locator("#last")).to_contain_text("running", timeout=30_000)
     seen = set()
+    deadline = time.monotonic() + 60
     while "completed" not in (page.locator("#last").text_content() or ""):
+        assert time.monotonic() < deadline, f"not completed; progress seen: {sorted(seen)}"
         seen.add(progress_of(page, job_id))
         page.wait_for_timeout(100)
     assert len(seen - {0, 100}) >= 2, f"progress seen: {sorted(seen)}"  # moved while it ran
