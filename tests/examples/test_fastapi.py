@@ -77,7 +77,9 @@ def events(url: str) -> list[dict[str, Any]]:
 def test_an_order_enqueues_its_invoice_and_streams_its_progress(
     app_url: str, database_url: str
 ) -> None:
-    placed = httpx.post(f"{app_url}/orders", json={"item": "teapot", "quantity": 2})
+    placed = httpx.post(
+        f"{app_url}/orders", json={"item": "teapot", "quantity": 2, "step_seconds": 0.4}
+    )
     assert placed.status_code == 201, placed.text
     job_url = f"{app_url}/orders/jobs/{placed.json()['job']}"
     time.sleep(1)
