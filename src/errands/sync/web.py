@@ -5,6 +5,7 @@ Routes::
     GET /v1/client/errands.js     the browser client, a dependency-free ES module (and
                                   model.js, replica.js, session.js, which it imports)
     GET /v1/client/errands.d.ts   its types
+    GET /v1/client/errands-react.js  React hooks over it (and errands-react.d.ts)
     GET /                         the Background Jobs page, on errands.js (sign in with a token)
     GET /static/{file}            the page's view and styles (shared with ``errands ui``)
     GET /sw.js                    the service worker that lets the page open offline
@@ -41,6 +42,11 @@ VIEW_MODULES = ("model.js", "rules.js")
 FILES: dict[str, tuple[Path, str]] = {
     **{f"{PREFIX}/client/{name}": (WEB / name, JAVASCRIPT) for name in CLIENT_MODULES},
     f"{PREFIX}/client/errands.d.ts": (WEB / "errands.d.ts", "text/plain; charset=utf-8"),
+    f"{PREFIX}/client/errands-react.js": (WEB / "errands-react.js", JAVASCRIPT),
+    f"{PREFIX}/client/errands-react.d.ts": (
+        WEB / "errands-react.d.ts",
+        "text/plain; charset=utf-8",
+    ),
     "/sw.js": (WEB / "sw.js", JAVASCRIPT),
     "/static/hosted.js": (WEB / "hosted.js", JAVASCRIPT),
     **{f"/static/{name}": (WEB / name, JAVASCRIPT) for name in VIEW_MODULES},

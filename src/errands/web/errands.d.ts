@@ -109,6 +109,9 @@ export class Client {
   /** Call back now with jobs({limit}), then whenever that list changes (a local write,
    * rows from the server, a change in another tab). Returns unsubscribe. */
   subscribe(callback: (jobs: Job[]) => void, options?: { limit?: number }): () => void;
+  /** Call back now with get(jobId) (null while the replica has no such job), then
+   * whenever that job changes. Returns unsubscribe. */
+  subscribeJob(jobId: string, callback: (job: Job | null) => void): () => void;
   readonly status: Status;
   /** Call back now with the status, then whenever it changes. Returns unsubscribe. */
   subscribeStatus(callback: (status: Status) => void): () => void;

@@ -192,7 +192,19 @@ export class Client {
   /** Call `callback(jobs)` now with jobs({limit}), then whenever that list changes -- a
    * local write, rows from the server, a change made in another tab. Returns unsubscribe. */
   subscribe(callback, { limit = 10 } = {}) {
-    const subscription = { callback, limit, last: undefined };
+    return this.follow(callback, () => this.replica.jobs(limit));
+  }
+
+  /** Call `callback(job)` now with get(jobId) (null while the replica has no such job),
+   * then whenever that job changes. Returns unsubscribe. */
+  subscribeJob(jobId, callback) {
+    return this.follow(callback, () => this.replica.get(String(jobId)));
+  }
+
+  /** Call `callback(await read())` now, then whenever the replica changes and what `read`
+   * gives differs from the last call. Returns unsubscribe. */
+  follow(callback, read) {
+    const subscription = { callback, read, last: undefined };
     this.subscriptions.add(subscription);
     this.ready.then(() => this.deliver(subscription)).catch((error) => console.error(error));
     return () => this.subscriptions.delete(subscription);
@@ -318,12 +330,12 @@ export class Client {
   }
 
   async deliver(subscription) {
-    const jobs = await this.replica.jobs(subscription.limit);
-    const text = JSON.stringify(jobs);
+    const value = await subscription.read();
+    const text = JSON.stringify(value);
     if (text === subscription.last || !this.subscriptions.has(subscription)) return;
     subscription.last = text;
     try {
-      subscription.callback(jobs);
+      subscription.callback(value);
     } catch (error) {
       console.error("errands: a subscriber's callback threw", error);
     }
