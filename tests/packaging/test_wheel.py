@@ -102,6 +102,7 @@ def test_the_metadata_says_what_an_index_shows(dist: Path) -> None:
     assert "Local-first background jobs" in (metadata.get_payload() or "")  # the README
 
 
+@pytest.mark.timeout(300)  # its setup installs the wheel's dependencies in a fresh venv
 def test_the_installed_wheel_runs_its_cli_and_the_demo(
     venv_python: Path, database_url: str, tmp_path: Path
 ) -> None:

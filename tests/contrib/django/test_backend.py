@@ -184,9 +184,12 @@ def test_task_enqueued_is_sent_with_the_result(django_db: str) -> None:
     task_enqueued.connect(receive)
     try:
         result = tasks.send_email.enqueue("bob@example.com")
+        once = tasks.send_email.using(unique_key="once")
+        first = once.enqueue("carol@example.com")
+        assert once.enqueue("carol@example.com").id == first.id  # nothing enqueued: no signal
     finally:
         task_enqueued.disconnect(receive)
-    assert received == [(ErrandsBackend, result.id)]
+    assert received == [(ErrandsBackend, result.id), (ErrandsBackend, first.id)]
 
 
 def test_errands_options_reach_the_job(django_db: str) -> None:
@@ -218,6 +221,10 @@ def test_get_result_of_an_unknown_id_says_so(django_db: str) -> None:
         tasks.confirm.get_result("0193a1b2-0000-7000-8000-000000000000")
     with pytest.raises(TaskResultDoesNotExist):
         tasks.confirm.get_result("not-an-id")
+    with transaction.atomic():  # a job, but not a Django task's
+        restock = errands.enqueue(psycopg_connection("default"), "shop.restock", {"count": 1})
+    with pytest.raises(TaskResultDoesNotExist, match="not a Django task"):
+        tasks.confirm.get_result(str(restock))
 
 
 @pytest.mark.parametrize(

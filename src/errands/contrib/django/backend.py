@@ -135,7 +135,8 @@ class ErrandsBackend(BaseTaskBackend):
         _DECLARED.setdefault(task.module_path, task)
 
     def enqueue(self, task: Task[P, T], args: Any, kwargs: Any) -> TaskResult[T]:
-        """Insert the task's job in the current transaction of Django's connection."""
+        """Insert the task's job in the current transaction of Django's connection (with a
+        ``unique_key`` an unfinished job holds, that job's result, and no signal)."""
         self.validate_task(task)
         job_id = uuid7()
         result = enqueued(task, job_id, args, kwargs, timezone.now())  # checks the args
@@ -147,8 +148,8 @@ class ErrandsBackend(BaseTaskBackend):
             id=job_id,
             **job_options(task),
         )
-        if found != job_id:  # an unfinished job with the same unique key
-            result = self.get_result(str(found))
+        if found != job_id:  # an unfinished job with the same unique key: nothing enqueued
+            return self.get_result(str(found))
         task_enqueued.send(type(self), task_result=result)
         return result
 
