@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REACT := tests/react/node_modules/.package-lock.json
 
 .PHONY: test browser lint types unit demo bench clean
 
@@ -13,16 +14,20 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## test: lint, types and every test (unit, integration, end-to-end, browser)
-test: browser $(STAMP) lint types
+test: browser $(STAMP) $(REACT) lint types
 	$(BIN)/pytest
+
+# React for errands-react.js's tests only (tests/react/package-lock.json, from npm)
+$(REACT): tests/react/package-lock.json
+	npm ci --prefix tests/react --no-audit --no-fund --silent
 
 ## browser: Chromium and Node for the browser tests; installs them if root, else says how
 browser:
 	@scripts/test-prerequisites
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
 
 types: $(STAMP)
 	$(BIN)/mypy
@@ -40,4 +45,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/hostile_bench.py
 
 clean:
-	rm -rf $(VENV) .pgdata-test .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) tests/react/node_modules .pgdata-test .mypy_cache .pytest_cache .ruff_cache

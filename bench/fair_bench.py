@@ -1,6 +1,6 @@
 """A fair share of the workers: one user's flood against another user's one job.
 
-    .venv/bin/python bench/fair_bench.py [--flood 10000] [--rounds 3] [--job-ms 100]
+    .venv/bin/python bench/fair_bench.py [--flood 10000] [--rounds 3] [--job-ms 1000]
                                          [--concurrency 16] [--database-url URL]
 
 One ``errands server`` (its default limits and quotas) and one ``errands worker`` with
@@ -137,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--flood", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--job-ms", type=int, default=100)
+    parser.add_argument("--job-ms", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--database-url")
     args = parser.parse_args()

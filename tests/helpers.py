@@ -38,16 +38,19 @@ otherwise: the tests of the kinds clients may submit (tests/sync/test_tenancy.py
 
 
 class ErrandsProcess:
-    """``errands ARGS`` running as a real subprocess, its output kept in a file (a pipe
-    nobody reads would fill up and stall the process)."""
+    """``errands ARGS`` running as a real subprocess (of ``python``: this one's unless
+    given), its output kept in a file (a pipe nobody reads would fill up and stall the
+    process)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, python: str = sys.executable
+    ) -> None:
         self.args = args
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115 -- closed in stop()
             "w+", prefix="errands-", suffix=".log"
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "errands", *args],
+            [python, "-m", "errands", *args],
             env={**os.environ, "PYTHONPATH": str(ROOT), **ANY_CLIENT_KIND, **(env or {})},
             cwd=ROOT,
             stdin=subprocess.DEVNULL,

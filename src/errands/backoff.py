@@ -1,9 +1,12 @@
-"""How long to wait before trying again: one policy object for every retry loop."""
+"""How long to wait before trying again: one policy object for every retry loop (the
+worker's, the service's listener, the Python client's reconnection; errands.js has its
+own twin, ``Backoff`` in web/model.js)."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 # 2**64 times any sensible first delay is far past every cap: no need to go higher
@@ -17,20 +20,21 @@ class Backoff:
 
     ``jitter`` spreads the retries of many processes apart: ``"equal"`` draws from the
     upper half of the nominal delay (never sooner than half of it), ``"full"`` from all
-    of it, ``"none"`` keeps it exact.
+    of it, ``"none"`` keeps it exact. ``rng`` draws the jitter (0 to 1; tests fix it).
     """
 
     first: float
     cap: float
     jitter: Literal["none", "equal", "full"] = "equal"
+    rng: Callable[[], float] = field(default=random.random, compare=False, repr=False)
 
     def delay(self, attempt: int) -> float:
         """The wait before retry number ``attempt`` (1 for the first retry)."""
         nominal = min(self.cap, self.first * 2.0 ** min(max(attempt - 1, 0), _MAX_DOUBLINGS))
         if self.jitter == "equal":
-            return nominal / 2 + random.uniform(0, nominal / 2)
+            return nominal / 2 + self.rng() * nominal / 2
         if self.jitter == "full":
-            return random.uniform(0, nominal)
+            return self.rng() * nominal
         return nominal
 
 

@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from prometheus_client import (
@@ -34,13 +34,14 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from errands.operations import QueueDepth, queues
 from errands.protocol import MutationResponse
 from errands.queries import query
+
+if TYPE_CHECKING:  # the service's web stack: only instrument() needs it at run time
+    from starlette.requests import Request
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("errands.metrics")
 
@@ -172,6 +173,8 @@ def instrument(app: Any, fanout: Callable[[], Any | None]) -> ServiceMetrics:
     """Give a Starlette or FastAPI app ``/metrics`` and request counts; the metrics are
     kept in ``app.state.metrics``. ``fanout`` returns the hub's counters (None before
     the service starts)."""
+    from starlette.responses import Response  # noqa: PLC0415 -- the worker never loads it
+
     metrics = ServiceMetrics(fanout)
     app.state.metrics = metrics
 

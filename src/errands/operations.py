@@ -27,11 +27,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
+from psycopg.types.json import JsonbLoader, JsonLoader
 
 from errands.exceptions import JobNotFound, WaitTimeout
 from errands.jobs import FINAL_STATES, STATES
@@ -47,6 +48,7 @@ JobId = uuid.UUID | str
 """A job's id, as a UUID or its text."""
 AnyConnection = psycopg.Connection[Any]
 AnyAsyncConnection = psycopg.AsyncConnection[Any]
+C = TypeVar("C", psycopg.Cursor[Any], psycopg.AsyncCursor[Any])
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,14 @@ def _selection(job_ids: Iterable[JobId], where: JobFilter | None) -> dict[str, A
     return params
 
 
+def _json_as_json(cursor: C) -> C:
+    """``cursor``, reading JSON columns as JSON whatever loaders its connection carries
+    (Django's connection loads ``jsonb`` as text)."""
+    cursor.adapters.register_loader("jsonb", JsonbLoader)
+    cursor.adapters.register_loader("json", JsonLoader)
+    return cursor
+
+
 def _seconds(span: timedelta | float) -> float:
     return span.total_seconds() if isinstance(span, timedelta) else float(span)
 
@@ -301,13 +311,13 @@ def _check_autocommit(autocommit: bool) -> None:
 
 def get(conn: AnyConnection, job_id: JobId) -> JobRecord | None:
     """The job with this id, or None."""
-    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+    with _json_as_json(conn.cursor(row_factory=class_row(JobRecord))) as cur:
         return cur.execute(_composed("get_job"), {"id": _uuid(job_id)}).fetchone()
 
 
 async def get_async(conn: AnyAsyncConnection, job_id: JobId) -> JobRecord | None:
     """:func:`get` for an asyncio connection."""
-    async with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+    async with _json_as_json(conn.cursor(row_factory=class_row(JobRecord))) as cur:
         await cur.execute(_composed("get_job"), {"id": _uuid(job_id)})
         return await cur.fetchone()
 
@@ -344,7 +354,7 @@ def list_jobs(
 ) -> list[JobRecord]:
     """The jobs matching ``where`` (every job if None), newest first."""
     params = (where or JobFilter()).params() | {"limit": limit, "offset": offset}
-    with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+    with _json_as_json(conn.cursor(row_factory=class_row(JobRecord))) as cur:
         return cur.execute(_composed("list_jobs"), params).fetchall()
 
 
@@ -357,7 +367,7 @@ async def list_jobs_async(
 ) -> list[JobRecord]:
     """:func:`list_jobs` for an asyncio connection."""
     params = (where or JobFilter()).params() | {"limit": limit, "offset": offset}
-    async with conn.cursor(row_factory=class_row(JobRecord)) as cur:
+    async with _json_as_json(conn.cursor(row_factory=class_row(JobRecord))) as cur:
         await cur.execute(_composed("list_jobs"), params)
         return await cur.fetchall()
 
@@ -378,39 +388,39 @@ async def count_jobs_async(
 
 def timeline(conn: AnyConnection, job_id: JobId) -> list[JobEvent]:
     """Every transition of the job, oldest first (empty for an unknown id)."""
-    with conn.cursor(row_factory=class_row(JobEvent)) as cur:
+    with _json_as_json(conn.cursor(row_factory=class_row(JobEvent))) as cur:
         return cur.execute(_q("timeline"), {"id": _uuid(job_id)}).fetchall()
 
 
 async def timeline_async(conn: AnyAsyncConnection, job_id: JobId) -> list[JobEvent]:
     """:func:`timeline` for an asyncio connection."""
-    async with conn.cursor(row_factory=class_row(JobEvent)) as cur:
+    async with _json_as_json(conn.cursor(row_factory=class_row(JobEvent))) as cur:
         await cur.execute(_q("timeline"), {"id": _uuid(job_id)})
         return await cur.fetchall()
 
 
 def workers(conn: AnyConnection) -> list[WorkerInfo]:
     """Every registered worker (live or not yet forgotten) and the jobs it runs."""
-    with conn.cursor(row_factory=class_row(WorkerInfo)) as cur:
+    with _json_as_json(conn.cursor(row_factory=class_row(WorkerInfo))) as cur:
         return cur.execute(_q("workers")).fetchall()
 
 
 async def workers_async(conn: AnyAsyncConnection) -> list[WorkerInfo]:
     """:func:`workers` for an asyncio connection."""
-    async with conn.cursor(row_factory=class_row(WorkerInfo)) as cur:
+    async with _json_as_json(conn.cursor(row_factory=class_row(WorkerInfo))) as cur:
         await cur.execute(_q("workers"))
         return await cur.fetchall()
 
 
 def queues(conn: AnyConnection) -> list[QueueDepth]:
     """Each queue that has queued jobs, with its depth."""
-    with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
+    with _json_as_json(conn.cursor(row_factory=class_row(QueueDepth))) as cur:
         return cur.execute(_q("queue_depth")).fetchall()
 
 
 async def queues_async(conn: AnyAsyncConnection) -> list[QueueDepth]:
     """:func:`queues` for an asyncio connection."""
-    async with conn.cursor(row_factory=class_row(QueueDepth)) as cur:
+    async with _json_as_json(conn.cursor(row_factory=class_row(QueueDepth))) as cur:
         await cur.execute(_q("queue_depth"))
         return await cur.fetchall()
 

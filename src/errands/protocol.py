@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -120,31 +120,76 @@ MAX_ATTEMPTS = 100
 MAX_NAME_LENGTH = 200
 """The longest queue name or unique key, in characters."""
 
+# -- the rules a client applies before the service does ---------------------------------
+# Lengths are in characters, that is Unicode code points (Python's len(), JavaScript's
+# [...text].length), never UTF-16 units or bytes. rules() exports these tables as data
+# for errands.js and the pages (python -m errands.protocol_export), and
+# tests/conformance/ holds every client and the service to them.
+
+LENGTH_UNIT = "code_point"
+"""The unit of every text length in the rules."""
+
+JOB_OPTION_RULES: dict[str, dict[str, Any]] = {
+    "priority": {"type": "integer", "min": -MAX_PRIORITY, "max": MAX_PRIORITY},
+    "max_attempts": {"type": "integer", "min": 1, "max": MAX_ATTEMPTS},
+    "queue": {"type": "name", "min_length": 1, "max_length": MAX_NAME_LENGTH},
+    "unique_key": {"type": "name", "min_length": 1, "max_length": MAX_NAME_LENGTH},
+    "run_at": {"type": "timestamp"},
+}
+"""The options a client may set on a new job, and the values each takes: ``integer``
+(whole numbers, not booleans, in ``min..max``), ``name`` (``min_length..max_length``
+printable characters: what Python's ``str.isprintable`` accepts), ``timestamp``
+(:func:`parse_timestamp`)."""
+
+KIND_RULE: dict[str, Any] = {"type": "text", "min_length": 1, "max_length": MAX_KIND_LENGTH}
+"""A job's kind: 1 to MAX_KIND_LENGTH characters, none of them NUL or a lone surrogate."""
+
+
+def check_kind(kind: Any) -> str:
+    """``kind`` if it is a kind the service takes (:data:`KIND_RULE`); ``ValueError``
+    saying why otherwise."""
+    low, high = KIND_RULE["min_length"], KIND_RULE["max_length"]
+    if (
+        not isinstance(kind, str)
+        or not low <= len(kind) <= high
+        or UNSTORABLE_CHARACTERS.search(kind)
+    ):
+        raise ValueError(
+            f"a job's kind must be a string of {low} to {high} characters, "
+            "without NUL or lone surrogates"
+        )
+    return kind
+
 
 def check_job_options(values: Mapping[str, Any]) -> None:
-    """The rules for the options a client may set on a new job (all but ``run_at``,
-    which each side parses): ``ValueError`` naming the first bad one. Shared by the
-    client, which refuses a bad value at once, and the sync service, which answers it
-    with ``validation_error``."""
-    for name, low, high in (
-        ("priority", -MAX_PRIORITY, MAX_PRIORITY),
-        ("max_attempts", 1, MAX_ATTEMPTS),
-    ):
+    """The rules of :data:`JOB_OPTION_RULES` for the options a client may set on a new
+    job: ``ValueError`` naming the first bad one. Shared by the client, which refuses a
+    bad value at once, and the sync service, which answers it with
+    ``validation_error``."""
+    for name, rule in JOB_OPTION_RULES.items():
         value = values.get(name)
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
-        ):
+        if value is not None:
+            _check_option(name, rule, value)
+
+
+def _check_option(name: str, rule: Mapping[str, Any], value: Any) -> None:
+    if rule["type"] == "integer":
+        low, high = rule["min"], rule["max"]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             raise ValueError(f"{name} must be a whole number from {low} to {high}, not {value!r}")
-    for name in ("queue", "unique_key"):
-        value = values.get(name)
-        if value is not None and (
-            not isinstance(value, str)
-            or not 0 < len(value) <= MAX_NAME_LENGTH
-            or not value.isprintable()
-        ):
+    elif rule["type"] == "name":
+        low, high = rule["min_length"], rule["max_length"]
+        if not isinstance(value, str) or not low <= len(value) <= high or not value.isprintable():
             raise ValueError(
-                f"{name} must be 1 to {MAX_NAME_LENGTH} printable characters, not {value!r:.80}"
+                f"{name} must be {low} to {high} printable characters, not {value!r:.80}"
             )
+    else:
+        try:
+            parse_timestamp(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"{name} must be an ISO 8601 timestamp ({exc}), not {value!r:.80}"
+            ) from None
 
 
 CLIENT_UPDATE_COLUMNS = frozenset({"cancelled"})
@@ -190,6 +235,31 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"
     DATABASE_UNAVAILABLE = "database_unavailable"
     INTERNAL = "internal_error"
+
+
+ANSWER_RULES: tuple[dict[str, Any], ...] = (
+    {"status": 401, "action": "unauthorized"},
+    {"code": ErrorCode.MUTATION_ID_REUSED.value, "action": "refused"},
+    {"status": 409, "action": "must_refetch"},
+    {"code": ErrorCode.BAD_OFFSET.value, "action": "must_refetch"},
+    {"status": 400, "action": "refused"},
+    {"status": 413, "action": "refused"},
+    {"status": 422, "action": "refused"},
+)
+"""How a client reads an error answer: the first rule whose ``status`` or ``code``
+matches says what to do. ``unauthorized``: stop (or ask for a fresh token);
+``refused``: the request itself is wrong, so its mutations are rejected, never resent;
+``must_refetch``: drop the shape's rows and read it again from START, keeping the
+outbox. No rule matches: ``retry`` later (a 5xx, a proxy's 404...): nothing is
+rejected for an answer that may pass."""
+
+
+def client_action(status: int, code: str | None) -> str:
+    """What a client does with an error answer (:data:`ANSWER_RULES`)."""
+    for rule in ANSWER_RULES:
+        if rule.get("status") == status or (code is not None and rule.get("code") == code):
+            return str(rule["action"])
+    return "retry"
 
 
 def parse_timestamp(value: Any) -> datetime:
@@ -463,3 +533,38 @@ class Offset:
     def covers(self, txid: int) -> bool:
         """Whether the effects of transaction ``txid`` are visible at this offset."""
         return txid < self.xmin or (txid < self.xmax and txid not in self.xip)
+
+
+# -- the rules as data ------------------------------------------------------------------
+
+
+def rules() -> dict[str, Any]:
+    """Every rule a client applies before the service does, as JSON-ready data: what
+    errands.js and the pages read (``src/errands/web/rules.js``, generated from this by
+    ``python -m errands.protocol_export``) and what tests/conformance/ holds every
+    client and the service to. Add a limit or an error code above, then regenerate."""
+    return {
+        "version": VERSION,
+        "prefix": PREFIX,
+        "start": START,
+        "jobs_table": JOBS_TABLE,
+        "length_unit": LENGTH_UNIT,
+        "max_batch": MAX_BATCH,
+        "max_body_bytes": MAX_BODY_BYTES,
+        "max_payload_bytes": MAX_PAYLOAD_BYTES,
+        "max_json_depth": MAX_JSON_DEPTH,
+        "live_hold_seconds": LIVE_HOLD_SECONDS,
+        "earliest": EARLIEST.isoformat(),
+        "latest": LATEST.isoformat(),
+        "unstorable_text": ["NUL", "lone surrogate"],
+        "kind": KIND_RULE,
+        "job_options": JOB_OPTION_RULES,
+        "job_columns": list(JOB_COLUMNS),
+        "timestamp_columns": list(TIMESTAMP_COLUMNS),
+        "json_columns": list(JSON_COLUMNS),
+        "client_insert_columns": sorted(CLIENT_INSERT_COLUMNS),
+        "client_update_columns": sorted(CLIENT_UPDATE_COLUMNS),
+        "filter_ops": list(get_args(FilterOp)),
+        "error_codes": {code.name.lower(): code.value for code in ErrorCode},
+        "answers": list(ANSWER_RULES),
+    }

@@ -90,6 +90,8 @@ class SyncServer:
     cors_origin: str
     port: int = field(default_factory=free_port)
     process: ErrandsProcess | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    """More of the server's environment (ERRANDS_* settings)."""
 
     @property
     def url(self) -> str:
@@ -110,7 +112,7 @@ class SyncServer:
             *kinds,
             "--cors-origin",
             self.cors_origin,
-            env={"ERRANDS_SECRET": SECRET},
+            env={"ERRANDS_SECRET": SECRET, **self.env},
         )
         process = self.process
         wait_for(lambda: answers(f"{self.url}/kinds.json", process), 30, what="errands server")
@@ -176,12 +178,15 @@ class Session:
         tab.on("console", self._console)
         return tab
 
-    def open(self, *, sign_in: bool = True) -> Page:
-        """A new tab on the hosted page, signed in (the first time) and live."""
+    def open(self, *, sign_in: bool = True, stay: bool = False) -> Page:
+        """A new tab on the hosted page, signed in (the first time; ``stay``: for every
+        tab of the browser, not this tab alone) and live."""
         tab = self.tab()
         tab.goto(self.server.url + "/")
         if sign_in:
             tab.get_by_label("Token").fill(self.token)
+            if stay:
+                tab.get_by_label("Stay signed in").check()
             tab.get_by_role("button", name="Sign in").click()
         expect(tab.locator("#live")).to_have_text("Live", timeout=30_000)
         return tab

@@ -145,8 +145,8 @@ def test_cancelled_offline_a_running_job_and_a_job_never_uploaded(
 def test_two_tabs_share_one_replica_and_one_connection(
     session: Session, db: psycopg.Connection
 ) -> None:
-    first = session.open()
-    second = session.open(sign_in=False)  # the token is the origin's: signed in already
+    first = session.open(stay=True)
+    second = session.open(sign_in=False)  # "stay signed in": the browser's, signed in already
     shape_reads: dict[Page, list[str]] = {first: [], second: []}
     for tab in (first, second):
         tab.on("request", lambda request, tab=tab: shape_reads[tab].append(request.url))
@@ -165,7 +165,7 @@ def test_two_tabs_share_one_replica_and_one_connection(
 
     first.close()  # the second tab takes the connection over
     expect(second.locator("#connectivity-state")).to_have_text("Online")
-    second.wait_for_function("window.errands.leader")
+    second.wait_for_function("() => window.errands.leader")
     row = submit(second, "primes", '{"n": 2000}')
     expect(row.locator(".state-done")).to_have_text("100%", timeout=DONE)
     assert any("/v1/shapes/" in url for url in shape_reads[second])
@@ -187,7 +187,9 @@ def test_the_server_killed_mid_upload_the_job_exists_and_runs_once(
 
     page.route("**/v1/mutations", apply_then_kill, times=1)
     row = submit(page, "random_progress", '{"delay": 0.05}')
-    page.wait_for_function("document.querySelector('#connectivity-state').textContent !== 'Online'")
+    page.wait_for_function(
+        "() => document.querySelector('#connectivity-state').textContent !== 'Online'"
+    )
     assert killed == [1]
     expect(row.get_by_text("Not uploaded")).to_be_visible()
     assert stored(db, row) is not None  # applied, unacknowledged
@@ -225,7 +227,7 @@ def test_a_must_refetch_rebuilds_the_rows_and_keeps_the_outbox(
 
 
 def test_the_page_opens_with_the_network_off(session: Session, db: psycopg.Connection) -> None:
-    page = session.open()
+    page = session.open(stay=True)  # a new tab opens signed in
     done = submit(page, "primes", '{"n": 1000}')
     expect(done.locator(".state-done")).to_have_text("100%", timeout=DONE)
     wait_for_service_worker(page)
@@ -274,10 +276,9 @@ def test_a_refused_job_is_marked_rejected_and_the_jobs_behind_it_upload(
     page.get_by_role("switch").click()
     expect(page.locator("#connectivity-state")).to_have_text("Offline")
     page.evaluate(
-        """id => window.errands.replica.transaction(["outbox"], "readwrite", async ({ outbox }) => {
+        """id => window.errands.replica.transaction(["outbox", "meta"], "readwrite", (stores) => {
             const values = { id, timestamp: new Date().toISOString(), kind: "primes", payload: {} };
-            outbox.add({ mutationId: `copied-${id}`, jobId: id, op: "insert", values,
-                         status: "pending", txid: null, error: null });
+            return window.errands.replica.addEntry(stores, id, "insert", values);
         })""",
         taken,
     )

@@ -270,3 +270,30 @@ def test_meta_values_recorded_together_are_all_or_none(replica: Replica) -> None
     with pytest.raises(sqlite3.Error):
         replica.set_metas({"user": "alice", "server": object()})  # type: ignore[dict-item]
     assert replica.meta("user") is None
+
+
+def test_a_replica_written_before_the_outbox_index_gets_it_on_open(tmp_path: Path) -> None:
+    """An older errands' file (no outbox.sort_key): its waiting jobs still list, newest
+    first, once a newer errands opens it."""
+    path = tmp_path / "old.sqlite"
+    replica = Replica(path)
+    first = replica.insert_job("k", {"n": 1})
+    second = replica.insert_job("k", {"n": 2})
+    replica.close()
+    with sqlite3.connect(path) as old:
+        old.execute("DROP INDEX outbox_newest")
+        old.execute("ALTER TABLE outbox DROP COLUMN sort_key")
+    reopened = Replica(path)
+    try:
+        assert [job.id for job in reopened.jobs()] == [second, first]
+        assert [job.id for job in reopened.jobs(limit=1)] == [second]
+    finally:
+        reopened.close()
+
+
+def test_jobs_find_the_newest_among_many_waiting_and_synced(replica: Replica) -> None:
+    """The newest of the outbox's jobs and of the synced rows, merged: a long outbox is
+    read on its index, and still every job in the top places is there."""
+    waiting = [replica.insert_job("k", {"n": n}) for n in range(30)]
+    assert [job.id for job in replica.jobs(limit=5)] == waiting[::-1][:5]
+    assert replica.counts() == (30, 0)

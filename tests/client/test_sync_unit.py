@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from errands.client.connection import Backoff
+from errands.backoff import Backoff, Retries
+from errands.client.connection import CLIENT_BACKOFF
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession
 from errands.exceptions import ReplicaMismatch, ServerUnreachable, Unauthorized
@@ -168,16 +170,18 @@ def test_must_refetch_starts_again_from_the_snapshot(replica: Replica) -> None:
 
 
 def test_backoff_is_exponential_with_full_jitter_and_a_cap() -> None:
-    top = Backoff(base=0.1, cap=1.0, rng=lambda: 1.0)
-    assert [round(top.next_delay(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
-    top.reset()
-    assert top.next_delay() == pytest.approx(0.1)
-    bottom = Backoff(base=0.1, cap=1.0, rng=lambda: 0.0)
-    assert {bottom.next_delay() for _ in range(5)} == {0.0}
-    real = Backoff(base=0.1, cap=1.0)
-    delays = [real.next_delay() for _ in range(200)]
+    """The client reconnects with the one policy of errands.backoff, full jitter."""
+    top = Retries(replace(CLIENT_BACKOFF, cap=1.0, rng=lambda: 1.0))
+    assert [round(top.failed(), 3) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    top.succeeded()
+    assert top.failed() == pytest.approx(0.1)
+    bottom = Retries(replace(CLIENT_BACKOFF, cap=1.0, rng=lambda: 0.0))
+    assert {bottom.failed() for _ in range(5)} == {0.0}
+    real = Retries(replace(CLIENT_BACKOFF, cap=1.0))
+    delays = [real.failed() for _ in range(200)]
     assert all(0 <= d <= 1.0 for d in delays)
     assert len(set(delays)) > 100  # jittered, not a fixed schedule
+    assert Backoff is type(CLIENT_BACKOFF)
 
 
 @pytest.mark.parametrize("status", [403, 404, 405, 429, 500, 503])

@@ -55,7 +55,10 @@ def test_clients_through_nginx_go_on_when_a_server_is_killed_mid_run(
             return any((job := watcher.get(j.id)) is not None and job.progress > 0 for j in before)
 
         wait_for(progressing, timeout=30, what="a job's progress to reach the other replica")
-        first.stop(signal.SIGKILL)  # mid-run: jobs running, long polls held through it
+        # nginx keeps each token on one process: kill the one alice's requests reach.
+        busy = nginx.access_log()[-1].split()[1]
+        victim = first if busy.endswith(f":{first.port}") else second
+        victim.stop(signal.SIGKILL)  # mid-run: jobs running, long polls held through it
         after = [
             watcher.submit("add", {"a": 2, "b": 3}),
             clients["alice"].submit("sleep_async", {"steps": 3, "step": 0.1}),
@@ -77,6 +80,40 @@ def test_clients_through_nginx_go_on_when_a_server_is_killed_mid_run(
         worker.close()
     served_by = {line.split()[1] for line in nginx.access_log()}
     assert {f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"} <= served_by
+
+
+def test_a_users_limits_hold_across_two_processes_behind_nginx(
+    start_servers: StartServers, start_nginx: StartNginx
+) -> None:
+    """Each process counts a user's live readers and shapes; nginx keeps a token on one
+    process (deploy/nginx.conf hashes it), so two processes do not give a user twice
+    its share: with 2 distinct shapes allowed, the third shape is refused."""
+    servers = start_servers(2, "--max-shapes", "2", "--live-hold", "5")
+    nginx = start_nginx([server.port for server in servers])
+    headers = {"Authorization": f"Bearer {make_token(SECRET, 'alice')}"}
+
+    async def hold_three_shapes() -> list[int]:
+        async with httpx.AsyncClient(base_url=nginx.url, headers=headers, timeout=30) as web:
+            offsets = []
+            for queue in ("q1", "q2", "q3"):
+                where = json.dumps([{"column": "queue", "op": "eq", "value": queue}])
+                first = await web.get(JOBS, params={"offset": "-1", "where": where})
+                offsets.append((where, first.json()["offset"]))
+
+            async def live(where: str, offset: str) -> int:
+                params = {"offset": offset, "where": where, "live": "true"}
+                return (await web.get(JOBS, params=params)).status_code
+
+            held = [asyncio.create_task(live(*offsets[0])), asyncio.create_task(live(*offsets[1]))]
+            await asyncio.sleep(1.0)  # both held by now (the service holds up to 5 s)
+            third = await live(*offsets[2])
+            return [third, *await asyncio.gather(*held)]
+
+    third, *held = asyncio.run(hold_three_shapes())
+    assert third == 429
+    assert held == [200, 200]
+    served_by = {line.split()[1] for line in nginx.access_log()}
+    assert len(served_by) == 1  # one token, one process
 
 
 def test_an_offset_issued_by_one_server_is_honoured_by_the_other(

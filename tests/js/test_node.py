@@ -30,34 +30,22 @@ def test_the_node_unit_tests_pass() -> None:
     assert int(passed.group(1)) > 30, ran.stdout
 
 
-def test_the_protocol_constants_are_the_python_ones() -> None:
+def test_errands_js_reads_the_rules_protocol_py_exports() -> None:
     module = json.dumps((WEB / "model.js").as_uri())
-    script = f"import({module}).then(m => console.log(JSON.stringify(m.PROTOCOL)))"
+    script = f"import({module}).then(m => console.log(JSON.stringify([m.RULES, m.PROTOCOL])))"
     ran = node("--input-type=module", "-e", script)
     assert ran.returncode == 0, ran.stderr
-    assert json.loads(ran.stdout) == {
-        "PREFIX": protocol.PREFIX,
-        "START": protocol.START,
-        "JOBS_TABLE": protocol.JOBS_TABLE,
-        "MAX_BATCH": protocol.MAX_BATCH,
-        "MAX_PAYLOAD_BYTES": protocol.MAX_PAYLOAD_BYTES,
-        "MAX_KIND_LENGTH": protocol.MAX_KIND_LENGTH,
-        "MAX_PRIORITY": protocol.MAX_PRIORITY,
-        "MAX_ATTEMPTS": protocol.MAX_ATTEMPTS,
-        "MAX_NAME_LENGTH": protocol.MAX_NAME_LENGTH,
-        "MAX_BODY_BYTES": protocol.MAX_BODY_BYTES,
-        "LIVE_HOLD_SECONDS": protocol.LIVE_HOLD_SECONDS,
-        "BAD_OFFSET": protocol.ErrorCode.BAD_OFFSET.value,
-    }
+    rules, constants = json.loads(ran.stdout)
+    assert rules == protocol.rules()
+    assert constants["MAX_KIND_LENGTH"] == protocol.MAX_KIND_LENGTH
+    assert constants["BAD_OFFSET"] == protocol.ErrorCode.BAD_OFFSET.value
 
 
-def test_the_page_checks_the_job_options_with_the_protocols_limits() -> None:
-    module = json.dumps((STATIC / "view.js").as_uri())
-    script = f"import({module}).then(m => console.log(JSON.stringify(m.OPTION_LIMITS)))"
-    ran = node("--input-type=module", "-e", script)
-    assert ran.returncode == 0, ran.stderr
-    assert json.loads(ran.stdout) == {
-        "MAX_PRIORITY": protocol.MAX_PRIORITY,
-        "MAX_ATTEMPTS": protocol.MAX_ATTEMPTS,
-        "MAX_NAME_LENGTH": protocol.MAX_NAME_LENGTH,
-    }
+def test_the_page_declares_no_limits_of_its_own() -> None:
+    """The page's view checks the options with model.js, by the exported rules: no
+    number of the protocol is written into it."""
+    view = (STATIC / "view.js").read_text("utf-8")
+    assert 'from "./model.js"' in view
+    options = view[view.index("// -- the job's options") : view.index("// -- connectivity")]
+    for limit in (protocol.MAX_PRIORITY, protocol.MAX_ATTEMPTS, protocol.MAX_NAME_LENGTH):
+        assert not re.search(rf"\b{limit}\b", options), limit

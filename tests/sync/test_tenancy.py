@@ -115,22 +115,33 @@ def test_clients_cannot_buy_precedence(start_server: StartServer, database_url: 
 
 def test_a_quota_of_queued_jobs_per_user(start_server: StartServer, database_url: str) -> None:
     service = strict(start_server, database_url, "--max-queued-per-user", "5")
+
+    def batch(count: int) -> dict[str, Any]:
+        values = {"kind": "resize", "payload": {"width": 1}}
+        return {"mutations": [mutation("insert", str(uuid.uuid4()), values) for _ in range(count)]}
+
     with service.client("mallory") as mallory, service.client("alice") as alice:
-        batch = [mutation("insert", str(uuid.uuid4()), {"kind": "resize", "payload": {"width": 1}})]
-        assert post(mallory, *batch * 1).results[0].status == "applied"
-        many = [
-            mutation("insert", str(uuid.uuid4()), {"kind": "resize", "payload": {"width": 1}})
-            for _ in range(5)
-        ]
-        answer = mallory.post("/v1/mutations", json={"mutations": many})
-        assert answer.status_code == 429
-        assert answer.json()["error"]["code"] == "quota_exceeded"
-        assert int(answer.headers["Retry-After"]) >= 1
-        # Nothing of the refused batch was applied; alice's quota is her own.
-        assert submit(alice, "resize", payload={"width": 1}).status == "applied"
+        assert mallory.post("/v1/mutations", json=batch(3)).status_code == 200
+        # Under the quota when it arrives, a batch goes through whole (never wedged)...
+        assert mallory.post("/v1/mutations", json=batch(4)).status_code == 200
+        # ...and once the quota is reached, any batch that inserts is refused whole.
+        refused = mallory.post("/v1/mutations", json=batch(1))
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "quota_exceeded"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert submit(alice, "resize", payload={"width": 1}).status == "applied"  # her own
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE background_jobs SET state = 'completed' WHERE owner = 'mallory'")
+        assert mallory.post("/v1/mutations", json=batch(1)).status_code == 200
     with psycopg.connect(database_url) as conn:
-        owners = conn.execute("SELECT owner, count(*) FROM background_jobs GROUP BY 1 ORDER BY 1")
-        assert owners.fetchall() == [("alice", 1), ("mallory", 1)]
+        owners = conn.execute(
+            "SELECT owner, state, count(*) FROM background_jobs GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        assert owners.fetchall() == [
+            ("alice", "queued", 1),
+            ("mallory", "completed", 7),
+            ("mallory", "queued", 1),
+        ]
 
 
 def test_a_client_timestamp_moves_no_window_and_no_alert(

@@ -133,10 +133,18 @@ def test_the_page_and_its_assets_are_served(api: TestClient) -> None:
     page = api.get("/")
     assert page.status_code == 200
     assert "Submit new job" in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
+    for asset in ("/static/app.js", "/static/style.css", "/static/model.js", "/static/rules.js"):
         assert api.get(asset).status_code == 200
     kinds = api.get("/api/kinds").json()["kinds"]
     assert kinds == [{"name": "primes", "example": {"n": 10}}, {"name": "fails", "example": {}}]
+
+
+def test_the_page_may_not_be_framed_and_loads_only_its_own_files(api: TestClient) -> None:
+    policy = api.get("/").headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert "default-src 'self'" in policy
+    for docs in ("/docs", "/redoc"):  # FastAPI's would load their scripts from a CDN
+        assert api.get(docs).status_code == 404
 
 
 def test_the_connectivity_switch_connects_and_disconnects(

@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,9 +41,10 @@ class Printed:
         return fragment.removeprefix("token=")
 
 
-def start_demo(*args: str) -> tuple[ErrandsProcess, Printed]:
-    """``errands demo --port 0 ARGS``, once it has printed the pages' URLs."""
-    demo = ErrandsProcess("demo", "--port", "0", *args)
+def start_demo(*args: str, python: str = sys.executable) -> tuple[ErrandsProcess, Printed]:
+    """``errands demo --port 0 ARGS`` (run by ``python``), once it has printed the pages'
+    URLs."""
+    demo = ErrandsProcess("demo", "--port", "0", *args, python=python)
     demo.wait_for_output("Press Ctrl-C to stop", timeout=90)
     output = demo.output()
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import errands
-from errands.demo.handlers import EXAMPLES, fails, primes, random_progress, registry
+from errands.demo.handlers import EXAMPLES, Primes, fails, primes, random_progress, registry
 from errands.registry import JobContext
 
 
@@ -41,7 +41,7 @@ def test_every_example_names_a_registered_kind() -> None:
 @pytest.mark.parametrize("n", [2, 3, 4, 10, 97, 10_000, 123_457])
 def test_primes_counts_like_a_sieve(n: int) -> None:
     ctx = Recorder()
-    result = primes(ctx, {"n": n})
+    result = primes(ctx, Primes(n=n))
     expected = sieve(n)
     assert (result["primes"], result["largest"]) == (len(expected), expected[-1])
     fractions = [fraction for fraction, _ in ctx.reports]
@@ -53,13 +53,15 @@ def test_primes_stops_when_cancelled() -> None:
     ctx = Recorder()
     ctx.request_cancel()
     with pytest.raises(errands.JobCancelled):
-        primes(ctx, {"n": 50_000})
+        primes(ctx, Primes(n=50_000))
 
 
 @pytest.mark.parametrize("payload", [{"n": 1}, {"n": "10"}, {"n": True}, {"n": 2.5}, [10]])
 def test_primes_says_what_is_wrong_with_a_payload(payload: Any) -> None:
-    with pytest.raises((ValueError, TypeError), match=r"'n'|JSON object"):
-        primes(Recorder(), payload)
+    """Its payload type says: the worker parses the payload before the handler runs
+    (and the service refuses a client's at the door, by the type's JSON Schema)."""
+    with pytest.raises(errands.Permanent, match=r"does not match Primes: (n|the payload)"):
+        registry.get("primes").parse_payload(payload)
 
 
 def test_random_progress_climbs_to_one() -> None:

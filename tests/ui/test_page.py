@@ -137,8 +137,9 @@ def test_a_failing_job_shows_its_error(page: Page, db: psycopg.Connection) -> No
     job = stored(db, row)
     assert job is not None
     assert (job["state"], job["error"]["message"]) == ("failed", "the printer is on fire")
-    row.locator("summary", has_text="Traceback").click()
-    expect(row.locator("details.traceback pre")).to_contain_text("RuntimeError")
+    # The traceback (the worker's files and lines) is for operators: it never syncs here.
+    assert "RuntimeError" in job["error"]["traceback"]
+    expect(row.locator("details.traceback")).to_have_count(0)
 
 
 def test_an_invalid_payload_is_explained_and_nothing_is_submitted(

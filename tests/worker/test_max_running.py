@@ -67,7 +67,7 @@ def test_max_running_holds_across_three_workers(
         runs[kind] = wait_for(finished, 90, what=f"12 {kind} jobs to finish")
     assert most_at_once(runs["limited"]) == 2  # never more, and the limit is used
     assert most_at_once(runs["free"]) == 3  # the same workers run 3 at once without one
-    assert all(w.running for w in workers)
+    assert all(w.running() for w in workers)  # none of them died on the way
 
 
 def test_the_limit_is_registered_and_a_new_registration_replaces_it(

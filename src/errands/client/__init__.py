@@ -5,9 +5,10 @@ row as the client sees it. The client never imports the sync service or the work
 it speaks to them only through :mod:`errands.protocol`.
 """
 
+from errands.backoff import Backoff
 from errands.client.aio import AsyncClient
 from errands.client.client import Client, default_replica
-from errands.client.connection import Backoff, Status
+from errands.client.connection import Status
 from errands.client.job import Job
 
 __all__ = ["AsyncClient", "Backoff", "Client", "Job", "Status", "default_replica"]

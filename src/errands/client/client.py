@@ -9,12 +9,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
-from errands.client.connection import Backoff, Connection, Status
+from errands.client.connection import CLIENT_BACKOFF, Connection, Status
 from errands.client.job import Job
 from errands.client.live import Callback, LiveQueries
 from errands.client.replica import Replica
@@ -88,7 +89,8 @@ class ClientBase:
         self.server = server
         self.token = token
         self.replica = Replica(path)
-        self._connection = Connection(self.replica, server, token, Backoff(cap=max_backoff))
+        backoff = replace(CLIENT_BACKOFF, cap=max_backoff)
+        self._connection = Connection(self.replica, server, token, backoff)
         self._live = LiveQueries(self.replica)
         self._changes = threading.Condition()  # wait() sleeps on it, every change wakes it
         self.replica.add_listener(self._wake_waiters)

@@ -10,14 +10,14 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
+from errands.backoff import Backoff, Retries
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession, make_http
 from errands.exceptions import DatabaseUnreachable, ErrandsError, ReplicaMismatch, Unauthorized
@@ -51,27 +51,9 @@ class Status:
         return f"{where}, {self.pending} pending"
 
 
-class Backoff:
-    """Exponential backoff with full jitter: wait a random time between 0 and
-    ``min(cap, base * 2**attempt)``, so reconnecting clients spread out."""
-
-    def __init__(
-        self, base: float = 0.1, cap: float = 10.0, rng: Callable[[], float] = random.random
-    ) -> None:
-        self.base = base
-        self.cap = cap
-        self.rng = rng
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        """The time to wait before the next attempt."""
-        ceiling: float = min(self.cap, self.base * 2.0**self.attempt)
-        self.attempt = min(self.attempt + 1, 60)  # 2**60 * base is past any cap
-        return self.rng() * ceiling
-
-    def reset(self) -> None:
-        """After a success: start again from short waits."""
-        self.attempt = 0
+CLIENT_BACKOFF = Backoff(first=0.1, cap=10.0, jitter="full")
+"""Reconnection waits: from 0.1 s doubling to 10 s, full jitter, so that clients which
+lost the server together do not come back together."""
 
 
 class Connection:
@@ -91,7 +73,7 @@ class Connection:
         self.replica = replica
         self.server = server
         self.token = token
-        self.backoff = backoff or Backoff()
+        self.retries = Retries(backoff or CLIENT_BACKOFF)
         self.connected = False
         self.reason = "not connected"
         self.fatal: ErrandsError | None = None
@@ -124,14 +106,14 @@ class Connection:
                 except DatabaseUnreachable as exc:
                     self._drop(str(exc))
                     # The server knows when to come back; spread the retries over as long.
-                    await asyncio.sleep(exc.retry_after * (1 + self.backoff.rng()))
+                    await asyncio.sleep(exc.retry_after * (1 + self.retries.policy.rng()))
                     continue
                 except ErrandsError as exc:
                     self._drop(str(exc))
                 except Exception as exc:  # a bug must not stop syncing for good
                     log.exception("sync: unexpected error")
                     self._drop(f"unexpected error: {type(exc).__name__}: {exc}")
-                delay = self.backoff.next_delay()
+                delay = self.retries.failed()
                 log.info("sync: %s; retrying in %.2fs", self.reason, delay)
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
@@ -155,7 +137,7 @@ class Connection:
             up_to_date = await session.pull(live=False)
             self.connected = True
             self.reason = ""
-            self.backoff.reset()
+            self.retries.succeeded()
             self.replica.notify()
             log.info("sync: connected to %s", self.server)
             await _first_failure(

@@ -25,9 +25,7 @@ from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.protocol import (
     JOBS_TABLE,
-    MAX_KIND_LENGTH,
     START,
-    UNSTORABLE_CHARACTERS,
     DeleteMessage,
     Mutation,
     MutationResult,
@@ -35,10 +33,10 @@ from errands.protocol import (
     ShapeResponse,
     UpsertMessage,
     check_job_options,
+    check_kind,
 )
 from errands.queries import parse_blocks
 
-"""The longest kind the sync service accepts."""
 SCHEMA_VERSION = 1
 """Bumped whenever replica.sql changes incompatibly; an older errands refuses a newer file."""
 
@@ -105,6 +103,18 @@ class Replica:
                 "upgrade errands to use it"
             )
         db.execute("PRAGMA synchronous = FULL")
+        self._index_new_jobs()
+
+    def _index_new_jobs(self) -> None:
+        """Give the outbox its ``sort_key`` column and index (a replica written by an
+        older errands has neither; older code ignores both, so the file stays usable)."""
+        with self._write() as db:
+            if "sort_key" not in {name for (name,) in db.execute(_q("outbox_columns"))}:
+                db.execute(_q("add_sort_key"))
+            for seq, values in db.execute(_q("unsorted_inserts")).fetchall():
+                key = sort_key(json.loads(values)["timestamp"])
+                db.execute(_q("set_sort_key"), {"seq": seq, "sort_key": key})
+            db.execute(_q("outbox_newest"))
 
     def close(self) -> None:
         """Close the file. Safe to call twice."""
@@ -175,15 +185,10 @@ class Replica:
         nothing is recorded and that job's id returned."""
         options = {name: value for name, value in (options or {}).items() if value is not None}
         check_job_options(options)
-        if (
-            not isinstance(kind, str)
-            or not 0 < len(kind) <= MAX_KIND_LENGTH
-            or UNSTORABLE_CHARACTERS.search(kind)
-        ):
-            raise InvalidKind(
-                f"a job's kind must be a string of 1 to {MAX_KIND_LENGTH} characters, "
-                "without NUL or lone surrogates"
-            )
+        try:
+            check_kind(kind)
+        except ValueError as exc:
+            raise InvalidKind(str(exc)) from None
         payload = {} if payload is None else payload
         dump_json(payload)  # PayloadError now, rather than a rejection from the server
         job_id = str(uuid7())
@@ -237,6 +242,7 @@ class Replica:
                 "job_id": job_id,
                 "op": op,
                 "values": json.dumps(values),
+                "sort_key": sort_key(values["timestamp"]) if op == "insert" else None,
             },
         )
 
@@ -259,24 +265,16 @@ class Replica:
             return self._job(self._db, job_id)
 
     def jobs(self, limit: int = 10) -> list[Job]:
-        """The newest ``limit`` jobs, pending ones included."""
+        """The newest ``limit`` jobs, pending ones included: the newest synced rows and
+        the newest jobs only the outbox has (both read on an index, so the cost does not
+        grow with the outbox), each with its outbox entries on top."""
         with self._lock:
-            newest = [
-                json.loads(r) for (r,) in self._db.execute(_q("newest_synced"), {"limit": limit})
-            ]
-            entries = self._db.execute(_q("overlay_entries")).fetchall()
-            touched = sorted({job_id for job_id, *_ in entries})
-            others = self._db.execute(_q("synced_by_ids"), {"ids": json.dumps(touched)})
-            synced = {row["id"]: row for row in newest}
-            synced.update((row["id"], row) for row in (json.loads(r) for (r,) in others))
-        by_job: dict[str, list[tuple[str, str, str, str | None]]] = {}
-        for job_id, op, values, status, error in entries:
-            by_job.setdefault(job_id, []).append((op, values, status, error))
-        found = {job_id: _view(synced.get(job_id), by_job.get(job_id, [])) for job_id in synced}
-        found.update(
-            (job_id, _view(None, rows)) for job_id, rows in by_job.items() if job_id not in synced
-        )
-        jobs = [job for job in found.values() if job is not None]
+            ids = {job_id for (job_id,) in self._db.execute(_q("newest_synced"), {"limit": limit})}
+            ids.update(
+                job_id for (job_id,) in self._db.execute(_q("newest_inserted"), {"limit": limit})
+            )
+            found = [self._job(self._db, job_id) for job_id in ids]
+        jobs = [job for job in found if job is not None]
         jobs.sort(key=lambda job: (sort_key(job.timestamp), job.id), reverse=True)
         return jobs[:limit]
 

@@ -32,6 +32,7 @@ from errands.protocol import (
     MutationResult,
     ShapeResponse,
     WhoAmI,
+    client_action,
 )
 
 log = logging.getLogger("errands.client")
@@ -42,12 +43,8 @@ BATCH_BYTES = MAX_BODY_BYTES // 2
 """Keep a batch well under the server's body limit (JSON overhead varies)."""
 
 
-REFUSED = frozenset({400, 413, 422})
-"""Statuses that say the request itself is wrong: sending it again cannot help."""
-
-
 class Refused(SyncError):
-    """The server refused a request as wrong (see REFUSED)."""
+    """The server refused a request as wrong (protocol.ANSWER_RULES: ``refused``)."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
@@ -205,14 +202,13 @@ class SyncSession:
             except ValueError as exc:
                 raise SyncError(f"the server sent a body that is not JSON: {exc}") from exc
         code, message = _error(answer)
-        if answer.status_code == 401:
+        action = client_action(answer.status_code, code)  # the protocol's ANSWER_RULES
+        if action == "unauthorized":
             raise Unauthorized(f"the server refused the token: {message}")
-        if code == ErrorCode.MUTATION_ID_REUSED:
-            raise Refused(code, message)  # uploaded one by one, the reused id is rejected
-        if answer.status_code == 409 or code == ErrorCode.BAD_OFFSET:
-            raise _MustRefetch(message if code != "http_409" else "the offset is no longer usable")
-        if answer.status_code in REFUSED:
+        if action == "refused":  # a mutation id reused: uploaded alone, it is rejected
             raise Refused(code, message)
+        if action == "must_refetch":
+            raise _MustRefetch(message if code != "http_409" else "the offset is no longer usable")
         # Anything else (a 5xx, a 404 from a proxy...) may pass: retried, never rejected.
         raise ServerUnreachable(f"the server answered {answer.status_code}: {message}")
 

@@ -108,8 +108,8 @@ WHERE %(unique_key)s::text IS NOT NULL
 SELECT owner FROM background_jobs WHERE id = %(id)s
 
 -- name: queued_count
--- How many queued jobs the owner has, counted up to the quota (one more tells it is
--- passed) on the owner's queued-jobs index.
+-- How many queued jobs the owner has, counted up to the quota on the owner's
+-- queued-jobs index.
 SELECT count(*) FROM (
     SELECT 1 FROM background_jobs
     WHERE coalesce(owner, '') = %(owner)s AND state = 'queued'

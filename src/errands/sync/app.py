@@ -1,6 +1,7 @@
 """The sync service as an ASGI application: :func:`create_app`.
 
-Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``)::
+Routes (all under ``/v1``; the OpenAPI document is at ``/openapi.json``, and there is no
+``/docs`` or ``/redoc``: FastAPI's pages would load their scripts from a CDN)::
 
     GET  /v1/me                      who the token says the caller is
     GET  /v1/shapes/{table}          snapshot pages, changes, or a long poll (live=true)
@@ -176,6 +177,10 @@ def create_app(
         version=__version__,
         summary="Shapes out, mutations in: the sync protocol of errands, version 1.",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc load their scripts from a CDN: off, so that nothing
+        # on this origin runs another origin's code. The document is at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     app.add_middleware(FairShare, auth=auth, limits=settings.limits)

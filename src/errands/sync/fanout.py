@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from errands.backoff import Backoff, Retries
 from errands.protocol import ControlMessage, Message, Offset, ShapeResponse
 from errands.queries import query
 from errands.sync.changes import Change, ChangeLog, read_batch
@@ -50,6 +51,8 @@ log = logging.getLogger("errands.sync")
 
 LISTENER_CHECK_INTERVAL = 10.0
 MAX_RECONNECT_DELAY = 30.0
+LISTEN_BACKOFF = Backoff(first=0.5, cap=MAX_RECONNECT_DELAY, jitter="none")
+"""The listener's reconnection waits (one process, one connection: no jitter needed)."""
 
 
 @dataclass(frozen=True)
@@ -502,17 +505,16 @@ class ShapeHub:
             self.change_batch()
 
     async def _listen(self) -> None:
-        delay = 0.5
+        retries = Retries(LISTEN_BACKOFF)
         while True:
             try:
                 await self._listen_once()
             except psycopg.Error as exc:
                 log.warning("sync listener lost its connection (%s); polling until back", exc)
             if self.stats.listening:  # it had worked: retry soon
-                delay = 0.5
+                retries.succeeded()
             self.stats.listening = False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_RECONNECT_DELAY)
+            await asyncio.sleep(retries.failed())
 
     async def _listen_once(self) -> None:
         async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:

@@ -19,7 +19,7 @@ What a caller may do:
   has is rejected as ``duplicate``, naming that job (which the caller's shape delivers).
   An id another user's job has is refused exactly like a malformed one: the answer
   reveals nothing of other users' jobs. A caller holding ``max_queued`` queued jobs
-  gets 429 ``quota_exceeded`` for a batch that would add more, and nothing of it is
+  gets 429 ``quota_exceeded`` for a batch that inserts any, and nothing of it is
   applied (the client keeps it and retries);
 * update only ``cancelled``, only to true, only on its own jobs (an operator: any job);
 * delete: operators only (pruning the audit log is an operator's act); clients never.
@@ -124,13 +124,16 @@ async def _client_rules(
         return None
     inserts = [m for m in batch.mutations if m.op == "insert"]
     if inserts and door.max_queued is not None:
-        params = {"owner": caller.user, "limit": door.max_queued + 1}
+        # Checked before the batch, not against its end: a batch larger than what is
+        # left of the quota still goes through once the user is under it, so no batch
+        # is refused for ever (a user holds at most the quota plus one batch).
+        params = {"owner": caller.user, "limit": door.max_queued}
         row = await (await conn.execute(_q("queued_count"), params)).fetchone()
         assert row is not None
-        if row[0] + len(inserts) > door.max_queued:
+        if row[0] >= door.max_queued:
             raise TooManyRequests(
-                f"{caller.user!r:.80} has {row[0]} queued jobs and may have at most "
-                f"{door.max_queued}; retry once some have run",
+                f"{caller.user!r:.80} has {door.max_queued} queued jobs, its quota; "
+                "retry once some have run",
                 ErrorCode.QUOTA_EXCEEDED,
                 QUOTA_RETRY_AFTER,
             )

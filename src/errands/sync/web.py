@@ -5,6 +5,7 @@ Routes::
     GET /v1/client/errands.js     the browser client, a dependency-free ES module (and
                                   model.js, replica.js, session.js, which it imports)
     GET /v1/client/errands.d.ts   its types
+    GET /v1/client/errands-react.js  React hooks over it (and errands-react.d.ts)
     GET /                         the Background Jobs page, on errands.js (sign in with a token)
     GET /static/{file}            the page's view and styles (shared with ``errands ui``)
     GET /sw.js                    the service worker that lets the page open offline
@@ -26,6 +27,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
+from errands.page_headers import PAGE_HEADERS
 from errands.protocol import PREFIX
 
 WEB = Path(__file__).parent.parent / "web"
@@ -33,13 +35,21 @@ PAGE = Path(__file__).parent.parent / "ui" / "static"  # files only: sync import
 LOCAL_ENTRY = "/static/app.js"
 HOSTED_ENTRY = "/static/hosted.js"
 JAVASCRIPT = "text/javascript; charset=utf-8"
-CLIENT_MODULES = ("errands.js", "model.js", "replica.js", "session.js")
-"""errands.js and the modules it imports (beside it: copy all four into a bundled app)."""
+CLIENT_MODULES = ("errands.js", "model.js", "replica.js", "session.js", "rules.js")
+"""errands.js and the modules it imports (beside it: copy them all into a bundled app)."""
+VIEW_MODULES = ("model.js", "rules.js")
+"""errands.js's pure parts, which the page's view imports from beside it (/static/)."""
 FILES: dict[str, tuple[Path, str]] = {
     **{f"{PREFIX}/client/{name}": (WEB / name, JAVASCRIPT) for name in CLIENT_MODULES},
     f"{PREFIX}/client/errands.d.ts": (WEB / "errands.d.ts", "text/plain; charset=utf-8"),
+    f"{PREFIX}/client/errands-react.js": (WEB / "errands-react.js", JAVASCRIPT),
+    f"{PREFIX}/client/errands-react.d.ts": (
+        WEB / "errands-react.d.ts",
+        "text/plain; charset=utf-8",
+    ),
     "/sw.js": (WEB / "sw.js", JAVASCRIPT),
     "/static/hosted.js": (WEB / "hosted.js", JAVASCRIPT),
+    **{f"/static/{name}": (WEB / name, JAVASCRIPT) for name in VIEW_MODULES},
     "/static/view.js": (PAGE / "view.js", JAVASCRIPT),
     "/static/style.css": (PAGE / "style.css", "text/css; charset=utf-8"),
 }
@@ -64,7 +74,7 @@ def web_router(kinds: Sequence[tuple[str, Any]] = ()) -> APIRouter:
 
     @router.get("/")
     async def page() -> Response:
-        return Response(page_html(), media_type="text/html; charset=utf-8", headers=REVALIDATE)
+        return Response(page_html(), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
     @router.get("/kinds.json")
     async def page_kinds() -> JSONResponse:

@@ -38,6 +38,7 @@ from starlette.middleware import Middleware
 from errands.client import Client
 from errands.client.client import SubmitOptions
 from errands.exceptions import ErrandsError, JobNotFound
+from errands.page_headers import PAGE_HEADERS
 from errands.payloads import PayloadTooLarge
 from errands.protocol import ErrorCode, check_job_options
 from errands.ui.kinds import Kind
@@ -46,6 +47,10 @@ from errands.ui.local import LocalOnly
 from errands.ui.views import job_view, status_view
 
 STATIC = Path(__file__).parent / "static"
+WEB = Path(__file__).parent.parent / "web"
+SHARED_MODULES = ("model.js", "rules.js")
+"""errands.js's pure parts, which the page's view checks the job's options with: served
+from errands/web beside the view (/static/), as the sync service serves them too."""
 
 
 class ApiError(Exception):
@@ -151,15 +156,16 @@ def create_app(
         title="errands: background jobs",
         lifespan=lifespan,
         docs_url=None,
+        redoc_url=None,
         middleware=[Middleware(LocalOnly, hosts=hosts)],
     )
     app.state.live = live  # the server ends the event streams when it shuts down
     _add_error_handlers(app)
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _serve_static(app)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers=PAGE_HEADERS)
 
     @app.get("/api/kinds")
     def list_kinds() -> dict[str, Any]:
@@ -241,3 +247,19 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.NOT_ALLOWED}
         return error(exc.status_code, codes.get(exc.status_code, ErrorCode.BAD_REQUEST), exc.detail)
+
+
+def _serve_static(app: FastAPI) -> None:
+    """/static/: the page's files, and errands.js's SHARED_MODULES from errands/web."""
+    for name in SHARED_MODULES:
+        app.add_api_route(f"/static/{name}", _module_route(WEB / name), include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def _module_route(file: Path) -> Any:
+    def serve() -> FileResponse:
+        return FileResponse(
+            file, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+        )
+
+    return serve

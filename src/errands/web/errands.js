@@ -17,6 +17,8 @@
 import {
   Backoff,
   ErrandsError,
+  RULES,
+  ReplicaError,
   ReplicaMismatch,
   ServerUnreachable,
   SyncError,
@@ -34,6 +36,8 @@ export {
   JobNotFound,
   PROTOCOL,
   PayloadError,
+  PayloadTooLarge,
+  RULES,
   ReplicaError,
   ReplicaMismatch,
   ServerUnreachable,
@@ -42,7 +46,8 @@ export {
   WaitTimeout,
 } from "./model.js";
 
-const FATAL = [Unauthorized, ReplicaMismatch]; // retrying cannot fix these: sync stops
+const FATAL = [Unauthorized, ReplicaMismatch, ReplicaError]; // retrying cannot fix these: sync stops
+const CLEARED = "the local data was cleared (signed out?): open a new client";
 
 /** The fatal error that stopped the sync, rebuilt from what the tabs share: {name, message}. */
 function fatalError({ name, message }) {
@@ -92,11 +97,16 @@ class Tabs {
 
 /** A local-first client of the errands sync service, in the browser. See errands.d.ts. */
 export class Client {
-  constructor({ server, token = null, replica, maxBackoff = 10, live = "auto" } = {}) {
+  constructor({ server, token = null, user = null, replica, maxBackoff = 10, live = "auto" } = {}) {
     this.server = (server ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
     if (!/^https?:\/\//.test(this.server)) throw new ErrandsError(`the server must be an http(s) URL, not ${JSON.stringify(server)}`);
-    this.token = token || null;
-    this.name = replica ?? replicaName(this.server, this.token);
+    this.tokenSource = typeof token === "function" ? token : null;
+    if (this.tokenSource && user === null && replica === undefined) {
+      throw new ErrandsError("with a token function, say whose replica this is: pass `user` (the user the service verified) or `replica`");
+    }
+    this.token = this.tokenSource ? null : token || null;
+    this.user = user;
+    this.name = replica ?? replicaName(this.server, token, user);
     this.live = live;
     this.backoff = new Backoff({ cap: maxBackoff });
     this.replica = null;
@@ -117,7 +127,7 @@ export class Client {
     this.onOffline = () => this.running?.session?.abort(new ServerUnreachable("the browser is offline"));
     globalThis.addEventListener?.("online", this.onOnline);
     globalThis.addEventListener?.("offline", this.onOffline);
-    this.ready = Replica.open(this.name, () => this.changed(true)).then((replica) => {
+    this.ready = Replica.open(this.name, () => this.changed(true), user).then((replica) => {
       this.replica = replica;
       this.tabs.post({ type: "hello" });
       this.tabs.elect(() => this.lead());
@@ -182,7 +192,19 @@ export class Client {
   /** Call `callback(jobs)` now with jobs({limit}), then whenever that list changes -- a
    * local write, rows from the server, a change made in another tab. Returns unsubscribe. */
   subscribe(callback, { limit = 10 } = {}) {
-    const subscription = { callback, limit, last: undefined };
+    return this.follow(callback, () => this.replica.jobs(limit));
+  }
+
+  /** Call `callback(job)` now with get(jobId) (null while the replica has no such job),
+   * then whenever that job changes. Returns unsubscribe. */
+  subscribeJob(jobId, callback) {
+    return this.follow(callback, () => this.replica.get(String(jobId)));
+  }
+
+  /** Call `callback(await read())` now, then whenever the replica changes and what `read`
+   * gives differs from the last call. Returns unsubscribe. */
+  follow(callback, read) {
+    const subscription = { callback, read, last: undefined };
     this.subscriptions.add(subscription);
     this.ready.then(() => this.deliver(subscription)).catch((error) => console.error(error));
     return () => this.subscriptions.delete(subscription);
@@ -223,6 +245,15 @@ export class Client {
     this.setEnabled(false, true);
   }
 
+  /** Stop syncing and delete this replica -- synced rows, offsets and the outbox, in
+   * every tab of it -- then close: for signing out. Changes not yet uploaded are lost
+   * (status.pending says how many). Other tabs' clients of the replica stop. */
+  async clearLocalData() {
+    this.tabs.post({ type: "cleared" });
+    await this.close();
+    await Replica.delete(this.name);
+  }
+
   /** Leave: stop syncing if this tab held the connection (another tab takes it over). */
   async close() {
     if (this.closed) return;
@@ -258,6 +289,9 @@ export class Client {
         break;
       case "enabled":
         this.setEnabled(message.enabled, false);
+        break;
+      case "cleared": // another tab deleted the replica: stop, and say so
+        this.close().then(() => this.setLink(false, CLEARED, { name: "ReplicaError", message: CLEARED }));
         break;
       case "hello": // a new tab: tell it where the connection stands
         if (this.leader) this.postLink();
@@ -296,12 +330,12 @@ export class Client {
   }
 
   async deliver(subscription) {
-    const jobs = await this.replica.jobs(subscription.limit);
-    const text = JSON.stringify(jobs);
+    const value = await subscription.read();
+    const text = JSON.stringify(value);
     if (text === subscription.last || !this.subscriptions.has(subscription)) return;
     subscription.last = text;
     try {
-      subscription.callback(jobs);
+      subscription.callback(value);
     } catch (error) {
       console.error("errands: a subscriber's callback threw", error);
     }
@@ -361,6 +395,18 @@ export class Client {
     this.wake = new AbortController();
   }
 
+  /** Ask the token function for a token (again); whether it gave another one. */
+  async renewToken() {
+    if (!this.tokenSource) return false;
+    const previous = this.token;
+    try {
+      this.token = (await this.tokenSource()) || null;
+    } catch (error) {
+      throw new ServerUnreachable(`the token function failed: ${error?.message ?? error}`);
+    }
+    return this.token !== previous;
+  }
+
   async runForever(stopped) {
     await this.ready;
     this.setLink(false, "connecting");
@@ -369,17 +415,22 @@ export class Client {
       this.running.session = session;
       const signal = AbortSignal.any([stopped, session.signal]);
       try {
+        if (this.tokenSource && this.token === null) await this.renewToken();
         await this.connectedSession(new Session(this, signal), session);
       } catch (error) {
         if (stopped.aborted) break;
         const reason = session.signal.aborted ? session.signal.reason : error;
-        if (FATAL.some((kind) => reason instanceof kind)) {
+        const expired = reason instanceof Unauthorized && reason.code === RULES.error_codes.token_expired;
+        if (expired && (await this.renewToken().catch(() => false))) {
+          this.setLink(false, "the token expired: trying a new one");
+        } else if (FATAL.some((kind) => reason instanceof kind)) {
           console.error(`errands: sync stopped: ${reason.message}`);
           this.setLink(false, reason.message, { name: reason.name, message: reason.message });
           return;
+        } else {
+          if (!(reason instanceof ErrandsError)) console.error("errands: sync: unexpected error", reason);
+          this.setLink(false, reason?.message ?? String(reason));
         }
-        if (!(reason instanceof ErrandsError)) console.error("errands: sync: unexpected error", reason);
-        this.setLink(false, reason?.message ?? String(reason));
       } finally {
         session.abort();
       }

@@ -1,25 +1,28 @@
-// errands.js's model: the protocol's constants, the error tree, and the pure parts --
-// ids, offsets, payload checks, the view of a job (synced row + outbox on top), batches,
-// backoff, the event-stream parser. No I/O: Node's test runner tests it (tests/js/).
+// errands.js's model: the protocol's rules, the error tree, and the pure parts -- ids,
+// offsets, payload checks, the view of a job (synced row + outbox on top), batches,
+// backoff, the event-stream parser. No I/O: Node's test runner tests it (tests/js/), and
+// tests/conformance/ holds its checks to the service's.
+import RULES from "./rules.js";
 
-/** The protocol's constants (src/errands/protocol.py; a test holds them equal). */
+export { RULES };
+
+/** The protocol's constants, read from the rules protocol.py exports (rules.js). */
 export const PROTOCOL = Object.freeze({
-  PREFIX: "/v1",
-  START: "-1",
-  JOBS_TABLE: "background_jobs",
-  MAX_BATCH: 1000,
-  MAX_PAYLOAD_BYTES: 256 * 1024,
-  MAX_KIND_LENGTH: 200,
-  MAX_PRIORITY: 1000,
-  MAX_ATTEMPTS: 100,
-  MAX_NAME_LENGTH: 200,
-  MAX_BODY_BYTES: 4 * 1024 * 1024,
-  LIVE_HOLD_SECONDS: 20,
-  BAD_OFFSET: "bad_offset",
+  PREFIX: RULES.prefix,
+  START: RULES.start,
+  JOBS_TABLE: RULES.jobs_table,
+  MAX_BATCH: RULES.max_batch,
+  MAX_PAYLOAD_BYTES: RULES.max_payload_bytes,
+  MAX_KIND_LENGTH: RULES.kind.max_length,
+  MAX_PRIORITY: RULES.job_options.priority.max,
+  MAX_ATTEMPTS: RULES.job_options.max_attempts.max,
+  MAX_NAME_LENGTH: RULES.job_options.queue.max_length,
+  MAX_BODY_BYTES: RULES.max_body_bytes,
+  LIVE_HOLD_SECONDS: RULES.live_hold_seconds,
+  BAD_OFFSET: RULES.error_codes.bad_offset,
 });
 
 const BATCH_BYTES = PROTOCOL.MAX_BODY_BYTES / 2; // JSON overhead varies: stay well under
-const REFUSED = new Set([400, 413, 422]); // the request itself is wrong: resending cannot help
 const FINAL_STATES = new Set(["completed", "failed", "cancelled", "rejected"]);
 const TIMES = ["timestamp", "run_at", "received_at", "started_at", "finished_at"];
 
@@ -38,6 +41,8 @@ export class JobNotFound extends ErrandsError {}
 export class InvalidKind extends ErrandsError {}
 /** The payload cannot be stored as JSON. */
 export class PayloadError extends ErrandsError {}
+/** The payload's JSON is larger than the service takes; send a reference to the data. */
+export class PayloadTooLarge extends PayloadError {}
 /** wait() gave up before the job ended; it may still be running. */
 export class WaitTimeout extends ErrandsError {}
 /** The replica (IndexedDB) is unusable. */
@@ -48,10 +53,16 @@ export class ReplicaMismatch extends ReplicaError {}
 export class SyncError extends ErrandsError {}
 /** No answer from the sync service; local changes wait in the outbox (retried). */
 export class ServerUnreachable extends SyncError {}
-/** The sync service refused the token; sign in again. */
-export class Unauthorized extends SyncError {}
+/** The sync service refused the token; sign in again. `code`: the service's reason
+ * (RULES.error_codes.token_expired when the token is only out of date). */
+export class Unauthorized extends SyncError {
+  constructor(message, code = RULES.error_codes.unauthorized) {
+    super(message);
+    this.code = code;
+  }
+}
 
-/** The server refused a request as wrong (REFUSED): its mutations are rejected. */
+/** The server refused a request as wrong (RULES.answers: "refused"): its mutations are rejected. */
 export class Refused extends SyncError {
   constructor(code, detail) {
     super(`${code}: ${detail}`);
@@ -122,97 +133,128 @@ export function sortKey(timestamp) {
 }
 
 /** `payload` as the JSON text the server stores, or PayloadError saying why it cannot be
- * (what Postgres' jsonb refuses too: NaN and Infinity, NUL, lone surrogates). No payload
+ * (what the service refuses too: NaN and Infinity, NUL, lone surrogates, nesting deeper
+ * than RULES.max_json_depth; PayloadTooLarge past RULES.max_payload_bytes). No payload
  * (undefined or null) means `{}`, as for a row inserted without one. */
 export function payloadJson(payload) {
   const value = payload ?? {};
   checkJson(value, "payload");
   const text = JSON.stringify(value);
   const size = new TextEncoder().encode(text).length;
-  if (size > PROTOCOL.MAX_PAYLOAD_BYTES) {
-    throw new PayloadError(`the payload is ${size} bytes of JSON; the most the server takes is ${PROTOCOL.MAX_PAYLOAD_BYTES}`);
+  if (size > RULES.max_payload_bytes) {
+    throw new PayloadTooLarge(`the payload is ${size} bytes of JSON; the most the server takes is ${RULES.max_payload_bytes}`);
   }
   return text;
 }
 
-function checkJson(value, where, depth = 0) {
-  if (depth > 100) throw new PayloadError(`the ${where} is nested too deeply`);
-  if (value === null || typeof value === "boolean") return;
-  if (typeof value === "number") {
-    if (!Number.isFinite(value)) throw new PayloadError(`the ${where} holds ${value}, which JSON cannot store`);
-    return;
-  }
-  if (typeof value === "string") {
-    if (value.includes("\u0000")) throw new PayloadError(`the ${where} contains a NUL character, which jsonb cannot store`);
-    if (!value.isWellFormed()) throw new PayloadError(`the ${where} contains a lone surrogate, which JSON cannot store`);
-    return;
-  }
-  if (Array.isArray(value)) {
-    value.forEach((item, index) => checkJson(item, `${where}[${index}]`, depth + 1));
-    return;
-  }
-  const proto = typeof value === "object" ? Object.getPrototypeOf(value) : undefined;
-  if (proto !== Object.prototype && proto !== null) {
-    throw new PayloadError(`the ${where} is a ${typeof value === "object" ? value.constructor?.name : typeof value}, not JSON; use objects, arrays, strings, numbers, booleans and null`);
-  }
-  for (const [key, item] of Object.entries(value)) {
-    checkJson(key, `${where} key`, depth + 1);
-    checkJson(item, `${where}.${key}`, depth + 1);
+/** Whether `text` holds what no Postgres text can: NUL, or a lone surrogate. */
+export function unstorable(text) {
+  return text.includes("\u0000") || !text.isWellFormed();
+}
+
+/** A text's length in the rules' unit (RULES.length_unit): code points, as Python counts. */
+export function textLength(text) {
+  let length = 0;
+  for (const _ of text) length++;
+  return length;
+}
+
+/** Walked without recursion, as protocol.json_depth_problem: `[]` is 1 deep. */
+function checkJson(root, where) {
+  const stack = [[root, 0, where]];
+  while (stack.length) {
+    const [value, depth, at] = stack.pop();
+    if (value === null || typeof value === "boolean") continue;
+    if (typeof value === "number") {
+      if (!Number.isFinite(value)) throw new PayloadError(`the ${at} holds ${value}, which JSON cannot store`);
+      continue;
+    }
+    if (typeof value === "string") {
+      if (unstorable(value)) throw new PayloadError(`the ${at} contains a NUL character or a lone surrogate, which the server cannot store`);
+      continue;
+    }
+    const proto = typeof value === "object" ? Object.getPrototypeOf(value) : undefined;
+    if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) {
+      throw new PayloadError(`the ${at} is a ${typeof value === "object" ? value.constructor?.name : typeof value}, not JSON; use objects, arrays, strings, numbers, booleans and null`);
+    }
+    if (depth >= RULES.max_json_depth) {
+      throw new PayloadError(`the ${where} is nested too deeply: arrays and objects are nested more than ${RULES.max_json_depth} deep`);
+    }
+    if (Array.isArray(value)) {
+      value.forEach((item, index) => stack.push([item, depth + 1, `${at}[${index}]`]));
+      continue;
+    }
+    for (const [key, item] of Object.entries(value)) {
+      if (unstorable(key)) throw new PayloadError(`the ${at} has a key with a NUL character or a lone surrogate`);
+      stack.push([item, depth + 1, `${at}.${key}`]);
+    }
   }
 }
 
-/** The kind, checked as the server will (InvalidKind if it would refuse it). */
+/** The kind, checked as the server will (RULES.kind; InvalidKind if it would refuse it). */
 export function checkKind(kind) {
-  if (typeof kind !== "string" || kind.length === 0 || kind.length > PROTOCOL.MAX_KIND_LENGTH) {
-    throw new InvalidKind(`a job's kind must be a string of 1 to ${PROTOCOL.MAX_KIND_LENGTH} characters`);
+  const { min_length: low, max_length: high } = RULES.kind;
+  if (typeof kind !== "string" || !(low <= textLength(kind) && textLength(kind) <= high) || unstorable(kind)) {
+    throw new InvalidKind(`a job's kind must be a string of ${low} to ${high} characters, without NUL or lone surrogates`);
   }
   return kind;
 }
 
-const JOB_OPTIONS = ["priority", "queue", "run_at", "max_attempts", "unique_key"];
 const UNPRINTABLE = /[\p{C}\p{Z}]/u; // what Python's str.isprintable() refuses, but the space
 
+/** Whether `value` is a name of the rule's length, all printable (str.isprintable()). */
+function printableName(value, { min_length: low, max_length: high }) {
+  if (typeof value !== "string") return false;
+  const length = textLength(value);
+  return length >= low && length <= high && !UNPRINTABLE.test(value.replaceAll(" ", ""));
+}
+
+/** One option's value checked against its rule (RULES.job_options); RangeError if bad.
+ * Returns the value as the insert carries it (`run_at` as ISO text in UTC). */
+export function checkOption(name, value) {
+  const rule = RULES.job_options[name];
+  if (rule.type === "integer") {
+    if (!(Number.isInteger(value) && rule.min <= value && value <= rule.max)) {
+      throw new RangeError(`${name} must be a whole number from ${rule.min} to ${rule.max}, not ${JSON.stringify(value)}`);
+    }
+    return value;
+  }
+  if (rule.type === "name") {
+    if (!printableName(value, rule)) {
+      throw new RangeError(`${name} must be ${rule.min_length} to ${rule.max_length} printable characters, not ${String(JSON.stringify(value)).slice(0, 80)}`);
+    }
+    return value;
+  }
+  return isoMoment(name, value);
+}
+
 /** The options of a new job (the Python client's SubmitOptions: priority, queue, run_at,
- * max_attempts, unique_key), checked as the server will (protocol.check_job_options), as
- * the insert's values; `run_at` (a Date, or an ISO 8601 text with a time zone) as ISO
- * text. RangeError naming the first bad one; an unknown name is a TypeError. */
+ * max_attempts, unique_key), checked as the server will (RULES.job_options, the rules of
+ * protocol.check_job_options), as the insert's values. RangeError naming the first bad
+ * one; an unknown name is a TypeError. */
 export function jobOptions(options = {}) {
+  const names = Object.keys(RULES.job_options);
   const values = {};
   for (const [name, value] of Object.entries(options ?? {})) {
-    if (!JOB_OPTIONS.includes(name)) throw new TypeError(`unknown job option ${JSON.stringify(name)}; use ${JOB_OPTIONS.join(", ")}`);
-    if (value !== undefined && value !== null) values[name] = value;
+    if (!names.includes(name)) throw new TypeError(`unknown job option ${JSON.stringify(name)}; use ${names.join(", ")}`);
+    if (value !== undefined && value !== null) values[name] = checkOption(name, value);
   }
-  for (const [name, low, high] of [
-    ["priority", -PROTOCOL.MAX_PRIORITY, PROTOCOL.MAX_PRIORITY],
-    ["max_attempts", 1, PROTOCOL.MAX_ATTEMPTS],
-  ]) {
-    const value = values[name];
-    if (value !== undefined && !(Number.isInteger(value) && low <= value && value <= high)) {
-      throw new RangeError(`${name} must be a whole number from ${low} to ${high}, not ${JSON.stringify(value)}`);
-    }
-  }
-  for (const name of ["queue", "unique_key"]) {
-    const value = values[name];
-    if (value !== undefined && !printableName(value)) {
-      throw new RangeError(`${name} must be 1 to ${PROTOCOL.MAX_NAME_LENGTH} printable characters, not ${JSON.stringify(value).slice(0, 80)}`);
-    }
-  }
-  if (values.run_at !== undefined) values.run_at = isoMoment(values.run_at);
   return values;
 }
 
-function printableName(value) {
-  if (typeof value !== "string") return false;
-  const length = [...value].length; // in characters, as Python counts them
-  return length > 0 && length <= PROTOCOL.MAX_NAME_LENGTH && !UNPRINTABLE.test(value.replaceAll(" ", ""));
-}
-
-/** A moment as ISO 8601 text in UTC: a Date, or a text that names its time zone. */
-function isoMoment(value) {
-  const zoned = typeof value === "string" && /(Z|[+-]\d\d:?\d\d)$/i.test(value.trim());
-  const moment = value instanceof Date ? value : zoned ? new Date(value) : null;
-  if (moment === null || Number.isNaN(moment.getTime())) {
-    throw new RangeError(`run_at must be a Date or an ISO 8601 time with a time zone, not ${JSON.stringify(value)}`);
+/** A moment as ISO 8601 text in UTC: a Date, or an ISO 8601 text (without a time zone: UTC,
+ * as protocol.parse_timestamp reads it), between RULES.earliest and RULES.latest. */
+function isoMoment(name, value) {
+  let moment = value instanceof Date ? value : null;
+  if (typeof value === "string") {
+    const text = value.trim();
+    const match = /^\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:\.\d{1,6})?)?)?(Z|[+-]\d\d:?\d\d)?$/i.exec(text);
+    if (match) moment = new Date(match[1] || !text.includes(":") ? text.replace(" ", "T") : `${text.replace(" ", "T")}Z`);
+  }
+  const ok = moment !== null && !Number.isNaN(moment.getTime())
+    && moment >= new Date(RULES.earliest) && moment <= new Date(RULES.latest);
+  if (!ok) {
+    throw new RangeError(`${name} must be a Date or an ISO 8601 time of years 1 to 9999, not ${String(JSON.stringify(value)).slice(0, 80)}`);
   }
   return moment.toISOString();
 }
@@ -277,23 +319,9 @@ function newRow(values) {
   return { state: "queued", completed: false, progress: 0, attempts: 0, ...values };
 }
 
-/** The newest `limit` jobs: the newest synced rows, the rows the outbox touches, and the
- * outbox entries (in upload order) on top. */
-export function newestJobs(newest, touched, entries, limit) {
-  const synced = new Map(newest.map((row) => [row.id, row]));
-  for (const row of touched) synced.set(row.id, row);
-  const byJob = new Map();
-  for (const entry of entries) {
-    if (!byJob.has(entry.jobId)) byJob.set(entry.jobId, []);
-    byJob.get(entry.jobId).push(entry);
-  }
-  const jobs = [];
-  for (const id of new Set([...synced.keys(), ...byJob.keys()])) {
-    const job = viewJob(synced.get(id) ?? null, byJob.get(id) ?? []);
-    if (job !== null) jobs.push(job);
-  }
-  jobs.sort(newestFirst);
-  return jobs.slice(0, limit);
+/** The newest `limit` of `jobs` (as viewJob makes them), newest first; equal times by id. */
+export function newestJobs(jobs, limit) {
+  return [...jobs].sort(newestFirst).slice(0, limit);
 }
 
 function newestFirst(a, b) {
@@ -358,13 +386,25 @@ export class EventStreamParser {
   }
 }
 
+/** What a client does with an error answer: the first of RULES.answers (protocol.py's
+ * ANSWER_RULES) whose status or code matches; none: "retry". */
+export function clientAction(status, code) {
+  const rule = RULES.answers.find((r) => r.status === status || (code != null && r.code === code));
+  return rule ? rule.action : "retry";
+}
+
 /** The error for a failed answer: status, and the body's {"error": {code, message}}. */
 export function errorFor(status, code, message) {
-  if (status === 401) return new Unauthorized(`the server refused the token: ${message}`);
-  if (status === 409 || code === PROTOCOL.BAD_OFFSET) return new MustRefetch(message);
-  if (REFUSED.has(status)) return new Refused(code, message);
-  // Anything else (a 5xx, a 404 from a proxy...) may pass: retried, never rejected.
-  return new ServerUnreachable(`the server answered ${status}: ${message}`);
+  switch (clientAction(status, code)) {
+    case "unauthorized":
+      return new Unauthorized(`the server refused the token: ${message}`, code);
+    case "refused":
+      return new Refused(code, message);
+    case "must_refetch":
+      return new MustRefetch(message);
+    default: // a 5xx, a 404 from a proxy...: it may pass, so retried, never rejected
+      return new ServerUnreachable(`the server answered ${status}: ${message}`);
+  }
 }
 
 /** The user a token names (its JWT subject, read, not verified: the server checks it), or
@@ -381,9 +421,12 @@ export function tokenUser(token) {
   }
 }
 
-/** The IndexedDB database a client of `server` with `token` keeps its replica in. */
-export function replicaName(server, token) {
-  return `errands ${server.replace(/\/+$/, "")} ${tokenUser(token) ?? "(no token)"}`;
+/** The IndexedDB database a client of `server` keeps the replica of `user` in (by
+ * default, the user its token names: pass the user the service verified where a token
+ * could be forged, as the hosted page does). */
+export function replicaName(server, token, user = null) {
+  const owner = user ?? (typeof token === "string" ? tokenUser(token) : null);
+  return `errands ${server.replace(/\/+$/, "")} ${owner ?? "(no token)"}`;
 }
 
 /** What a client's status says, in one line. */

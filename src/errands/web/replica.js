@@ -1,5 +1,11 @@
 // errands.js's replica: synced rows, the outbox and the shape's offset in IndexedDB. Every
 // method is one transaction; what a page reads is the synced row with the outbox on top.
+//
+// A write costs the same however long the outbox grows (offline for days): the outbox is
+// read through indexes -- by status (what to upload, in order), by mutation id (the
+// server's answers), by job, by the new jobs' timestamps (the newest jobs) -- and the
+// pending and rejected counts are kept up to date in the write's own transaction,
+// never counted.
 import {
   JobNotFound,
   PROTOCOL,
@@ -19,7 +25,9 @@ const { START, JOBS_TABLE } = PROTOCOL;
 
 // -- the replica: IndexedDB ----------------------------------------------------------------
 
-const DB_VERSION = 1;
+const DB_VERSION = 2;
+const COUNTS = "counts"; // meta: {pending, rejected}, kept by every write that changes them
+const NO_COUNTS = Object.freeze({ pending: 0, rejected: 0 });
 
 function request(req) {
   return new Promise((resolve, reject) => {
@@ -37,16 +45,12 @@ export class Replica {
     this.onChange = onChange;
   }
 
-  /** Open (or create) the replica called `name`; `onChange()` runs after each write. */
-  static async open(name, onChange = () => {}) {
+  /** Open (or create) the replica called `name`; `onChange()` runs after each write.
+   * `owner`: the verified user whose changes this client records (null: whoever the
+   * service says the replica belongs to). */
+  static async open(name, onChange = () => {}, owner = null) {
     const opening = indexedDB.open(name, DB_VERSION);
-    opening.onupgradeneeded = () => {
-      const db = opening.result;
-      db.createObjectStore("meta");
-      db.createObjectStore("shapes");
-      db.createObjectStore("synced", { keyPath: "id" }).createIndex("newest", ["sortKey", "id"]);
-      db.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true }).createIndex("job", "jobId");
-    };
+    opening.onupgradeneeded = (event) => upgrade(opening.result, opening.transaction, event.oldVersion);
     let db;
     try {
       db = await request(opening);
@@ -55,7 +59,18 @@ export class Replica {
     }
     // Another tab upgrading or deleting the database: step aside rather than block it.
     db.onversionchange = () => db.close();
-    return new Replica(db, name, onChange);
+    const replica = new Replica(db, name, onChange);
+    replica.owner = owner;
+    return replica;
+  }
+
+  /** Delete the replica called `name` (once every tab has closed it). */
+  static delete(name) {
+    return new Promise((resolve, reject) => {
+      const deleting = indexedDB.deleteDatabase(name);
+      deleting.onsuccess = () => resolve();
+      deleting.onerror = () => reject(new ReplicaError(`cannot delete the replica ${JSON.stringify(name)}: ${deleting.error?.message}`));
+    });
   }
 
   close() {
@@ -111,23 +126,23 @@ export class Replica {
       cancelled: false,
       ...jobOptions(options),
     };
-    return this.transaction(["synced", "outbox"], "readwrite", async (stores) => {
+    return this.transaction(["synced", "outbox", "meta"], "readwrite", async (stores) => {
       if (values.unique_key !== undefined) {
         const existing = await this.unfinishedWithKey(stores, values.unique_key);
         if (existing !== null) return existing;
       }
-      addEntry(stores.outbox, values.id, "insert", values);
+      await this.addEntry(stores, values.id, "insert", values);
       return viewJob(null, [{ op: "insert", values, status: "pending", error: null }]);
     });
   }
 
   /** A job here, queued or running, that has `uniqueKey`; or null. */
   async unfinishedWithKey(stores, uniqueKey) {
-    const [rows, entries] = await Promise.all([request(stores.synced.getAll()), request(stores.outbox.getAll())]);
-    const ids = new Set([
-      ...rows.filter((stored) => stored.row.unique_key === uniqueKey).map((stored) => stored.id),
-      ...entries.filter((entry) => entry.op === "insert" && entry.values.unique_key === uniqueKey).map((e) => e.jobId),
+    const [rows, entries] = await Promise.all([
+      request(stores.synced.index("uniqueKey").getAllKeys(uniqueKey)),
+      request(stores.outbox.index("uniqueKey").getAll(uniqueKey)),
     ]);
+    const ids = new Set([...rows, ...entries.map((entry) => entry.jobId)]);
     for (const id of ids) {
       const job = await this.jobIn(stores, id);
       if (job?.unique_key === uniqueKey && (job.state === "queued" || job.state === "running")) return job;
@@ -138,13 +153,21 @@ export class Replica {
   /** Record a cancellation request (unless the job ended or one is recorded already);
    * return the job as it now looks. JobNotFound if the replica has no such job. */
   requestCancel(jobId) {
-    return this.transaction(["synced", "outbox"], "readwrite", async (stores) => {
+    return this.transaction(["synced", "outbox", "meta"], "readwrite", async (stores) => {
       const job = await this.jobIn(stores, jobId);
       if (job === null) throw new JobNotFound(`the replica has no job ${JSON.stringify(jobId)}`);
       if (job.done || job.cancelled) return job;
-      addEntry(stores.outbox, jobId, "update", { cancelled: true });
+      await this.addEntry(stores, jobId, "update", { cancelled: true });
       return this.jobIn(stores, jobId);
     });
+  }
+
+  /** Add an outbox entry, written by this client's owner, and count it pending. */
+  async addEntry({ outbox, meta }, jobId, op, values) {
+    const entry = { mutationId: uuid7(), jobId, op, values, status: "pending", txid: null, error: null, user: this.owner };
+    if (op === "insert") entry.insertKey = [sortKey(values.timestamp), jobId];
+    outbox.add(entry);
+    await bump(meta, { pending: 1 });
   }
 
   /** Follow the server's database into a new generation (restored from a dump): drop the
@@ -154,9 +177,9 @@ export class Replica {
     return this.transaction(["synced", "shapes", "outbox", "meta"], "readwrite", async (stores) => {
       stores.synced.clear();
       stores.shapes.clear();
-      for (const entry of await request(stores.outbox.getAll())) {
-        if (entry.status === "acked") stores.outbox.put({ ...entry, status: "pending", txid: null });
-      }
+      const acked = await request(stores.outbox.index("status").getAll("acked"));
+      for (const entry of acked) stores.outbox.put({ ...entry, status: "pending", txid: null });
+      await bump(stores.meta, { pending: acked.length });
       stores.meta.put(generation, "generation");
     });
   }
@@ -176,44 +199,33 @@ export class Replica {
     return viewJob(stored?.row ?? null, entries);
   }
 
-  /** The newest `limit` jobs, pending ones included. */
+  /** The newest `limit` jobs, pending ones included: the newest synced rows and the
+   * newest jobs only the outbox has, each with its outbox entries on top. */
   jobs(limit = 10) {
-    return this.transaction(["synced", "outbox"], "readonly", async ({ synced, outbox }) => {
-      const newest = [];
-      await new Promise((resolve, reject) => {
-        const cursor = synced.index("newest").openCursor(null, "prev");
-        cursor.onerror = () => reject(cursor.error);
-        cursor.onsuccess = () => {
-          const at = cursor.result;
-          if (at === null || newest.length >= limit) return resolve();
-          newest.push(at.value.row);
-          at.continue();
-        };
-      });
-      const entries = await request(outbox.getAll()); // few, by design: in seq order
-      const ids = [...new Set(entries.map((entry) => entry.jobId))];
-      const touched = (await Promise.all(ids.map((id) => request(synced.get(id))))).filter(Boolean).map((s) => s.row);
-      return newestJobs(newest, touched, entries, limit);
+    return this.transaction(["synced", "outbox"], "readonly", async (stores) => {
+      const [synced, inserted] = await Promise.all([
+        newest(stores.synced.index("newest"), limit),
+        newest(stores.outbox.index("newest"), limit),
+      ]);
+      const ids = new Set([...synced.map((stored) => stored.id), ...inserted.map((entry) => entry.jobId)]);
+      const jobs = await Promise.all([...ids].map((id) => this.jobIn(stores, id)));
+      return newestJobs(jobs.filter(Boolean), limit);
     });
   }
 
   /** How many outbox entries wait for upload, and how many were rejected. */
-  counts() {
-    return this.transaction(["outbox"], "readonly", async ({ outbox }) => {
-      const entries = await request(outbox.getAll());
-      return {
-        pending: entries.filter((e) => e.status === "pending").length,
-        rejected: entries.filter((e) => e.status === "rejected").length,
-      };
-    });
+  async counts() {
+    return (await this.meta(COUNTS)) ?? NO_COUNTS;
   }
 
   // -- the write path --
 
-  /** The oldest entries not yet acknowledged, in upload order, as mutations. */
-  pendingMutations(limit) {
+  /** The oldest entries not yet acknowledged, in upload order, as mutations: those that
+   * `user` (the user the service verified) wrote, never another's. */
+  pendingMutations(limit, user) {
+    const mine = (entry) => entry.user === undefined || entry.user === null || entry.user === user;
     return this.transaction(["outbox"], "readonly", async ({ outbox }) => {
-      const entries = (await request(outbox.getAll())).filter((e) => e.status === "pending").slice(0, limit);
+      const entries = await oldest(outbox.index("status"), "pending", mine, limit);
       return entries.map((e) => ({ id: e.mutationId, table: JOBS_TABLE, op: e.op, key: e.jobId, values: e.values }));
     });
   }
@@ -221,18 +233,22 @@ export class Replica {
   /** Mark entries acknowledged (with the transaction that applied them) or rejected; settle
    * what the current offset already covers. */
   recordResults(results, txid) {
-    return this.transaction(["outbox", "shapes"], "readwrite", async ({ outbox, shapes }) => {
-      const byMutation = new Map((await request(outbox.getAll())).map((e) => [e.mutationId, e]));
-      for (const result of results) {
-        const entry = byMutation.get(result.id);
-        if (entry === undefined || entry.status !== "pending") continue;
+    return this.transaction(["outbox", "shapes", "meta"], "readwrite", async ({ outbox, shapes, meta }) => {
+      const entries = await Promise.all(results.map((result) => request(outbox.index("mutation").get(result.id))));
+      const change = { pending: 0, rejected: 0 };
+      results.forEach((result, index) => {
+        const entry = entries[index];
+        if (entry === undefined || entry.status !== "pending") return;
+        change.pending -= 1;
         if (result.status === "applied") {
           outbox.put({ ...entry, status: "acked", txid });
         } else {
           const error = `${result.code ?? "rejected"}: ${result.message || "the server refused this change"}`;
           outbox.put({ ...entry, status: "rejected", error });
+          change.rejected += 1;
         }
-      }
+      });
+      await bump(meta, change);
       await settle(outbox, (await request(shapes.get(JOBS_TABLE))) ?? START);
     });
   }
@@ -269,8 +285,72 @@ export class Replica {
   }
 }
 
-function addEntry(outbox, jobId, op, values) {
-  outbox.add({ mutationId: uuid7(), jobId, op, values, status: "pending", txid: null, error: null });
+/** Create the stores and indexes of DB_VERSION, from `oldVersion` (0: a new replica). */
+function upgrade(db, tx, oldVersion) {
+  if (oldVersion < 1) {
+    db.createObjectStore("meta");
+    db.createObjectStore("shapes");
+    db.createObjectStore("synced", { keyPath: "id" }).createIndex("newest", ["sortKey", "id"]);
+    db.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true }).createIndex("job", "jobId");
+  }
+  if (oldVersion < 2) {
+    tx.objectStore("synced").createIndex("uniqueKey", "row.unique_key");
+    const outbox = tx.objectStore("outbox");
+    outbox.createIndex("status", "status");
+    outbox.createIndex("mutation", "mutationId", { unique: true });
+    outbox.createIndex("newest", "insertKey"); // inserts only: [sortKey, jobId]
+    outbox.createIndex("uniqueKey", "values.unique_key");
+    const counts = { pending: 0, rejected: 0 };
+    const cursor = outbox.openCursor();
+    cursor.onsuccess = () => {
+      const at = cursor.result;
+      if (at === null) {
+        tx.objectStore("meta").put(counts, COUNTS);
+        return;
+      }
+      const entry = at.value;
+      if (entry.status in counts) counts[entry.status] += 1;
+      if (entry.op === "insert") at.update({ ...entry, insertKey: [sortKey(entry.values.timestamp), entry.jobId] });
+      at.continue();
+    };
+  }
+}
+
+/** The values of the last `limit` keys of `index`, newest first. */
+function newest(index, limit) {
+  return new Promise((resolve, reject) => {
+    const found = [];
+    const cursor = index.openCursor(null, "prev");
+    cursor.onerror = () => reject(cursor.error);
+    cursor.onsuccess = () => {
+      const at = cursor.result;
+      if (at === null || found.length >= limit) return resolve(found);
+      found.push(at.value);
+      at.continue();
+    };
+  });
+}
+
+/** The values of the first `limit` records under `key` in `index` that `wanted` takes. */
+function oldest(index, key, wanted, limit) {
+  return new Promise((resolve, reject) => {
+    const found = [];
+    const cursor = index.openCursor(key);
+    cursor.onerror = () => reject(cursor.error);
+    cursor.onsuccess = () => {
+      const at = cursor.result;
+      if (at === null || found.length >= limit) return resolve(found);
+      if (wanted(at.value)) found.push(at.value);
+      at.continue();
+    };
+  });
+}
+
+/** Add `change` ({pending, rejected}: differences) to the counts, in the caller's transaction. */
+async function bump(meta, change) {
+  const counts = { ...((await request(meta.get(COUNTS))) ?? NO_COUNTS) };
+  for (const [name, difference] of Object.entries(change)) counts[name] += difference;
+  meta.put(counts, COUNTS);
 }
 
 /** Drop acknowledged entries whose effect the synced rows now contain. */
@@ -278,7 +358,7 @@ async function settle(outbox, offsetText) {
   if (offsetText === START) return;
   const offset = decodeOffset(offsetText);
   if (offset.afterKey !== null) return; // mid-snapshot: not every row is here yet
-  for (const entry of await request(outbox.getAll())) {
-    if (entry.status === "acked" && entry.txid !== null && covers(offset, entry.txid)) outbox.delete(entry.seq);
+  for (const entry of await request(outbox.index("status").getAll("acked"))) {
+    if (entry.txid !== null && covers(offset, entry.txid)) outbox.delete(entry.seq);
   }
 }

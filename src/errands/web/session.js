@@ -78,6 +78,10 @@ export class Session {
    * server into a new database generation (re-sync, outbox kept). */
   async checkIdentity() {
     const me = await this.json("GET", `${PREFIX}/me`);
+    if (this.client.user !== null && me.user !== this.client.user) {
+      throw new ReplicaMismatch(`this client keeps ${JSON.stringify(this.client.user)}'s replica, but the token is ${JSON.stringify(me.user)}'s; nothing was uploaded or changed`);
+    }
+    this.user = me.user;
     const [generation, user, server] = await Promise.all(["generation", "user", "server"].map((key) => this.replica.meta(key)));
     if (generation === undefined) {
       await this.replica.setMeta({ generation: me.generation, user: me.user, server: this.client.server });
@@ -99,7 +103,7 @@ export class Session {
    * the rest. */
   async push() {
     let mutations;
-    while ((mutations = await this.replica.pendingMutations(PROTOCOL.MAX_BATCH)).length) {
+    while ((mutations = await this.replica.pendingMutations(PROTOCOL.MAX_BATCH, this.user)).length) {
       const batch = fitBatch(mutations);
       try {
         await this.upload(batch);

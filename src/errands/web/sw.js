@@ -3,8 +3,9 @@
 // Network first, so a new version is picked up whenever the server answers; the cache
 // only when it does not. It never touches the sync protocol's requests.
 const CACHE = "errands-page";
-const CLIENT = ["errands.js", "model.js", "replica.js", "session.js"].map((name) => `/v1/client/${name}`);
-const PAGE = ["/", "/static/style.css", "/static/view.js", "/static/hosted.js", "/kinds.json", ...CLIENT];
+const CLIENT = ["errands.js", "model.js", "replica.js", "session.js", "rules.js"].map((name) => `/v1/client/${name}`);
+const VIEW = ["view.js", "hosted.js", "model.js", "rules.js", "style.css"].map((name) => `/static/${name}`);
+const PAGE = ["/", "/kinds.json", ...VIEW, ...CLIENT];
 
 self.addEventListener("install", (event) => {
   event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(PAGE)).then(() => self.skipWaiting()));

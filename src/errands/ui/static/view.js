@@ -10,7 +10,10 @@
 //     setOnline(online): Promise<StatusView?>, the Wi-Fi switch
 //     listen({ jobs, status, live }) }          calls back with JobView[] and StatusView
 //
-// (JobView and StatusView: see jobView below and errands/ui/views.py.)
+// (JobView and StatusView: see jobView below and errands/ui/views.py.) The option fields
+// are checked with errands.js's model.js, by the rules protocol.py exports (rules.js):
+// both are served beside this file.
+import { RULES, checkOption, textLength } from "./model.js";
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -89,47 +92,51 @@ function useExample() {
   }
 }
 
-// -- the job's options: protocol.check_job_options's rules, said in the page's words ----
+// -- the job's options: the protocol's rules (model.js, from rules.js), in the page's words
 
-/** The limits of protocol.check_job_options (tests/js/test_node.py holds them equal). */
-export const OPTION_LIMITS = Object.freeze({ MAX_PRIORITY: 1000, MAX_ATTEMPTS: 100, MAX_NAME_LENGTH: 200 });
-const { MAX_PRIORITY, MAX_ATTEMPTS, MAX_NAME_LENGTH } = OPTION_LIMITS;
-const UNPRINTABLE = /[\p{C}\p{Z}]/u; // what Python's str.isprintable() refuses, the space aside
-
-const wholeNumber = (label, low, high) => (input) => {
+const wholeNumber = (label, name) => (input) => {
   const text = input.value.trim();
-  const number = Number(text);
-  if (input.validity.badInput || (text !== "" && !(/^[+-]?\d+$/.test(text) && low <= number && number <= high))) {
-    return { error: `${label} must be a whole number from ${low} to ${high}.` };
-  }
-  return { value: text === "" ? undefined : number };
+  const { min, max } = RULES.job_options[name];
+  const problem = { error: `${label} must be a whole number from ${min} to ${max}.` };
+  if (input.validity.badInput || (text !== "" && !/^[+-]?\d+$/.test(text))) return problem;
+  return checked(name, text === "" ? undefined : Number(text), problem);
 };
 
-const shortName = (label) => (input) => {
+const shortName = (label, name) => (input) => {
   const text = input.value.trim();
-  const length = [...text].length;
-  if (length > MAX_NAME_LENGTH) return { error: `${label} must be at most ${MAX_NAME_LENGTH} characters (it has ${length}).` };
-  if (UNPRINTABLE.test(text.replaceAll(" ", ""))) {
-    return { error: `${label} must hold only printable characters (no tabs, line breaks or invisible ones).` };
-  }
-  return { value: text === "" ? undefined : text };
+  const { max_length: most } = RULES.job_options[name];
+  const length = textLength(text);
+  const problem = length > most
+    ? { error: `${label} must be at most ${most} characters (it has ${length}).` }
+    : { error: `${label} must hold only printable characters (no tabs, line breaks or invisible ones).` };
+  return checked(name, text === "" ? undefined : text, problem);
 };
+
+/** `value` if the protocol's rule for option `name` takes it, else `problem`. */
+function checked(name, value, problem) {
+  if (value === undefined) return { value };
+  try {
+    return { value: checkOption(name, value) };
+  } catch (error) {
+    if (error instanceof RangeError) return problem;
+    throw error;
+  }
+}
 
 /** A datetime-local field (the user's own time) as an ISO 8601 moment in UTC. */
 function moment(input) {
   const when = input.value ? new Date(input.value) : null;
-  if (input.validity.badInput || (when !== null && Number.isNaN(when.getTime()))) {
-    return { error: "Run at needs a complete date and time." };
-  }
-  return { value: when?.toISOString() };
+  const problem = { error: "Run at needs a complete date and time." };
+  if (input.validity.badInput || (when !== null && Number.isNaN(when.getTime()))) return problem;
+  return checked("run_at", when?.toISOString(), problem);
 }
 
 const OPTIONS = [
-  { name: "priority", id: "option-priority", read: wholeNumber("Priority", -MAX_PRIORITY, MAX_PRIORITY) },
-  { name: "max_attempts", id: "option-max-attempts", read: wholeNumber("Max attempts", 1, MAX_ATTEMPTS) },
-  { name: "queue", id: "option-queue", read: shortName("The queue") },
+  { name: "priority", id: "option-priority", read: wholeNumber("Priority", "priority") },
+  { name: "max_attempts", id: "option-max-attempts", read: wholeNumber("Max attempts", "max_attempts") },
+  { name: "queue", id: "option-queue", read: shortName("The queue", "queue") },
   { name: "run_at", id: "option-run-at", read: moment },
-  { name: "unique_key", id: "option-unique-key", read: shortName("The unique key") },
+  { name: "unique_key", id: "option-unique-key", read: shortName("The unique key", "unique_key") },
 ];
 
 function showOptionError(option, message) {
@@ -256,7 +263,7 @@ function progressHtml(job) {
       return `<div class="progress${job.cancel_requested ? " is-cancelling" : ""}">
           <div class="progress-top"><span class="percent">${percent}%</span>
             <div class="bar" role="progressbar" aria-label="Progress" aria-valuemin="0" aria-valuemax="100"
-                 aria-valuenow="${percent}"><div class="bar-fill" style="width:${percent}%"></div></div></div>
+                 aria-valuenow="${percent}"><div class="bar-fill"></div></div></div>
           <span class="progress-message" title="${escapeHtml(message)}">${escapeHtml(message)}</span>
         </div>`;
     }
@@ -329,6 +336,8 @@ function updateRow(row, job) {
   setHtml(time, `${timeFormat.format(when)}${today ? "" : `<span class="date">${dateFormat.format(when)}</span>`}`);
 
   setHtml(row.querySelector(".cell-progress"), progressHtml(job));
+  const fill = row.querySelector(".bar-fill"); // set here: the pages' CSP allows no inline style
+  if (fill) fill.style.width = `${Math.floor(job.progress * 100)}%`;
   setHtml(row.querySelector(".cell-result"), resultHtml(job));
 
   const cancel = row.querySelector(".cancel");

@@ -1,0 +1,304 @@
+"""One rule set, every client: the vectors of tests/conformance/ (README.md) run against
+the Python client, errands.js in Node, and the sync service over real HTTP. Each case
+is a test per implementation, so a rule changed in one place and not the others fails
+by name."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from errands.client.replica import Replica
+from errands.client.sync import Refused, SyncSession
+from errands.exceptions import ErrandsError, ServerUnreachable, Unauthorized
+from errands.payloads import PayloadTooLarge
+from errands.protocol import JOBS_TABLE, PREFIX, ErrorCode, Offset
+from errands.sync.auth import make_token
+from tests.client.processes import SECRET, SyncServer
+from tests.conformance.vectors import HERE, cases, expand
+from tests.conftest import create_database, drop_database
+
+Outcome = dict[str, Any]
+JOBS = cases("jobs")
+OFFSETS = cases("offsets")
+ANSWERS = cases("answers")
+EXCHANGES = cases("exchanges")
+
+
+def _ids(case: dict[str, Any]) -> str:
+    return str(case["name"])
+
+
+def check(outcome: Outcome, expect: dict[str, Any], *, values: bool = True) -> None:
+    """``outcome`` is what the vector expects (``values``: and the values it names)."""
+    if "refused" in expect:
+        assert outcome.get("refused") == expect["refused"], outcome
+        return
+    assert outcome.get("accepted") is True, outcome
+    if values:
+        for key, value in expect.items():
+            if key != "accepted":
+                assert outcome.get(key) == value, (key, outcome)
+
+
+# -- the Python client ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replica]:
+    """A replica of the Python client, never synced: only its local checks run."""
+    opened = Replica(tmp_path_factory.mktemp("conformance") / "replica.sqlite")
+    yield opened
+    opened.close()
+
+
+def python_job(replica: Replica, submit: dict[str, Any]) -> Outcome:
+    """What the Python client makes of a new job (Client.submit's local part)."""
+    try:
+        job_id = replica.insert_job(submit["kind"], submit.get("payload"), submit.get("options"))
+    except PayloadTooLarge:
+        return {"refused": ErrorCode.PAYLOAD_TOO_LARGE.value}
+    except (ErrandsError, ValueError):
+        return {"refused": ErrorCode.VALIDATION_ERROR.value}
+    job = replica.get(job_id)
+    assert job is not None
+    return {"accepted": True, "payload": job.payload}
+
+
+@pytest.mark.parametrize("case", JOBS, ids=_ids)
+def test_python_client_jobs(replica: Replica, case: dict[str, Any]) -> None:
+    check(python_job(replica, expand(case["submit"])), case["expect"])
+
+
+@pytest.mark.parametrize("case", OFFSETS, ids=_ids)
+def test_python_client_offsets(case: dict[str, Any]) -> None:
+    try:
+        offset = Offset.decode(case["offset"])
+    except ValueError:
+        outcome: Outcome = {"refused": ErrorCode.BAD_OFFSET.value}
+    else:
+        decoded = {
+            "generation": offset.generation,
+            "xmin": offset.xmin,
+            "xmax": offset.xmax,
+            "xip": list(offset.xip),
+            "after_key": offset.after_key,
+        }
+        outcome = {"accepted": True, "decoded": decoded}
+    check(outcome, case["expect"])
+
+
+def python_action(replica: Replica, status: int, code: str | None) -> str:
+    """What the Python client's sync session does with an error answer."""
+    if code is not None:
+        body = json.dumps({"error": {"code": code, "message": "a message"}})
+    elif status == 409:
+        body = json.dumps({"messages": [{"type": "must-refetch"}], "offset": "-1"})
+    else:
+        body = "<html>a proxy's page</html>"
+
+    def answer(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=body.encode())
+
+    async def call() -> str:
+        transport = httpx.MockTransport(answer)
+        async with httpx.AsyncClient(transport=transport, base_url="http://errands") as http:
+            try:
+                await SyncSession(replica, http)._call("GET", f"{PREFIX}/me")
+            except Unauthorized:
+                return "unauthorized"
+            except Refused:
+                return "refused"
+            except ServerUnreachable:
+                return "retry"
+            except ErrandsError as error:  # the session's own must-refetch signal
+                return "must_refetch" if type(error).__name__ == "_MustRefetch" else repr(error)
+        raise AssertionError("an error answer was taken as a success")
+
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize("case", ANSWERS, ids=_ids)
+def test_python_client_answers(replica: Replica, case: dict[str, Any]) -> None:
+    action = python_action(replica, case["status"], case["code"])
+    assert action == case["expect"]["action"]
+
+
+@pytest.mark.parametrize("case", EXCHANGES, ids=_ids)
+def test_python_client_exchanges(replica: Replica, case: dict[str, Any]) -> None:
+    expect = case["expect"]
+    assert python_action(replica, expect["status"], expect["code"]) == expect["action"]
+
+
+# -- errands.js -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def js_outcomes() -> dict[str, dict[str, Outcome]]:
+    """run.mjs's outcomes (model.js's checks in Node), by file and case name."""
+    ran = subprocess.run(
+        ["node", str(HERE / "run.mjs")], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    found = json.loads(ran.stdout)
+    return {file: {o.pop("name"): o for o in outcomes} for file, outcomes in found.items()}
+
+
+@pytest.mark.parametrize("case", JOBS, ids=_ids)
+def test_errands_js_jobs(js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]) -> None:
+    check(js_outcomes["jobs"][case["name"]], case["expect"])
+
+
+@pytest.mark.parametrize("case", OFFSETS, ids=_ids)
+def test_errands_js_offsets(
+    js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
+) -> None:
+    check(js_outcomes["offsets"][case["name"]], case["expect"])
+
+
+@pytest.mark.parametrize("case", ANSWERS, ids=_ids)
+def test_errands_js_answers(
+    js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
+) -> None:
+    assert js_outcomes["answers"][case["name"]]["action"] == case["expect"]["action"]
+
+
+@pytest.mark.parametrize("case", EXCHANGES, ids=_ids)
+def test_errands_js_exchanges(
+    js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
+) -> None:
+    assert js_outcomes["exchanges"][case["name"]]["action"] == case["expect"]["action"]
+
+
+# -- the service ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def service(server_url: str, template_db: str) -> Iterator[httpx.Client]:
+    """``errands server`` on a database of its own, and an HTTP client signed in. Every
+    kind is open to clients (``ERRANDS_CLIENT_KINDS=*``, where the service knows it): the
+    vectors test the rules every client shares, not which kinds a deployment offers."""
+    database = create_database(server_url, template_db)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ERRANDS_CLIENT_KINDS", "*")
+        server = SyncServer(database).start()
+    token = make_token(SECRET, "conformance")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    try:
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+            yield http
+    finally:
+        server.stop()
+        drop_database(server_url, database)
+
+
+def service_job(http: httpx.Client, submit: dict[str, Any]) -> Outcome:
+    """What the service makes of the insert a client would upload for a new job."""
+    job_id = str(uuid.uuid4())
+    values = {
+        "id": job_id,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "kind": submit["kind"],
+        "cancelled": False,
+        **(submit.get("options") or {}),
+    }
+    if submit.get("payload") is not None:  # a client sends no payload as {}
+        values["payload"] = submit["payload"]
+    mutation = {"id": str(uuid.uuid4()), "table": JOBS_TABLE, "op": "insert", "key": job_id}
+    # ASCII JSON, so that a lone surrogate travels as the \\ud800 escape a client sends.
+    body = json.dumps({"mutations": [mutation | {"values": values}]})
+    response = http.post(f"{PREFIX}/mutations", content=body)
+    if response.status_code != 200:
+        return {"refused": response.json()["error"]["code"]}
+    (result,) = response.json()["results"]
+    if result["status"] == "rejected":
+        return {"refused": result["code"]}
+    return {"accepted": True}
+
+
+@pytest.mark.parametrize("case", JOBS, ids=_ids)
+def test_service_jobs(service: httpx.Client, case: dict[str, Any]) -> None:
+    check(service_job(service, expand(case["submit"])), case["expect"], values=False)
+
+
+@pytest.mark.parametrize("case", OFFSETS, ids=_ids)
+def test_service_offsets(service: httpx.Client, case: dict[str, Any]) -> None:
+    response = service.get(f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": case["offset"]})
+    if response.status_code == 400:
+        outcome: Outcome = {"refused": response.json()["error"]["code"]}
+    else:  # a well-formed offset of another database: must-refetch (409), never a 5xx
+        assert response.status_code in {200, 409}, response.text
+        outcome = {"accepted": True}
+    check(outcome, case["expect"], values=False)
+
+
+def _reused_id(http: httpx.Client) -> httpx.Response:
+    mutation_id = str(uuid.uuid4())
+    responses = []
+    for _ in range(2):  # the same id, each time for another new job
+        job = str(uuid.uuid4())
+        values = {"id": job, "timestamp": datetime.now(UTC).isoformat(), "kind": "k"}
+        mutation = {"id": mutation_id, "table": JOBS_TABLE, "op": "insert", "key": job}
+        body = {"mutations": [mutation | {"values": values}]}
+        responses.append(http.post(f"{PREFIX}/mutations", content=json.dumps(body)))
+    assert responses[0].status_code == 200, responses[0].text
+    return responses[1]
+
+
+def _other_generation(http: httpx.Client) -> httpx.Response:
+    offset = Offset.decode(
+        http.get(f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": "-1"}).json()["offset"]
+    )
+    elsewhere = Offset("othergeneration", offset.xmin, offset.xmax, offset.xip).encode()
+    return http.get(f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": elsewhere})
+
+
+def _with_token(token: str) -> Callable[[httpx.Client], httpx.Response]:
+    def call(http: httpx.Client) -> httpx.Response:
+        return http.get(f"{PREFIX}/me", headers={"Authorization": f"Bearer {token}"})
+
+    return call
+
+
+SCENARIOS: dict[str, Callable[[httpx.Client], httpx.Response]] = {
+    "a mutation id reused for another change": _reused_id,
+    "an offset of another database generation": _other_generation,
+    "a malformed offset": lambda http: http.get(
+        f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": "g_3_2_"}
+    ),
+    "an expired token": _with_token(make_token(SECRET, "conformance", expires_in=-60)),
+    "a token signed with another secret": _with_token(make_token("x" * 32, "conformance")),
+    "a where that is not JSON": lambda http: http.get(
+        f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": "-1", "where": "[{"}
+    ),
+    "a batch with no mutations": lambda http: http.post(
+        f"{PREFIX}/mutations", content=json.dumps({"mutations": []})
+    ),
+}
+"""How to bring about each situation of exchanges.json, over real HTTP."""
+
+
+@pytest.mark.parametrize("case", EXCHANGES, ids=_ids)
+def test_service_exchanges(service: httpx.Client, case: dict[str, Any]) -> None:
+    answer = SCENARIOS[case["name"]](service)
+    body = answer.json()
+    code = body["error"]["code"] if "error" in body else None
+    assert (answer.status_code, code) == (case["expect"]["status"], case["expect"]["code"])
+    if code is None:  # must-refetch: a shape response that says so
+        assert [m["type"] for m in body["messages"]] == ["must-refetch"]
+
+
+def test_every_vector_file_runs() -> None:
+    """A new vector file is picked up here, or this fails."""
+    found = sorted(path.stem for path in Path(HERE).glob("*.json"))
+    assert found == ["answers", "exchanges", "jobs", "offsets"]
+    assert set(SCENARIOS) == {case["name"] for case in EXCHANGES}

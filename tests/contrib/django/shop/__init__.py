@@ -1,0 +1,1 @@
+"""A shop: orders placed by a view, tasks run by errands."""
