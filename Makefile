@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test browser lint types unit demo bench clean
+.PHONY: test browser lint types unit demo bench clean rules
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 
 types: $(STAMP)
 	$(BIN)/mypy
+
+## rules: regenerate src/errands/web/rules.js from protocol.py (a test fails while it is stale)
+rules: $(STAMP)
+	$(BIN)/python -m errands.protocol_export
 
 ## demo: the whole system on an embedded Postgres; prints the page's URL
 demo: $(STAMP)
