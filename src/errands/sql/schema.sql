@@ -499,3 +499,113 @@ CREATE INDEX job_events_at_idx ON job_events (at);
 -- it, written by the client; the service, the worker and the client join that trace.
 ALTER TABLE background_jobs ADD COLUMN traceparent text
     CHECK (traceparent ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$');
+
+
+-- The operator's console at a million jobs, accountable operator actions, and paused
+-- queues (docs/operators.md).
+
+-- The console lists jobs newest first by received_at (the server's clock: a client's
+-- timestamp never decides what an operator sees), a page at a time from a keyset
+-- cursor; with a state chosen it walks the second index, which also counts the jobs
+-- of each state in a time window without reading the table.
+CREATE INDEX background_jobs_received_idx ON background_jobs (received_at, id);
+CREATE INDEX background_jobs_state_received_idx ON background_jobs (state, received_at, id);
+
+-- Who acted: an operator's change is recorded under the operator's name (the token's
+-- subject, or the command line's user), never under the worker that last ran the job.
+-- Two events need no state change: a cancellation requested while the job runs, and a
+-- waiting job moved to another run time.
+ALTER TABLE job_events ADD COLUMN operator text;
+ALTER TABLE job_events DROP CONSTRAINT job_events_type_check;
+ALTER TABLE job_events ADD CONSTRAINT job_events_type_check CHECK (type IN (
+    'queued', 'started', 'retried', 'failed', 'cancelled', 'completed',
+    'cancel_requested', 'rescheduled'
+));
+
+-- The operator of the current transaction (errands.operations sets it with
+-- set_config(..., true) before it acts), or NULL for every other writer.
+CREATE FUNCTION errands_operator() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT nullif(current_setting('errands.operator', true), '')
+$$;
+
+CREATE OR REPLACE FUNCTION errands_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    queues text;
+    cancels integer;
+    operator text := errands_operator();
+BEGIN
+    INSERT INTO job_events (job_id, type, attempt, worker, error, operator)
+    SELECT n.id,
+           CASE WHEN n.state = 'running' THEN 'started'
+                WHEN n.state = 'queued' THEN 'retried'
+                ELSE n.state END,
+           n.attempts,
+           CASE WHEN operator IS NULL THEN coalesce(n.lease_owner, o.lease_owner) END,
+           CASE WHEN n.state IN ('queued', 'failed') THEN n.error END,
+           operator
+    FROM new_rows n JOIN old_rows o USING (id)
+    WHERE n.state IS DISTINCT FROM o.state;
+
+    SELECT string_agg(DISTINCT n.queue, ',') FILTER (WHERE n.state = 'queued'),
+           count(*) FILTER (WHERE n.state = 'running' AND n.cancelled)
+    INTO queues, cancels
+    FROM new_rows n JOIN old_rows o USING (id)
+    WHERE (n.state = 'queued' AND o.state <> 'queued')
+       OR (n.state = 'running' AND n.cancelled AND NOT o.cancelled);
+    IF queues IS NOT NULL THEN
+        PERFORM pg_notify('errands_jobs', queues);
+    END IF;
+    IF cancels > 0 THEN
+        PERFORM pg_notify('errands_cancel', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Paused queues: a queue with a row here is not claimed from by any worker (its running
+-- jobs run on); resuming deletes the row and wakes the workers.
+CREATE TABLE errands_queue_pauses (
+    queue text PRIMARY KEY,
+    paused_at timestamptz NOT NULL DEFAULT now(),
+    paused_by text NOT NULL
+);
+
+-- 0004's claim, with one condition more: nothing of a paused queue. The array is read
+-- once per claim (an InitPlan), so the walk of the claim index is unchanged.
+CREATE OR REPLACE FUNCTION errands_claim_kinds(
+    worker text, kinds text[], queues text[], max_jobs integer
+)
+RETURNS SETOF background_jobs
+LANGUAGE sql
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
+AS $$
+    WITH claimable AS (
+        SELECT best.id
+        FROM unnest(kinds) AS handled (kind)
+        CROSS JOIN LATERAL (
+            SELECT id, priority, run_at FROM background_jobs
+            WHERE state = 'queued'
+              AND kind = handled.kind
+              AND run_at <= now()
+              AND (queues IS NULL OR queue = ANY(queues))
+              AND queue <> ALL (ARRAY(SELECT p.queue FROM errands_queue_pauses p))
+            ORDER BY priority DESC, run_at, id
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED
+        ) AS best
+        ORDER BY best.priority DESC, best.run_at, best.id
+        LIMIT max_jobs
+    )
+    UPDATE background_jobs AS j
+    SET state = 'running',
+        attempts = j.attempts + 1,
+        lease_owner = worker,
+        started_at = now(),
+        error = NULL
+    FROM claimable
+    WHERE j.id = claimable.id
+    RETURNING j.*
+$$;
