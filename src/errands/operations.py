@@ -283,10 +283,17 @@ def _q(name: str) -> LiteralString:
 
 
 @cache
-def _composed(name: str) -> sql.Composed:
-    """A templated query with its selection and columns filled in."""
+def job_query(name: str, filename: str = OPERATIONS_QUERIES) -> sql.Composed:
+    """The query ``name`` of ``sql/filename``, a template whose ``{selection}`` is the
+    :class:`JobFilter` condition on ``background_jobs j`` and ``{columns}`` the columns
+    of :class:`JobRecord`."""
     columns = sql.SQL(", ").join(sql.Identifier("j", field.name) for field in fields(JobRecord))
-    return sql.SQL(_q(name)).format(selection=sql.SQL(_q("job_selection")), columns=columns)
+    template = query(name, filename)
+    return sql.SQL(template).format(selection=sql.SQL(_q("job_selection")), columns=columns)
+
+
+def _composed(name: str) -> sql.Composed:
+    return job_query(name)
 
 
 def _selection(job_ids: Iterable[JobId], where: JobFilter | None) -> dict[str, Any]:

@@ -108,7 +108,7 @@ def test_search_and_received_at_bounds_select_jobs(conn: Conn) -> None:
     errands.enqueue(conn, "resize", {"file": "other.png"})
     failed = failed_with_key(conn, "x")
     conn.execute(
-        "UPDATE background_jobs SET error = '{\"message\": \"disk FULL\"}' WHERE id = %s",
+        'UPDATE background_jobs SET error = \'{"message": "disk FULL"}\' WHERE id = %s',
         (failed,),
     )
     assert [j.id for j in errands.list_jobs(conn, JobFilter(search="holiday-photo"))] == [match]

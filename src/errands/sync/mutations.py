@@ -150,6 +150,10 @@ async def _apply_one(conn: AsyncConnection[Any], caller: Caller, m: Mutation) ->
 
 def _check(caller: Caller, m: Mutation) -> dict[str, Any]:
     """The query parameters of an allowed mutation; :class:`Rejection` otherwise."""
+    if caller.read_only:
+        raise Rejection(
+            ErrorCode.FORBIDDEN_OPERATION, "a read-only operator's token may change nothing"
+        )
     if m.table != JOBS_TABLE:
         raise Rejection(ErrorCode.UNKNOWN_TABLE, f"unknown table {m.table[:80]!r}")
     try:
