@@ -65,7 +65,7 @@ def test_only_operators_may_use_the_admin_routes(
     ("method", "path", "body", "message"),
     [
         ("GET", "/v1/admin/jobs/not-a-uuid", None, "valid UUID"),
-        ("POST", "/v1/admin/jobs/explode", {"ids": []}, "'retry', 'cancel' or 'delete'"),
+        ("POST", "/v1/admin/jobs/explode", {"ids": []}, "'delete' or 'reschedule'"),
         ("POST", "/v1/admin/jobs/delete", {}, "say which jobs"),
         ("POST", "/v1/admin/jobs/delete", {"where": {"states": ["lost"]}}, "states"),
         ("POST", "/v1/admin/jobs/retry", {"where": {"since": "2026-01-01T00:00:00"}}, "timezone"),

@@ -369,8 +369,7 @@ def _act(
     stderr.print(f"{count} job{'s' * (count != 1)} {done}", highlight=False)
     for job_id, key in outcome.held.items():
         stderr.print(
-            f"[yellow]left alone:[/] {job_id}: an unfinished job holds its unique key "
-            f"{key!r}",
+            f"[yellow]left alone:[/] {job_id}: an unfinished job holds its unique key {key!r}",
             highlight=False,
             markup=True,
         )

@@ -371,9 +371,7 @@ def token(
         fail("--console-url makes an operator's sign-in link: add --operator", code=2)
     if read_only and not operator:
         fail("--read-only makes a read-only operator's token: add --operator", code=2)
-    signed = make_token(
-        secret, name, operator=operator, expires_in=expires_in, read_only=read_only
-    )
+    signed = make_token(secret, name, operator=operator, expires_in=expires_in, read_only=read_only)
     click.echo(signed if console_url is None else _console_link(console_url, signed))
 
 
