@@ -28,6 +28,13 @@ ADMIN_ROUTES = [
     ("POST", "/v1/admin/jobs/retry", {"ids": [str(uuid.uuid4())]}),
     ("POST", "/v1/admin/jobs/cancel", {"ids": [str(uuid.uuid4())]}),
     ("POST", "/v1/admin/jobs/delete", {"where": {}}),
+    ("POST", "/v1/admin/jobs/delete", {"where": {}, "all": True}),
+    ("GET", "/v1/admin/jobs", None),
+    ("GET", "/v1/admin/counts", None),
+    ("GET", "/v1/admin/me", None),
+    ("GET", "/v1/admin/queues", None),
+    ("GET", "/v1/admin/schedules", None),
+    ("POST", "/v1/admin/queues/default/pause", None),
 ]
 
 
@@ -143,10 +150,10 @@ def test_actions_by_id_and_filter_say_what_they_changed(
         "/v1/admin/jobs/delete", json={"ids": [str(queued[2])], "where": {"queues": [queue]}}
     ).json()
 
-    assert cancelled == {"action": "cancel", "ids": sorted(str(j) for j in queued)}
-    assert again == {"action": "cancel", "ids": []}  # already cancelled: left alone
-    assert retried == {"action": "retry", "ids": [str(queued[1])]}
-    assert deleted == {"action": "delete", "ids": [str(queued[2])]}
+    assert cancelled == {"action": "cancel", "ids": sorted(str(j) for j in queued), "held": {}}
+    assert again == {"action": "cancel", "ids": [], "held": {}}  # already cancelled: left alone
+    assert retried == {"action": "retry", "ids": [str(queued[1])], "held": {}}
+    assert deleted == {"action": "delete", "ids": [str(queued[2])], "held": {}}
     rows = dict(
         db.execute(
             "SELECT id, state FROM background_jobs WHERE queue IN (%s, 'q-other')", (queue,)
