@@ -263,7 +263,7 @@ async def act(operator: Acting, action: Action, request: ActionRequest) -> Actio
     every other writer: ``job_events`` records them under the operator's name and
     replicas receive them through their shapes. A read-only operator gets 403."""
     where = _action_filter(request)
-    async with operator.pool.connection() as conn:
+    async with operator.writing() as conn:
         outcome = await operations.act_async(
             conn,
             action,

@@ -63,7 +63,7 @@ async def change_queue(
     """Pause a queue (workers stop claiming from it at their next claim; running jobs
     finish) or resume it (the workers are woken)."""
     act = queue_ops.pause_async if change == "pause" else queue_ops.resume_async
-    async with operator.pool.connection() as conn:
+    async with operator.writing() as conn:
         changed = await act(conn, name, operator=operator.name)
     if changed:
         log.info("operator %s: %s queue %s", operator.name, change, name)

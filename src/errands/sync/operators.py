@@ -8,11 +8,14 @@ Routes declare what they need with :data:`OperatorPool` (read) or :data:`Acting`
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg import AsyncConnection, IsolationLevel
 from psycopg_pool import AsyncConnectionPool
 
 from errands.protocol import ErrorCode, ErrorResponse
@@ -43,6 +46,15 @@ class Operator:
     def name(self) -> str:
         """The name an action is recorded under in ``job_events``."""
         return self.caller.user
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection whose transactions may write: one that last served a
+        shape read would still open read-only, repeatable-read ones."""
+        async with self.pool.connection() as conn:
+            await conn.set_isolation_level(IsolationLevel.READ_COMMITTED)
+            await conn.set_read_only(False)
+            yield conn
 
 
 async def _operator(

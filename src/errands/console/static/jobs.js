@@ -206,6 +206,8 @@ export class JobsView {
     for (const shape of this.shapes) shape.close();
     this.shapes = [];
     this.selection = null;
+    if (this.loading) this.loading.abort();
+    this.loading = null;
   }
 
   /** Change the filter through the address (#/jobs?...), so that it can be bookmarked. */
@@ -357,6 +359,7 @@ export class JobsView {
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = 0;
+      if (!this.selection) return; // the view was left
       for (const id of this.dirty) {
         const row = this.rows.get(id);
         if (row) row.update(row.job);
@@ -373,13 +376,14 @@ export class JobsView {
     if (this.countsTimer) return;
     this.countsTimer = setTimeout(async () => {
       const selection = this.selection;
+      this.countsTimer = 0;
+      if (!selection) return; // the view was left
       try {
         const counts = await api(`v1/admin/counts?${selection.query}`);
         if (selection === this.selection) this.drawCounts(counts);
       } catch (error) {
         this.onError(error);
       }
-      this.countsTimer = 0;
     }, COUNTS_EVERY_MS);
   }
 
@@ -473,6 +477,15 @@ export class JobsView {
     return parts.join(", ");
   }
 
+  /** "3 failed jobs" for each state the action applies to, from the counts. */
+  perState(action) {
+    const { counts, estimated } = this.counts;
+    const state = this.selection.state;
+    return ACTIONS[action].states
+      .filter((s) => (!state || s === state) && counts[s] > 0)
+      .map((s) => `${estimated.includes(s) ? "about " : ""}${plural(counts[s], `${s} job`)}`);
+  }
+
   async bulk(action) {
     const target = this.targets(action);
     let title;
@@ -485,7 +498,7 @@ export class JobsView {
       request = { ids: target.jobs.map((job) => job.id) };
     } else {
       title = `${ACTIONS[action].label} ${plural(target.n, "job")}?`;
-      lines = [`Every job of the filter: ${this.describe()}.`];
+      lines = [`Every job of the filter: ${this.describe()}.`, ...this.perState(action)];
       const where = this.selection.filter;
       const everything = !Object.values(where).some((value) => (Array.isArray(value) ? value.length : value));
       request = { where, all: everything };
