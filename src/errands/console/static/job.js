@@ -187,7 +187,7 @@ export class JobView {
         h("div", {}, h("h1", {}, job.kind, " ", title), h("code", { class: "job-id" }, job.id)),
         h("div", { class: "actions" }, Object.values(buttons)),
       ),
-      h("section", { class: "card" }, h("dl", { class: "facts" }, facts)),
+      h("section", { class: "card" }, h("dl", { class: "facts" }, facts.flat())),
       h(
         "div",
         { class: "two-up" },
