@@ -278,6 +278,7 @@ export class JobsView {
     this.drawCounts(counts);
     this.follow();
     this.root.dataset.loaded = "true";
+    this.root.dataset.loads = String(Number(this.root.dataset.loads || 0) + 1);
   }
 
   /** Show these jobs, reusing the row of every job already shown. */
