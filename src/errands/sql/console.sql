@@ -1,5 +1,6 @@
 -- The console's charts (errands.sync.console), by name: the last %(minutes)s minutes of
--- job_events, per minute. Values are always parameters.
+-- job_events, in buckets of %(bucket)s seconds (a column still named "minute": the
+-- bucket's start). Values are always parameters.
 
 -- name: charts
 -- One row per minute, oldest first: jobs finished (by how they ended), queue depth at
@@ -8,11 +9,15 @@
 -- holds the percentiles over the whole window (GROUPING SETS: a percentile of the
 -- window is not a mean of per-minute ones).
 WITH bounds AS (
-    SELECT date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1) AS since,
-           now() AS until
+    SELECT date_bin(make_interval(secs => %(bucket)s), now(), timestamptz '2001-01-01')
+               - make_interval(secs => %(minutes)s * 60 - %(bucket)s) AS since,
+           now() AS until,
+           make_interval(secs => %(bucket)s) AS width
 ),
 minutes AS (
-    SELECT generate_series(since, date_trunc('minute', until), interval '1 minute') AS minute
+    SELECT generate_series(
+               since, date_bin(width, until, timestamptz '2001-01-01'), width
+           ) AS minute
     FROM bounds
 ),
 -- Every job with an event in the window, or waiting in the queue now (its 'queued'
@@ -42,7 +47,7 @@ events AS (
 -- the worker wrote in its error (retry_in). Attempts whose start is unknown (a retry
 -- without retry_in, e.g. an operator's) are left out rather than guessed.
 pickups AS (
-    SELECT date_trunc('minute', e.at) AS minute,
+    SELECT date_bin(bounds.width, e.at, timestamptz '2001-01-01') AS minute,
            extract(epoch FROM e.at - CASE
                WHEN e.attempt = j.attempts THEN greatest(e.previous_at, j.run_at)
                WHEN e.previous_type = 'queued' THEN e.previous_at
@@ -54,13 +59,13 @@ pickups AS (
     WHERE e.type = 'started' AND e.at >= bounds.since
 ),
 runs AS (
-    SELECT date_trunc('minute', e.next_at) AS minute,
+    SELECT date_bin(bounds.width, e.next_at, timestamptz '2001-01-01') AS minute,
            extract(epoch FROM e.next_at - e.at) AS seconds
     FROM events e, bounds
     WHERE e.type = 'started' AND e.next_at >= bounds.since
 ),
 finished AS (
-    SELECT date_trunc('minute', e.at) AS minute,
+    SELECT date_bin(bounds.width, e.at, timestamptz '2001-01-01') AS minute,
            count(*) FILTER (WHERE e.type = 'completed') AS completed,
            count(*) FILTER (WHERE e.type = 'failed') AS failed,
            count(*) FILTER (WHERE e.type = 'cancelled') AS cancelled,
@@ -72,7 +77,7 @@ finished AS (
 depth AS (
     SELECT m.minute, count(e.job_id) AS queued
     FROM minutes m, bounds
-    CROSS JOIN LATERAL (SELECT least(m.minute + interval '1 minute', bounds.until) AS at) s
+    CROSS JOIN LATERAL (SELECT least(m.minute + bounds.width, bounds.until) AS at) s
     LEFT JOIN events e
         ON e.type IN ('queued', 'retried') AND e.at <= s.at
        AND (e.next_at IS NULL OR e.next_at > s.at)

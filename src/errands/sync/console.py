@@ -50,6 +50,7 @@ from errands.sync.operators import ADMIN, ERRORS, Acting, OperatorPool, Reader
 log = logging.getLogger("errands.console")
 CHART_MINUTES = 60
 MAX_CHART_MINUTES = 7 * 24 * 60
+MAX_CHART_BUCKETS = 24 * 60
 MAX_SELECTED = 10_000
 """Most job ids one action request may name (a filter selects any number)."""
 
@@ -431,11 +432,18 @@ class Charts(BaseModel):
 async def charts(
     pool: OperatorPool,
     minutes: Annotated[int, Query(ge=1, le=MAX_CHART_MINUTES)] = CHART_MINUTES,
+    bucket: Annotated[int, Query(ge=60, le=24 * 3600, description="seconds a bar covers")] = 60,
 ) -> Charts:
-    """Jobs finished per minute by state, queue depth, pickup latency and run time
-    percentiles, computed in SQL from ``job_events``."""
+    """Jobs finished per bucket (a minute unless ``bucket`` says otherwise) by state,
+    queue depth, pickup latency and run time percentiles, computed in SQL from
+    ``job_events``: the last hour per minute, a day per 15 minutes, a week per hour."""
+    if minutes * 60 % bucket or minutes * 60 // bucket > MAX_CHART_BUCKETS:
+        raise BadRequest(
+            f"minutes * 60 must be a multiple of bucket, into at most {MAX_CHART_BUCKETS} "
+            "buckets (e.g. minutes=10080&bucket=3600 for a week per hour)"
+        )
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(_query("charts"), {"minutes": minutes})
+        await cursor.execute(_query("charts"), {"minutes": minutes, "bucket": bucket})
         result = await cursor.fetchall()
     totals = result.pop()  # the row of the whole window comes last
     return Charts(minutes=[ChartMinute(**row) for row in result], totals=ChartTotals(**totals))
