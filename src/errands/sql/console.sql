@@ -22,8 +22,13 @@ minutes AS (
 ),
 -- Every job with an event in the window, or waiting in the queue now (its 'queued'
 -- event may be older than the window): all that any series below can count.
+-- The window's start is written out, not read from bounds: the planner then sees how
+-- few events it holds (from bounds it guesses a third of the table, and walks every
+-- job's events: 35 s at 3,000,000 events).
 jobs AS (
-    SELECT e.job_id FROM job_events e, bounds WHERE e.at >= bounds.since
+    SELECT e.job_id FROM job_events e
+    WHERE e.at >= date_bin(make_interval(secs => %(bucket)s), now(), timestamptz '2001-01-01')
+                  - make_interval(secs => %(minutes)s * 60 - %(bucket)s)
     UNION
     SELECT j.id FROM background_jobs j WHERE j.state = 'queued'
 ),
@@ -74,14 +79,28 @@ finished AS (
     WHERE e.type IN ('completed', 'failed', 'cancelled', 'retried') AND e.at >= bounds.since
     GROUP BY 1
 ),
-depth AS (
-    SELECT m.minute, count(e.job_id) AS queued
+-- Queue depth at each bucket's end: the queue stays (from a 'queued' or 'retried' event
+-- to the next event) that cover that moment, as one running sum over time of +1 at each
+-- stay's start and -1 at its end, read at the bucket ends (a change at the very moment
+-- counts first). One pass in time order, not a join of every bucket with every stay.
+depth_timeline AS (
+    SELECT e.at AS at, 1 AS delta, NULL::timestamptz AS minute
+    FROM events e WHERE e.type IN ('queued', 'retried')
+    UNION ALL
+    SELECT e.next_at, -1, NULL
+    FROM events e WHERE e.type IN ('queued', 'retried') AND e.next_at IS NOT NULL
+    UNION ALL
+    SELECT least(m.minute + bounds.width, bounds.until), 0, m.minute
     FROM minutes m, bounds
-    CROSS JOIN LATERAL (SELECT least(m.minute + bounds.width, bounds.until) AS at) s
-    LEFT JOIN events e
-        ON e.type IN ('queued', 'retried') AND e.at <= s.at
-       AND (e.next_at IS NULL OR e.next_at > s.at)
-    GROUP BY m.minute
+),
+depth AS (
+    SELECT minute, queued FROM (
+        SELECT minute,
+               sum(delta) OVER (ORDER BY at, minute NULLS FIRST ROWS UNBOUNDED PRECEDING)
+                   AS queued
+        FROM depth_timeline
+    ) AS running
+    WHERE minute IS NOT NULL
 ),
 pickup_stats AS (
     SELECT minute, count(*) AS samples,
