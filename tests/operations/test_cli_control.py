@@ -66,6 +66,9 @@ def test_bulk_retry_over_shared_unique_keys_reports_what_it_left(
     events = errands.timeline(conn, newer)
     assert (events[-1].type, events[-1].worker) == ("retried", None)
     assert events[-1].operator == operations.default_operator()
+    code, output = run("show", str(newer), env={"ERRANDS_DATABASE_URL": database_url})
+    assert code == 0, output
+    assert f"operator {operations.default_operator()}" in output
 
 
 def test_queues_pause_and_resume(conn: Conn, database_url: str) -> None:
