@@ -229,3 +229,20 @@ def test_select_rows_and_act_on_them_only(
     wait_for(lambda: states(db, queue) == {"cancelled": 2, "queued": 2}, what="the cancels")
     assert {event_types(db, j)[-1] for j in jobs[:2]} == {"cancelled"}
     assert {event_types(db, j)[-1] for j in jobs[2:]} == {"queued"}
+
+
+def test_run_now_a_job_waiting_on_its_run_time(
+    console: Page, db: psycopg.Connection[Any], service: SyncServer, queue: str
+) -> None:
+    job = errands.enqueue(db, "nobody-runs-this", {}, queue=queue)
+    db.execute("UPDATE background_jobs SET run_at = now() + interval '1 day' WHERE id = %s", (job,))
+    open_job(console, service, job)
+
+    console.locator("#job-reschedule").click()
+    confirm(console, f"Run now job {str(job)[-8:]}?", "Run now")
+
+    expect(console.locator("#result")).to_contain_text("Made runnable now: 1 job.")
+    rescheduled = console.locator("#events li[data-type=rescheduled]")
+    expect(rescheduled).to_contain_text("by ops")
+    due = db.execute("SELECT run_at <= now() FROM background_jobs WHERE id = %s", (job,))
+    assert due.fetchone() == (True,)
