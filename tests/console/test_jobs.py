@@ -224,3 +224,24 @@ def test_at_phone_width_and_in_dark_mode(
     light = tab.evaluate(background)
     assert dark == "rgb(14, 17, 23)"
     assert light == "rgb(246, 247, 249)"
+
+
+def test_the_tab_holds_one_page_and_new_jobs_go_on_top(
+    console: Page, db: psycopg.Connection[Any], queue: str
+) -> None:
+    show_queue(console, queue)
+    first = [errands.enqueue(db, "nobody-runs-this", {"n": n}, queue=queue) for n in range(60)]
+    expect(console.locator(ROWS)).to_have_count(50)
+    expect(console.locator("#jobs-summary")).to_have_text("50 shown of 60 jobs")
+    newest = None
+    for n in range(120):  # more than two pages arrive while the page is shown
+        newest = errands.enqueue(db, "nobody-runs-this", {"n": 100 + n}, queue=queue)
+    expect(console.locator(ROWS).first).to_have_attribute("data-id", str(newest))
+    expect(console.locator(ROWS)).to_have_count(50)
+    expect(console.locator("#jobs-summary")).to_have_text("50 shown of 180 jobs")
+    console.locator("#page-older").click()
+    console.locator("#view-jobs[data-loaded=true]").wait_for()
+    expect(console.locator(ROWS)).to_have_count(50)
+    assert str(first[0]) not in console.locator(ROWS).evaluate_all(
+        "rows => rows.map(r => r.dataset.id)"
+    )

@@ -342,10 +342,20 @@ export class JobsView {
         moved = true;
       }
     }
-    while (this.order.length > PAGE_SIZE) this.rows.delete(this.order.pop());
     if (moved) this.order.sort((a, b) => this.newestFirst(a, b));
+    const overflow = this.order.length > PAGE_SIZE;
+    while (this.order.length > PAGE_SIZE) this.rows.delete(this.order.pop());
     this.scheduleDraw(moved);
     this.scheduleCounts();
+    // Jobs pushed off the page: read it afresh a moment later (its cursors, and a new
+    // arrivals' shape: the old one keeps every job that arrived since it began, and the
+    // tab must never hold more than a page).
+    if (overflow && !this.reloading) {
+      this.reloading = setTimeout(() => {
+        this.reloading = 0;
+        if (this.selection) this.load();
+      }, 1_000);
+    }
   }
 
   newestFirst(a, b) {
