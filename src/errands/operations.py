@@ -205,7 +205,7 @@ class ActionOutcome:
 @dataclass(frozen=True)
 class QueueDepth:
     """One queue's backlog: jobs ready to run now, jobs scheduled for later, when the
-    oldest ready one was asked for and how many seconds ago."""
+    oldest ready one was received by the server and how many seconds ago."""
 
     queue: str
     ready: int
@@ -252,7 +252,7 @@ class Stats:
 
     @property
     def oldest_queued(self) -> datetime | None:
-        """When the oldest job ready to run was asked for (None: nothing waits)."""
+        """When the oldest job ready to run was received (None: nothing waits)."""
         return min((q.oldest for q in self.queues if q.oldest is not None), default=None)
 
 

@@ -129,3 +129,15 @@ def test_search_and_received_at_bounds_select_jobs(conn: Conn) -> None:
 def test_an_unknown_action_is_refused(conn: Conn) -> None:
     with pytest.raises(ValueError, match="unknown action 'explode'"):
         operations.act(conn, "explode", uuid.uuid4())
+
+
+def test_the_oldest_waiting_job_is_by_the_servers_clock(conn: Conn) -> None:
+    job = errands.enqueue(conn, "resize", {}, queue="mail")
+    # A client whose clock is a year behind does not make its job look a year old.
+    conn.execute(
+        "UPDATE background_jobs SET timestamp = now() - interval '365 days' WHERE id = %s",
+        (job,),
+    )
+    (depth,) = [q for q in operations.queues(conn) if q.queue == "mail"]
+    assert depth.oldest_age is not None
+    assert depth.oldest_age < 3600

@@ -158,12 +158,13 @@ ORDER BY j.kind, j.state
 
 -- name: queue_depth
 -- Per queue: jobs ready to run now, jobs scheduled later, when the oldest ready one was
--- asked for, and how long ago that is by the database's clock (a host's may differ).
+-- received (the server's clock: a client's timestamp is its own), and how long ago that
+-- is by the database's clock (a host's may differ).
 SELECT j.queue,
        count(*) FILTER (WHERE j.run_at <= now()) AS ready,
        count(*) FILTER (WHERE j.run_at > now()) AS scheduled,
-       min(j."timestamp") FILTER (WHERE j.run_at <= now()) AS oldest,
-       extract(epoch FROM now() - min(j."timestamp") FILTER (WHERE j.run_at <= now()))::float8
+       min(j.received_at) FILTER (WHERE j.run_at <= now()) AS oldest,
+       extract(epoch FROM now() - min(j.received_at) FILTER (WHERE j.run_at <= now()))::float8
            AS oldest_age
 FROM background_jobs j
 WHERE j.state = 'queued'
