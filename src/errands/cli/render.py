@@ -151,16 +151,16 @@ def attempts_table(runs: Sequence[Attempt]) -> Table:
 
 
 def timeline_table(events: Sequence[JobEvent]) -> Table:
-    """Every transition, from job_events."""
+    """Every transition, from job_events; "by" names the worker or the operator."""
     table = Table(box=box.SIMPLE_HEAD, title="timeline", title_justify="left")
-    for name in ("at", "event", "attempt", "worker", "error"):
+    for name in ("at", "event", "attempt", "by", "error"):
         table.add_column(name)
     for event in events:
         table.add_row(
             when(event.at),
             event.type,
             str(event.attempt),
-            event.worker or "",
+            event.worker or (f"operator {event.operator}" if event.operator else ""),
             error_message(event.error),
         )
     return table
