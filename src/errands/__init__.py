@@ -49,6 +49,7 @@ from errands.operations import (
 )
 from errands.registry import JobContext, Registry
 from errands.worker import Worker, WorkerSettings
+from errands.workflows import Group, chain, chain_async, group, group_async
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "ErrandsError",
+    "Group",
     "HandlerNotFound",
     "InvalidKind",
     "Job",
@@ -82,6 +84,8 @@ __all__ = [
     "__version__",
     "cancel",
     "cancel_async",
+    "chain",
+    "chain_async",
     "delete",
     "delete_async",
     "enqueue",
@@ -90,6 +94,8 @@ __all__ = [
     "enqueue_many_async",
     "get",
     "get_async",
+    "group",
+    "group_async",
     "list_jobs",
     "list_jobs_async",
     "migrate",

@@ -208,3 +208,62 @@ SELECT name FROM (
     UNION SELECT 'default'
 ) AS served
 ORDER BY name LIMIT %(limit)s
+
+-- name: wait_for
+-- The jobs just inserted in this transaction run after the jobs `after` (see
+-- errands_wait_for in 0011_workflows.sql).
+SELECT errands_wait_for(%(jobs)s::uuid[], %(after)s::uuid[], %(on_failure)s)
+
+-- name: dependencies
+-- A job's dependencies, in the order they were named, with how each ended.
+SELECT d.id, d.kind, d.state, d.result
+FROM job_dependencies e JOIN background_jobs d ON d.id = e.depends_on
+WHERE e.job_id = %(id)s
+ORDER BY e.position
+
+-- name: steps
+-- A job's stored steps, oldest first.
+SELECT name, result, attempt, at FROM job_steps WHERE job_id = %(id)s ORDER BY at, name
+
+-- name: save_step
+-- Stores a step's result if this worker still holds the job; the first result stored
+-- for a name wins (another attempt's, if one got there first). `held` is false when the
+-- job was taken back from this worker.
+WITH held AS (
+    SELECT id FROM background_jobs
+    WHERE id = %(id)s AND state = 'running' AND lease_owner = %(worker)s
+), saved AS (
+    INSERT INTO job_steps (job_id, name, result, attempt)
+    SELECT id, %(name)s, %(result)s::jsonb, %(attempt)s FROM held
+    ON CONFLICT DO NOTHING
+    RETURNING result
+)
+SELECT EXISTS (SELECT FROM held) AS held,
+       coalesce((SELECT result FROM saved),
+                (SELECT result FROM job_steps WHERE job_id = %(id)s AND name = %(name)s))
+           AS result
+
+-- name: sleep_step
+-- A sleep is a step whose result is when it ends: stored the first time, read back by
+-- later attempts. While it has not ended, this attempt is not counted (the job is
+-- suspended, not failed): the worker then sends the job back to the queue until then.
+WITH held AS (
+    SELECT id FROM background_jobs
+    WHERE id = %(id)s AND state = 'running' AND lease_owner = %(worker)s
+), saved AS (
+    INSERT INTO job_steps (job_id, name, result, attempt)
+    SELECT id, %(name)s, to_jsonb(now() + make_interval(secs => %(seconds)s)), %(attempt)s
+    FROM held
+    ON CONFLICT DO NOTHING
+    RETURNING result
+), step AS (
+    SELECT extract(epoch FROM (
+        coalesce((SELECT result FROM saved),
+                 (SELECT result FROM job_steps WHERE job_id = %(id)s AND name = %(name)s))
+        #>> '{}')::timestamptz - now())::float8 AS remaining
+), uncounted AS (
+    UPDATE background_jobs AS j SET attempts = j.attempts - 1
+    FROM held, step
+    WHERE j.id = held.id AND step.remaining > 0
+)
+SELECT EXISTS (SELECT FROM held) AS held, remaining FROM step

@@ -1,0 +1,303 @@
+"""Workflows on real worker processes: jobs that run after others (chains, groups,
+failures, a graph drained under SIGKILL), durable steps and sleeps."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import signal
+import uuid
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import errands
+from tests.helpers import ErrandsProcess, wait_for
+from tests.worker.conftest import StartWorker, events, job, wait_for_state
+
+REGISTRY = "tests.worker.workflow_handlers:registry"
+
+
+@pytest.fixture
+def start(start_worker: StartWorker) -> StartWorker:
+    """Start a worker of the workflow handlers."""
+
+    def start_one(*args: str) -> ErrandsProcess:
+        return start_worker(*args, registry=REGISTRY)
+
+    return start_one
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+# -- dependencies ---------------------------------------------------------------------
+
+
+def test_a_chain_runs_in_order_each_job_seeing_the_one_before(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    start("--concurrency", "4")
+    start("--concurrency", "4")
+    ids = errands.chain(
+        conn, [("record", {"name": name, "log": str(log)}) for name in ("a", "b", "c", "d")]
+    )
+    rows = [wait_for_state(conn, job_id, "completed", "failed", "cancelled") for job_id in ids]
+    assert [r["state"] for r in rows] == ["completed"] * 4
+    assert lines(log) == ["a", "b", "c", "d"]
+    assert rows[0]["result"] == {"name": "a", "saw": []}
+    assert rows[1]["result"] == {"name": "b", "saw": [{"name": "a", "saw": []}]}
+    assert rows[3]["result"]["saw"] == [rows[2]["result"]]
+    for before, after in itertools.pairwise(rows):
+        assert after["started_at"] >= before["finished_at"]
+        assert events(conn, after["id"]) == ["queued", "started", "completed"]
+
+
+def test_a_groups_then_job_runs_once_after_every_member(
+    conn: psycopg.Connection[Any], start: StartWorker
+) -> None:
+    start("--concurrency", "8")
+    batch = errands.group(
+        conn, [("record", {"name": f"m{i}"}) for i in range(6)], then=("collect", None)
+    )
+    assert batch.then is not None
+    then = wait_for_state(conn, batch.then, "completed", "failed", "cancelled")
+    assert then["state"] == "completed"
+    # The members' results, in the order they were named.
+    assert then["result"]["saw"] == [["completed", {"name": f"m{i}", "saw": []}] for i in range(6)]
+    members = [job(conn, member) for member in batch.members]
+    assert then["started_at"] >= max(m["finished_at"] for m in members)
+    assert events(conn, batch.then) == ["queued", "started", "completed"]
+
+
+def test_a_failed_dependency_cancels_its_dependents_naming_the_cause(
+    conn: psycopg.Connection[Any], start: StartWorker
+) -> None:
+    start()
+    first, second, third = errands.chain(
+        conn, [("fails", None), ("record", {"name": "b"}), ("record", {"name": "c"})]
+    )
+    # Another job runs after the failing one all the same.
+    anyway = errands.enqueue(conn, "collect", None, after=[first], on_failure="run")
+    assert wait_for_state(conn, first, "failed")["error"]["message"] == "boom"
+    for dependent in (second, third):
+        row = wait_for_state(conn, dependent, "cancelled", "completed", "failed")
+        assert row["state"] == "cancelled"
+        assert row["attempts"] == 0  # never started
+        assert row["error"]["type"] == "DependencyFailed"
+        assert row["error"]["message"] == f"job {first} (fails) it runs after failed: boom"
+        assert events(conn, dependent) == ["queued", "cancelled"]
+    ran = wait_for_state(conn, anyway, "completed", "cancelled", "failed")
+    assert ran["result"]["saw"] == [["failed", None]]
+
+
+def test_a_cancelled_waiting_job_cancels_what_waits_for_it(
+    conn: psycopg.Connection[Any], start: StartWorker
+) -> None:
+    # No worker yet: the chain waits; cancelling its second job ends the third.
+    first, second, third = errands.chain(conn, [("record", {"name": n}) for n in "abc"])
+    conn.execute("UPDATE background_jobs SET cancelled = true WHERE id = %s", (second,))
+    row = job(conn, third)
+    assert row["state"] == "cancelled"
+    assert row["error"]["message"] == f"job {second} (record) it runs after was cancelled"
+    start()
+    assert wait_for_state(conn, first, "completed")["state"] == "completed"
+
+
+def test_dependencies_that_ended_before_count_at_once(
+    conn: psycopg.Connection[Any], start: StartWorker
+) -> None:
+    start()
+    done = errands.enqueue(conn, "record", {"name": "done"})
+    failed = errands.enqueue(conn, "fails", None)
+    wait_for_state(conn, done, "completed")
+    wait_for_state(conn, failed, "failed")
+    runs = errands.enqueue(conn, "collect", None, after=[done])
+    assert wait_for_state(conn, runs, "completed")["result"]["saw"] == [
+        ["completed", {"name": "done", "saw": []}]
+    ]
+    doomed = errands.enqueue(conn, "collect", None, after=[done, failed])
+    row = job(conn, doomed)  # ended as it was inserted
+    assert (row["state"], row["error"]["type"]) == ("cancelled", "DependencyFailed")
+
+
+def test_unknown_or_late_dependencies_are_refused(conn: psycopg.Connection[Any]) -> None:
+    unknown = uuid.uuid4()
+    with pytest.raises(errands.JobNotFound, match=f"job {unknown} does not exist"):
+        errands.enqueue(conn, "record", {"name": "x"}, after=[unknown])
+    with pytest.raises(errands.JobNotFound):
+        errands.chain(conn, [("record", {}), ("record", {})], after=[unknown])
+    [(count,)] = conn.execute("SELECT count(*) FROM background_jobs").fetchall()
+    assert count == 0  # nothing of either call was inserted
+    # An existing job keeps the dependencies it was created with (no cycle can close).
+    first = errands.enqueue(conn, "record", {})
+    second = errands.enqueue(conn, "record", {}, after=[first])
+    assert errands.enqueue(conn, "record", {}, id=first, after=[second]) == first
+    assert job(conn, first)["waiting_for"] == 0
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("SELECT errands_wait_for(%s, %s, 'cancel')", ([first], [second]))
+    with pytest.raises(ValueError, match="on_failure"):
+        errands.enqueue(conn, "record", {}, after=[first], on_failure="maybe")  # type: ignore[typeddict-item]
+
+
+def test_deleting_a_waited_for_job_cancels_its_dependents(conn: psycopg.Connection[Any]) -> None:
+    first, second = errands.chain(conn, [("record", {}), ("record", {})])
+    errands.delete(conn, first)
+    row = job(conn, second)
+    assert row["state"] == "cancelled"
+    assert row["error"]["message"] == f"job {first} (record) it runs after was deleted"
+
+
+def test_an_operators_retry_runs_a_job_its_failed_dependency_had_cancelled(
+    conn: psycopg.Connection[Any], start: StartWorker
+) -> None:
+    start()
+    _, dependent = errands.chain(conn, [("fails", None), ("collect", None)])
+    wait_for_state(conn, dependent, "cancelled")
+    errands.retry(conn, dependent)
+    row = wait_for_state(conn, dependent, "completed", "failed", "cancelled", timeout=30)
+    assert row["result"]["saw"] == [["failed", None]]
+
+
+def layered_graph(
+    conn: psycopg.Connection[Any], log: Path, layers: int, width: int
+) -> list[uuid.UUID]:
+    """Jobs in layers, each after one to three jobs of the layer before (seeded)."""
+    rng = random.Random(17)
+    ids: list[uuid.UUID] = []
+    previous: list[uuid.UUID] = []
+    with conn.transaction():
+        for _ in range(layers):
+            layer = [
+                errands.enqueue(
+                    conn,
+                    "node",
+                    {"log": str(log)},
+                    after=rng.sample(previous, min(len(previous), rng.randint(1, 3))),
+                )
+                for _ in range(width)
+            ]
+            ids += layer
+            previous = layer
+    return ids
+
+
+def test_a_graph_of_a_thousand_jobs_drains_under_a_worker_sigkill(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs"
+    ids = layered_graph(conn, log, layers=20, width=50)
+    first = start("--concurrency", "8")
+    start("--concurrency", "8")
+    wait_for(lambda: len(lines(log)) >= 300, 120, what="a third of the graph to run")
+    first.stop(signal.SIGKILL)
+    start("--concurrency", "8")
+
+    def ended() -> bool:
+        [(n,)] = conn.execute(
+            "SELECT count(*) FROM background_jobs WHERE state <> 'queued' AND state <> 'running'"
+        ).fetchall()
+        return n == len(ids)
+
+    wait_for(ended, 240, interval=0.5, what="the whole graph to end")
+    states = Counter(s for (s,) in conn.execute("SELECT state FROM background_jobs").fetchall())
+    assert states == {"completed": len(ids)}
+    # Every job started only after each job it runs after had finished.
+    [(early,)] = conn.execute(
+        """SELECT count(*) FROM job_dependencies e
+           JOIN background_jobs j ON j.id = e.job_id
+           JOIN background_jobs d ON d.id = e.depends_on
+           WHERE j.started_at < d.finished_at"""
+    ).fetchall()
+    assert early == 0
+    # Nothing lost, nothing run twice: a job ran again only if its worker was killed
+    # while it ran or before its outcome was written (8 slots, and the outcomes of jobs
+    # that ended since its last claim).
+    runs = Counter(lines(log))
+    assert set(runs) == {str(i) for i in ids}
+    again = [job_id for job_id, n in runs.items() if n > 1]
+    assert len(again) <= 16, again
+    assert all(n == 2 for n in runs.values() if n > 1)
+
+
+# -- durable steps --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["steps_sync", "steps_async"])
+def test_a_worker_killed_between_steps_runs_no_finished_step_twice(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path, kind: str
+) -> None:
+    log = tmp_path / "steps"
+    first = start()
+    job_id = errands.enqueue(conn, kind, {"steps": 5, "gap": 1.0, "log": str(log)})
+    # Killed in the pause after the second step was stored.
+    wait_for(lambda: "stored s1" in lines(log), 60, what="two steps to be stored")
+    first.stop(signal.SIGKILL)
+    second = start()
+    row = wait_for_state(conn, job_id, "completed", "failed", timeout=90)
+    assert row["state"] == "completed"
+    assert row["result"] == [0, 10, 20, 30, 40]
+    assert row["attempts"] == 2
+    runs = [line.split() for line in lines(log) if not line.startswith("stored")]
+    assert [name for name, _ in runs] == ["s0", "s1", "s2", "s3", "s4"]  # each once
+    assert {pid for name, pid in runs if name in ("s0", "s1")} == {str(first.pid)}
+    assert {pid for name, pid in runs if name in ("s2", "s3", "s4")} == {str(second.pid)}
+    stored = errands.workflows.steps(conn, job_id)
+    assert [(s.name, s.result, s.attempt) for s in stored] == [
+        ("s0", 0, 1), ("s1", 10, 1), ("s2", 20, 2), ("s3", 30, 2), ("s4", 40, 2),
+    ]  # fmt: skip
+
+
+def test_a_failed_attempt_keeps_its_finished_steps(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    # The handler's next attempt skips the steps the failed one stored.
+    log = tmp_path / "steps"
+    start()
+    payload = {"steps": 3, "gap": "not a number", "log": str(log)}  # fails after s0
+    job_id = errands.enqueue(conn, "steps_sync", payload, max_attempts=2)
+    row = wait_for_state(conn, job_id, "failed", "completed", timeout=60)
+    assert (row["state"], row["attempts"]) == ("failed", 2)
+    assert [line.split()[0] for line in lines(log)] == ["s0", "stored", "stored"]
+
+
+def test_a_sleep_gives_back_the_slot_and_does_not_count_as_an_attempt(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "steps"
+    start("--concurrency", "1")
+    sleeping = errands.enqueue(conn, "sleeper", {"seconds": 5, "log": str(log)})
+
+    def asleep() -> bool:
+        slept = any(s.name == "sleep 1" for s in errands.workflows.steps(conn, sleeping))
+        return slept and job(conn, sleeping)["state"] == "queued"
+
+    wait_for(asleep, 60, what="the job to sleep")
+    assert job(conn, sleeping)["attempts"] == 0
+    # Its only slot is free meanwhile: another job runs while it sleeps.
+    other = errands.enqueue(conn, "record", {"name": "other"})
+    other_row = wait_for_state(conn, other, "completed")
+    row = wait_for_state(conn, sleeping, "completed", "failed", timeout=60)
+    assert row["result"] == {"before": 10, "after": 20, "attempt": 1}
+    assert other_row["finished_at"] < row["started_at"]
+    assert [line.split()[0] for line in lines(log)] == ["before", "after"]
+    assert events(conn, sleeping) == ["queued", "started", "retried", "started", "completed"]
+    [sleep] = [s for s in errands.workflows.steps(conn, sleeping) if s.name == "sleep 1"]
+    assert row["started_at"] >= datetime.fromisoformat(sleep.result)
+
+
+def test_a_plain_handler_sleeps_too(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    start()
+    job_id = errands.enqueue(conn, "sleeper_sync", {"seconds": 1, "log": str(log)})
+    row = wait_for_state(conn, job_id, "completed", "failed", timeout=60)
+    assert (row["result"], row["attempts"]) == ("woke", 1)
+    assert lines(log) == ["start", "start"]
