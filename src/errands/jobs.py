@@ -71,6 +71,7 @@ def _params(
         "run_at": options.get("run_at"),
         "priority": options.get("priority"),
         "queue": options.get("queue"),
+        "waiting_for": len(options.get("after") or ()),  # at most; see the enqueue query
         **values,
     }
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Unpack
 import psycopg
 from psycopg.rows import class_row
 
+from errands.durable import Dependency
 from errands.ids import uuid7
 from errands.jobs import BatchOptions, enqueue, enqueue_async
 from errands.queries import query
@@ -148,3 +149,9 @@ async def steps_async(conn: psycopg.AsyncConnection[Any], job_id: uuid.UUID | st
     async with conn.cursor(row_factory=class_row(Step)) as cur:
         await cur.execute(query("steps"), {"id": uuid.UUID(str(job_id))})
         return await cur.fetchall()
+
+
+def dependencies(conn: psycopg.Connection[Any], job_id: uuid.UUID | str) -> list[Dependency]:
+    """The jobs ``job_id`` runs after, in the order they were named, as they are now."""
+    with conn.cursor(row_factory=class_row(Dependency)) as cur:
+        return cur.execute(query("dependencies"), {"id": uuid.UUID(str(job_id))}).fetchall()

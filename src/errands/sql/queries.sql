@@ -20,13 +20,15 @@ INSERT INTO errands_migrations (version, name) VALUES (%s, %s)
 -- name: enqueue
 -- Unset options (NULL) take the kind's registered defaults (errands_kind_defaults).
 -- Returns nothing when the id exists already, or when an unfinished job has the same
--- unique key: enqueue_existing then finds which.
+-- unique key: enqueue_existing then finds which. waiting_for: how many jobs it runs
+-- after, at most (wait_for, next in the same transaction, counts them exactly), so a job
+-- that will wait never takes a turn only to give it back.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
-     priority, queue, unique_key)
+     priority, queue, unique_key, waiting_for)
 VALUES
     (%(id)s, now(), %(kind)s, %(payload)s, %(owner)s, %(max_attempts)s, %(timeout)s,
-     coalesce(%(run_at)s, now()), %(priority)s, %(queue)s, %(unique_key)s)
+     coalesce(%(run_at)s, now()), %(priority)s, %(queue)s, %(unique_key)s, %(waiting_for)s)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -44,12 +46,12 @@ LIMIT 1
 
 -- name: enqueue_many
 -- One statement for the whole batch: one round trip, and the statement-level triggers
--- fire once, not once per job.
+-- fire once, not once per job. waiting_for: as in enqueue.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
-     priority, queue)
+     priority, queue, waiting_for)
 SELECT id, now(), %(kind)s, payload, %(owner)s, %(max_attempts)s, %(timeout)s,
-       coalesce(%(run_at)s, now()), %(priority)s, %(queue)s
+       coalesce(%(run_at)s, now()), %(priority)s, %(queue)s, %(waiting_for)s
 FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) AS batch (id, payload)
 ON CONFLICT (id) DO NOTHING
 
