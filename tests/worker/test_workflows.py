@@ -3,6 +3,7 @@ failures, a graph drained under SIGKILL), durable steps and sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import signal
@@ -14,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 import errands
 from tests.helpers import ErrandsProcess, wait_for
@@ -141,7 +143,7 @@ def test_unknown_or_late_dependencies_are_refused(conn: psycopg.Connection[Any])
     with pytest.raises(psycopg.errors.CheckViolation):
         conn.execute("SELECT errands_wait_for(%s, %s, 'cancel')", ([first], [second]))
     with pytest.raises(ValueError, match="on_failure"):
-        errands.enqueue(conn, "record", {}, after=[first], on_failure="maybe")  # type: ignore[typeddict-item]
+        errands.enqueue(conn, "record", {}, after=[first], on_failure="maybe")  # type: ignore[arg-type]
 
 
 def test_deleting_a_waited_for_job_cancels_its_dependents(conn: psycopg.Connection[Any]) -> None:
@@ -201,7 +203,7 @@ def test_a_graph_of_a_thousand_jobs_drains_under_a_worker_sigkill(
         [(n,)] = conn.execute(
             "SELECT count(*) FROM background_jobs WHERE state <> 'queued' AND state <> 'running'"
         ).fetchall()
-        return n == len(ids)
+        return bool(n == len(ids))
 
     wait_for(ended, 240, interval=0.5, what="the whole graph to end")
     states = Counter(s for (s,) in conn.execute("SELECT state FROM background_jobs").fetchall())
@@ -303,7 +305,7 @@ def test_errands_show_lists_what_a_job_runs_after_and_its_steps(
     first, second = errands.chain(conn, [("record", {}), ("steps_sync", {})])
     conn.execute(
         "INSERT INTO job_steps (job_id, name, result, attempt) VALUES (%s, 'charge', %s, 1)",
-        (second, psycopg.types.json.Jsonb({"paid": 40})),
+        (second, Jsonb({"paid": 40})),
     )
     show = ErrandsProcess("show", str(second), "--database-url", database_url, "--json")
     try:
@@ -326,3 +328,51 @@ def test_errands_show_lists_what_a_job_runs_after_and_its_steps(
             assert expected in show.output()
     finally:
         show.close()
+
+
+def edges(conn: psycopg.Connection[Any], job_id: uuid.UUID) -> list[tuple[uuid.UUID, str]]:
+    """What the job runs after, in order, with each edge's on_failure."""
+    rows = conn.execute(
+        "SELECT depends_on, on_failure FROM job_dependencies WHERE job_id = %s ORDER BY position",
+        (job_id,),
+    ).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def waiting(conn: psycopg.Connection[Any], job_id: uuid.UUID) -> tuple[int, int | None]:
+    row = job(conn, job_id)
+    return row["waiting_for"], row["turn"]
+
+
+def test_the_batch_and_async_forms_build_the_same_graph(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    first = errands.enqueue(conn, "record", {})
+    assert waiting(conn, first)[1] is not None  # a job without dependencies: as before
+    batch = errands.enqueue_many(conn, "record", [{}, {}], after=[first], on_failure="run")
+    assert [edges(conn, b) for b in batch] == [[(first, "run")]] * 2
+    assert [waiting(conn, b) for b in batch] == [(1, None)] * 2  # no turn while waiting
+
+    async def build() -> tuple[list[uuid.UUID], errands.Group, list[uuid.UUID]]:
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as aconn:
+            chained = await errands.chain_async(aconn, [("record", {}), ("record", {})])
+            grouped = await errands.group_async(
+                aconn, [("record", {}), ("record", {})], then=("collect", None), after=batch
+            )
+            many = await errands.enqueue_many_async(aconn, "record", [{}], after=chained)
+            return chained, grouped, many
+
+    chained, grouped, many = asyncio.run(build())
+    assert edges(conn, chained[1]) == [(chained[0], "cancel")]
+    assert [edges(conn, m) for m in grouped.members] == [[(b, "cancel") for b in batch]] * 2
+    assert grouped.then is not None
+    assert edges(conn, grouped.then) == [(m, "cancel") for m in grouped.members]
+    assert edges(conn, many[0]) == [(c, "cancel") for c in chained]
+    assert waiting(conn, grouped.then) == (2, None)
+    # Completing the first job releases its two dependents: each takes a turn.
+    conn.execute(
+        "UPDATE background_jobs SET state = 'completed', finished_at = now() WHERE id = %s",
+        (first,),
+    )
+    released = [waiting(conn, b) for b in batch]
+    assert all(w == 0 and turn is not None for w, turn in released), released
