@@ -175,7 +175,9 @@ class Durable:
 
     def _sleep_name(self, name: str | None) -> str:
         self._sleeps += 1
-        return name if name is not None else f"sleep {self._sleeps}"
+        name = name if name is not None else f"sleep {self._sleeps}"
+        self._use_name(name)
+        return name
 
     def _need_store(self) -> StepStore:
         if self._store is None:

@@ -22,7 +22,7 @@ from psycopg.rows import class_row
 
 from errands.durable import Dependency
 from errands.ids import uuid7
-from errands.jobs import BatchOptions, enqueue, enqueue_async
+from errands.jobs import BatchOptions, atomic, atomic_async, enqueue, enqueue_async
 from errands.queries import query
 
 JobSpec = tuple[str, Any]
@@ -87,7 +87,7 @@ def chain(
     the first job wait for other jobs; the other options apply to every job.
     """
     plan = _chain_plan(jobs, options)
-    with conn.transaction():
+    with atomic(conn):
         for kind, payload, job_id, job_options in plan:
             enqueue(conn, kind, payload, id=job_id, **job_options)
     return [job_id for _, _, job_id, _ in plan]
@@ -98,7 +98,7 @@ async def chain_async(
 ) -> list[uuid.UUID]:
     """:func:`chain` for an asyncio connection."""
     plan = _chain_plan(jobs, options)
-    async with conn.transaction():
+    async with atomic_async(conn):
         for kind, payload, job_id, job_options in plan:
             await enqueue_async(conn, kind, payload, id=job_id, **job_options)
     return [job_id for _, _, job_id, _ in plan]
@@ -118,7 +118,7 @@ def group(
     ``after`` makes every member wait for other jobs; the other options apply to all.
     """
     plan, enqueued = _group_plan(jobs, then, options)
-    with conn.transaction():
+    with atomic(conn):
         for kind, payload, job_id, job_options in plan:
             enqueue(conn, kind, payload, id=job_id, **job_options)
     return enqueued
@@ -132,7 +132,7 @@ async def group_async(
 ) -> Group:
     """:func:`group` for an asyncio connection."""
     plan, enqueued = _group_plan(jobs, then, options)
-    async with conn.transaction():
+    async with atomic_async(conn):
         for kind, payload, job_id, job_options in plan:
             await enqueue_async(conn, kind, payload, id=job_id, **job_options)
     return enqueued
