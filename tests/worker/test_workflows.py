@@ -18,6 +18,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import errands
+from errands.worker.steps import WorkerSteps
 from tests.helpers import ErrandsProcess, wait_for
 from tests.worker.conftest import StartWorker, events, job, wait_for_state
 
@@ -376,3 +377,51 @@ def test_the_batch_and_async_forms_build_the_same_graph(
     )
     released = [waiting(conn, b) for b in batch]
     assert all(w == 0 and turn is not None for w, turn in released), released
+
+
+def test_dependents_wait_through_their_dependencys_retries(
+    conn: psycopg.Connection[Any], start: StartWorker
+) -> None:
+    start()
+    flaky, after = errands.chain(conn, [("flaky", {"succeed_on": 3}), ("collect", None)])
+    row = wait_for_state(conn, after, "completed", "cancelled", "failed", timeout=60)
+    assert row["result"]["saw"] == [["completed", 3]]
+    assert events(conn, flaky) == [
+        "queued", "started", "retried", "started", "retried", "started", "completed",
+    ]  # fmt: skip
+
+
+def test_a_groups_then_job_with_on_failure_run_is_a_batch_callback(
+    conn: psycopg.Connection[Any], start: StartWorker
+) -> None:
+    start("--concurrency", "4")
+    batch = errands.group(
+        conn,
+        [("record", {"name": "ok"}), ("fails", None), ("record", {"name": "ok too"})],
+        then=("collect", None),
+        on_failure="run",
+    )
+    assert batch.then is not None
+    row = wait_for_state(conn, batch.then, "completed", "cancelled", "failed")
+    assert [state for state, _ in row["result"]["saw"]] == ["completed", "failed", "completed"]
+
+
+def test_a_step_of_an_attempt_taken_back_is_not_stored(
+    conn: psycopg.Connection[Any], database_url: str
+) -> None:
+    job_id = errands.enqueue(conn, "record", {})
+    conn.execute(
+        "UPDATE background_jobs SET state = 'running', lease_owner = 'other' WHERE id = %s",
+        (job_id,),
+    )
+
+    async def save() -> None:
+        store = WorkerSteps(database_url, "this worker")
+        try:
+            await store.save(job_id, 1, "charge", "40")
+        finally:
+            await store.close()
+
+    with pytest.raises(errands.JobCancelled, match="no longer held by this worker"):
+        asyncio.run(save())
+    assert errands.workflows.steps(conn, job_id) == []

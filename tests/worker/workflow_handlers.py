@@ -96,3 +96,11 @@ def sleeper_sync(ctx: errands.JobContext, payload: dict[str, Any]) -> str:
     note(payload["log"], "start")
     ctx.sleep_sync(payload["seconds"])
     return "woke"
+
+
+@registry.job("flaky", retry_backoff=0.05)
+def flaky(ctx: errands.JobContext, payload: dict[str, int]) -> int:
+    """Fails until its attempt reaches payload['succeed_on']."""
+    if ctx.attempt < payload["succeed_on"]:
+        raise RuntimeError(f"failure on attempt {ctx.attempt}")
+    return ctx.attempt
