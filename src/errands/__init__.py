@@ -49,7 +49,7 @@ from errands.operations import (
 )
 from errands.registry import JobContext, Registry
 from errands.worker import Worker, WorkerSettings
-from errands.workflows import Group, chain, chain_async, group, group_async
+from errands.workflows import Group, answer, answer_async, chain, chain_async, group, group_async
 
 __version__ = "0.1.0"
 
@@ -82,6 +82,8 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "__version__",
+    "answer",
+    "answer_async",
     "cancel",
     "cancel_async",
     "chain",

@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from errands.exceptions import ConfigurationError
-from errands.payloads import dump_json
+from errands.payloads import dump_json, printable
 
 T = TypeVar("T")
 
@@ -60,6 +60,11 @@ class StepStore(Protocol):
     async def dependencies(self, job_id: Any) -> list[Dependency]:
         """The job's dependencies, in the order they were named."""
 
+    async def ask(
+        self, job_id: Any, attempt: int, name: str, text: str, choices: str | None
+    ) -> tuple[bool, Any]:
+        """Ask the question (once) unless it was answered; whether it was, and the answer."""
+
 
 class Suspended(BaseException):
     """Raised by :meth:`Durable.sleep` to end the attempt: the job goes back to the queue
@@ -81,6 +86,7 @@ class Durable:
     _done: dict[str, Any] | None = None
     _names: set[str] | None = None
     _sleeps: int = 0
+    _asks: int = 0
 
     def attach(self, store: StepStore) -> None:
         """Give the job its worker's step store (the worker's side, on its loop)."""
@@ -127,6 +133,36 @@ class Durable:
     def sleep_sync(self, delay: timedelta | float, *, name: str | None = None) -> None:
         """:meth:`sleep` for plain handlers."""
         self._call(self.sleep(delay, name=name))
+
+    async def ask(
+        self, question: str, choices: Sequence[Any] | None = None, *, name: str | None = None
+    ) -> Any:
+        """Ask the job's owner ``question`` (one of ``choices``, if given) and return the
+        answer. The first time, the question is stored on the job and the attempt ends
+        (uncounted, the slot freed); the job waits, without a turn, until it is
+        answered (``errands.answer``), then runs again from the start, its finished
+        steps skipped, and this call returns the answer. Questions are numbered in call
+        order unless named."""
+        self._asks += 1
+        name = name if name is not None else f"ask {self._asks}"
+        found, value = await self._lookup(name)
+        if found:
+            return value
+        listed = None if choices is None else dump_json(list(choices), "choices")
+        answered, answer = await self._need_store().ask(
+            self.job_id, self.attempt, name, printable(str(question)), listed
+        )
+        if not answered:
+            raise Suspended(0.0)
+        if self._done is not None:
+            self._done[name] = answer
+        return answer
+
+    def ask_sync(
+        self, question: str, choices: Sequence[Any] | None = None, *, name: str | None = None
+    ) -> Any:
+        """:meth:`ask` for plain handlers."""
+        return self._call(self.ask(question, choices, name=name))
 
     # -- dependencies ----------------------------------------------------------------
 

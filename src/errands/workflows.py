@@ -23,6 +23,7 @@ from psycopg.rows import class_row
 from errands.durable import Dependency
 from errands.ids import uuid7
 from errands.jobs import BatchOptions, atomic, atomic_async, enqueue, enqueue_async
+from errands.payloads import dump_json
 from errands.queries import query
 
 JobSpec = tuple[str, Any]
@@ -155,3 +156,29 @@ def dependencies(conn: psycopg.Connection[Any], job_id: uuid.UUID | str) -> list
     """The jobs ``job_id`` runs after, in the order they were named, as they are now."""
     with conn.cursor(row_factory=class_row(Dependency)) as cur:
         return cur.execute(query("dependencies"), {"id": uuid.UUID(str(job_id))}).fetchall()
+
+
+def answer(conn: psycopg.Connection[Any], job_id: uuid.UUID | str, value: Any) -> None:
+    """Answer the question pending on a job (``ctx.ask``); the job then runs again and
+    ``ctx.ask`` returns ``value``. ValueError if the job has no question waiting for an
+    answer, or ``value`` is not one of its choices. For server code and operators: the
+    owner's own answer, through the client, is not built yet (docs/workflows.md)."""
+    params = {"id": uuid.UUID(str(job_id)), "answer": dump_json(value, "answer")}
+    if conn.execute(query("answer"), params).fetchone() is None:
+        raise _unanswerable(job_id, value)
+
+
+async def answer_async(
+    conn: psycopg.AsyncConnection[Any], job_id: uuid.UUID | str, value: Any
+) -> None:
+    """:func:`answer` for an asyncio connection."""
+    params = {"id": uuid.UUID(str(job_id)), "answer": dump_json(value, "answer")}
+    if await (await conn.execute(query("answer"), params)).fetchone() is None:
+        raise _unanswerable(job_id, value)
+
+
+def _unanswerable(job_id: uuid.UUID | str, value: Any) -> ValueError:
+    return ValueError(
+        f"job {job_id} has no question waiting for an answer, or {value!r:.80} is not one "
+        "of its choices"
+    )

@@ -22,6 +22,8 @@ class MemorySteps:
         self.stored: dict[tuple[Any, str], Any] = {}
         self.now = 0.0
         self.deps: list[Dependency] = []
+        self.answers: dict[str, Any] = {}
+        self.asked: list[tuple[str, str, str | None]] = []
 
     async def done(self, job_id: Any) -> dict[str, Any]:
         return {name: value for (job, name), value in self.stored.items() if job == job_id}
@@ -35,6 +37,14 @@ class MemorySteps:
 
     async def dependencies(self, job_id: Any) -> list[Dependency]:
         return self.deps
+
+    async def ask(
+        self, job_id: Any, attempt: int, name: str, text: str, choices: str | None
+    ) -> tuple[bool, Any]:
+        if name in self.answers:
+            return True, self.stored.setdefault((job_id, name), self.answers[name])
+        self.asked.append((name, text, choices))
+        return False, None
 
 
 JOB = uuid.uuid4()
@@ -138,3 +148,18 @@ def test_the_results_of_dependencies_keep_their_order() -> None:
         return await context(store).results_of_dependencies()
 
     assert list(asyncio.run(run()).items()) == [(b, 2), (a, None)]
+
+
+def test_a_question_suspends_the_attempt_until_answered() -> None:
+    store = MemorySteps()
+
+    async def attempt() -> Any:
+        return await context(store).ask("Charge 40 EUR?", choices=("yes", "no"))
+
+    with pytest.raises(Suspended) as asked:
+        asyncio.run(attempt())
+    assert asked.value.seconds == 0  # held by waiting_for, not by time
+    assert store.asked == [("ask 1", "Charge 40 EUR?", '["yes","no"]')]
+    store.answers["ask 1"] = "yes"
+    assert asyncio.run(attempt()) == "yes"
+    assert asyncio.run(attempt()) == "yes"  # a step now: stored, returned at once

@@ -425,3 +425,48 @@ def test_a_step_of_an_attempt_taken_back_is_not_stored(
     with pytest.raises(errands.JobCancelled, match="no longer held by this worker"):
         asyncio.run(save())
     assert errands.workflows.steps(conn, job_id) == []
+
+
+# -- questions ------------------------------------------------------------------------
+
+
+def test_a_question_frees_the_slot_until_answered_then_the_job_resumes(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    start("--concurrency", "1")
+    job_id = errands.enqueue(conn, "approve", {"log": str(log)})
+
+    def asking() -> dict[str, Any] | None:
+        row = job(conn, job_id)
+        return row if row["state"] == "queued" and row["question"] is not None else None
+
+    row = wait_for(asking, 60, what="the question")
+    assert row["question"]["text"] == "Charge 40 EUR?"
+    assert row["question"]["choices"] == ["yes", "no"]
+    assert (row["waiting_for"], row["turn"], row["attempts"]) == (1, None, 0)
+    # Its only slot is free meanwhile.
+    other = errands.enqueue(conn, "record", {"name": "other"})
+    assert wait_for_state(conn, other, "completed")["state"] == "completed"
+    assert job(conn, job_id)["state"] == "queued"
+    with pytest.raises(ValueError, match="not one of its choices"):
+        errands.answer(conn, job_id, "maybe")
+    errands.answer(conn, job_id, "yes")
+    with pytest.raises(ValueError, match="no question waiting"):
+        errands.answer(conn, job_id, "no")  # answered once
+    row = wait_for_state(conn, job_id, "completed", "failed", timeout=60)
+    assert row["result"] == {"quote": 40, "answer": "yes", "attempt": 1}
+    assert (row["question"], row["answer"]) == (None, None)
+    assert lines(log)[0].split()[0] == "quote"
+    assert len(lines(log)) == 1  # the step before the question ran once
+    assert [s.name for s in errands.workflows.steps(conn, job_id)] == ["quote", "ask 1"]
+
+
+def test_a_plain_handler_asks_too(conn: psycopg.Connection[Any], start: StartWorker) -> None:
+    start()
+    job_id = errands.enqueue(conn, "approve_sync", None)
+    wait_for(lambda: job(conn, job_id)["question"] is not None, 60, what="the question")
+    wait_for_state(conn, job_id, "queued")
+    errands.answer(conn, job_id, {"name": "Ada"})
+    row = wait_for_state(conn, job_id, "completed", "failed", timeout=60)
+    assert row["result"] == {"name": "Ada"}

@@ -104,3 +104,17 @@ def flaky(ctx: errands.JobContext, payload: dict[str, int]) -> int:
     if ctx.attempt < payload["succeed_on"]:
         raise RuntimeError(f"failure on attempt {ctx.attempt}")
     return ctx.attempt
+
+
+@registry.job("approve")
+async def approve(ctx: errands.JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """A step, then a question to the job's owner; returns both."""
+    quote = await ctx.step("quote", _work, payload["log"], "quote", 4)
+    answer = await ctx.ask(f"Charge {quote} EUR?", choices=["yes", "no"])
+    return {"quote": quote, "answer": answer, "attempt": ctx.attempt}
+
+
+@registry.job("approve_sync")
+def approve_sync(ctx: errands.JobContext, payload: Any) -> Any:
+    """A plain handler's question, without choices."""
+    return ctx.ask_sync("What name?")

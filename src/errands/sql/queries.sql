@@ -269,3 +269,52 @@ WITH held AS (
     WHERE j.id = held.id AND step.remaining > 0
 )
 SELECT EXISTS (SELECT FROM held) AS held, remaining FROM step
+
+-- name: ask
+-- A handler asks its job's owner a question. If this very question was answered, the
+-- answer becomes the step's stored result and the question goes; else the question is
+-- set (once) and the job waits for its answer: one more in waiting_for, and this
+-- attempt not counted (the worker then sends the job back to the queue, where it has
+-- no turn until answered). `answer` is NULL while the question waits.
+WITH held AS (
+    SELECT id, question, answer FROM background_jobs
+    WHERE id = %(id)s AND state = 'running' AND lease_owner = %(worker)s
+), answered AS (
+    INSERT INTO job_steps (job_id, name, result, attempt)
+    SELECT id, %(name)s, answer, %(attempt)s FROM held
+    WHERE question ->> 'name' = %(name)s AND answer IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING result
+), changed AS (
+    UPDATE background_jobs AS j
+    SET question = CASE WHEN a.result IS NULL THEN
+                       jsonb_build_object('name', %(name)s, 'text', %(text)s::text,
+                                          'choices', %(choices)s::jsonb, 'asked_at', now())
+                   END,
+        answer = NULL,
+        waiting_for = j.waiting_for + CASE WHEN a.result IS NULL THEN 1 ELSE 0 END,
+        attempts = j.attempts - CASE WHEN a.result IS NULL THEN 1 ELSE 0 END
+    FROM held LEFT JOIN (SELECT result FROM answered) AS a ON true
+    WHERE j.id = held.id
+      AND (a.result IS NOT NULL OR held.question IS NULL
+           OR held.question ->> 'name' IS DISTINCT FROM %(name)s)
+)
+SELECT EXISTS (SELECT FROM held) AS held,
+       EXISTS (SELECT FROM answered) AS answered,
+       (SELECT result FROM answered) AS answer
+
+-- name: answer
+-- The answer to the question pending on a job, if it is one of its choices: the job
+-- waits for one fewer thing, takes a turn when it waits for nothing, and the workers
+-- are woken.
+WITH answered AS (
+    UPDATE background_jobs
+    SET answer = %(answer)s::jsonb,
+        waiting_for = waiting_for - 1,
+        turn = CASE WHEN state = 'queued' THEN NULL ELSE turn END
+    WHERE id = %(id)s AND question IS NOT NULL AND answer IS NULL
+      AND (jsonb_typeof(question -> 'choices') IS DISTINCT FROM 'array'
+           OR question -> 'choices' @> jsonb_build_array(%(answer)s::jsonb))
+    RETURNING queue
+)
+SELECT queue, errands_wake(queue) FROM answered

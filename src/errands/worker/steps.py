@@ -47,6 +47,15 @@ class WorkerSteps:
         rows = await self._link.execute(query("dependencies"), {"id": job_id})
         return [Dependency(**row) for row in rows]
 
+    async def ask(
+        self, job_id: Any, attempt: int, name: str, text: str, choices: str | None
+    ) -> tuple[bool, Any]:
+        """Ask the question (once) unless it was answered; whether it was, and the answer."""
+        params = {"id": job_id, "worker": self._worker, "name": name, "attempt": attempt}
+        [row] = await self._link.execute(query("ask"), {**params, "text": text, "choices": choices})
+        self._check_held(job_id, row)
+        return bool(row["answered"]), row["answer"]
+
     async def close(self) -> None:
         """Close the connection."""
         await self._link.close()

@@ -33,16 +33,18 @@ LANGUAGE sql STABLE AS $$
     WHERE e.job_id = job AND d.state IN ('queued', 'running')
 $$;
 
--- 0007's rule, and: a job waiting for dependencies has no turn. A job sent back to the
--- queue after it ended (an operator's retry) counts what it still waits for again: a
--- dependency that failed no longer holds it (the operator asked for it to run).
+-- 0007's rule, and: a job waiting for dependencies (or an answer) has no turn. A job
+-- sent back to the queue after it ended (an operator's retry) counts what it still
+-- waits for again: a dependency that failed no longer holds it (the operator asked for
+-- it to run); a question still unanswered does.
 CREATE OR REPLACE FUNCTION errands_take_turn() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NEW.state <> 'queued' THEN
         RETURN NEW;
     END IF;
     IF TG_OP = 'UPDATE' AND OLD.state IN ('completed', 'failed', 'cancelled') THEN
-        NEW.waiting_for := errands_unfinished_dependencies(NEW.id);
+        NEW.waiting_for := errands_unfinished_dependencies(NEW.id)
+                           + (NEW.question IS NOT NULL AND NEW.answer IS NULL)::integer;
     END IF;
     IF NEW.run_at > now() OR NEW.waiting_for > 0 THEN
         NEW.turn := NULL;
@@ -227,3 +229,12 @@ CREATE TABLE job_steps (
     at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, name)
 );
+
+-- Questions to the job's owner (ctx.ask): the question pending on the job, and its
+-- answer once given. While a question waits, the job waits for one more thing
+-- (waiting_for), so it has no turn and holds no slot; the answer gives it back. A
+-- column of the row, not a table of its own, so that it can sync to the owner with the
+-- rest of the job (the client's side is not built yet: docs/workflows.md).
+ALTER TABLE background_jobs
+    ADD COLUMN question jsonb,
+    ADD COLUMN answer jsonb;
