@@ -1,5 +1,5 @@
-"""What a handler can do beyond one attempt: durable steps, sleeps, its dependencies'
-results (docs/workflows.md).
+"""What a handler can do beyond one attempt: durable steps, sleeps, questions to the
+job's owner, its dependencies' results (docs/workflows.md).
 
 A step's result is stored in ``job_steps`` before :meth:`Durable.step` returns, so a
 later attempt of the job (a retry, or a recovery after its worker died) gets the stored
@@ -9,8 +9,9 @@ once, its *result* is recorded once, and every attempt sees that one result.
 
 :meth:`Durable.sleep` ends the attempt (the worker sends the job back to the queue with
 a later ``run_at``, without holding a slot and without counting the attempt) and the job
-runs again from the start once the time has come, its finished steps skipped. Handlers
-must therefore take their steps in the same order, with the same names, on every attempt.
+runs again from the start once the time has come, its finished steps skipped;
+:meth:`Durable.ask` ends it the same way until the question is answered. Handlers must
+therefore take their steps in the same order, with the same names, on every attempt.
 
 Async handlers ``await ctx.step(...)``; plain handlers (run in a thread) call the twin
 ``ctx.step_sync(...)``, and so on for each method here.
@@ -67,9 +68,9 @@ class StepStore(Protocol):
 
 
 class Suspended(BaseException):
-    """Raised by :meth:`Durable.sleep` to end the attempt: the job goes back to the queue
-    for ``seconds``. A BaseException, so that a handler's ``except Exception`` does not
-    swallow it."""
+    """Raised by :meth:`Durable.sleep` and :meth:`Durable.ask` to end the attempt: the
+    job goes back to the queue for ``seconds`` (or until answered). A BaseException, so
+    that a handler's ``except Exception`` does not swallow it."""
 
     def __init__(self, seconds: float) -> None:
         super().__init__(f"suspended for {seconds:.3f}s")
