@@ -25,16 +25,18 @@ import psycopg
 from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from errands import operations
+from errands import operations, workflows
 from errands.cli import client as client_commands
 from errands.cli.durations import parse_span, since_option, span_option
 from errands.cli.options import fail, stderr
 from errands.cli.render import (
     attempts_table,
+    dependencies_table,
     job_table,
     jobs_table,
     stats_tables,
     stdout,
+    steps_table,
     timeline_table,
     to_json,
 )
@@ -470,14 +472,21 @@ def show(job_id: str, as_json: bool, database_url: str) -> None:
         if job is None:
             fail(f"no job {job_id} in the database")
         events = operations.timeline(conn, job.id)
+        after = workflows.dependencies(conn, job.id)
+        steps = workflows.steps(conn, job.id)
     if as_json:
-        click.echo(to_json({"job": job, "timeline": events}))
+        workflow = {"after": [d._asdict() for d in after], "steps": [s._asdict() for s in steps]}
+        click.echo(to_json({"job": job, "timeline": events, **workflow}))
         return
     stdout.print(job_table(job))
+    if after:
+        stdout.print(dependencies_table(after))
     runs = operations.attempts(events)
     if runs:
         stdout.print(attempts_table(runs))
     stdout.print(timeline_table(events))
+    if steps:
+        stdout.print(steps_table(steps))
     traceback = job.error.get("traceback") if isinstance(job.error, dict) else None
     if traceback:
         stdout.print("[bold]traceback[/]")
