@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 REACT := tests/react/node_modules/.package-lock.json
 
-.PHONY: test browser lint types unit demo bench clean
+.PHONY: test browser lint types unit demo bench clean rules
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: $(STAMP)
 
 types: $(STAMP)
 	$(BIN)/mypy
+
+## rules: regenerate src/errands/web/rules.js from protocol.py (a test fails while it is stale)
+rules: $(STAMP)
+	$(BIN)/python -m errands.protocol_export
 
 ## demo: the whole system on an embedded Postgres; prints the page's URL
 demo: $(STAMP)

@@ -58,6 +58,15 @@ if _typing.TYPE_CHECKING:
     )
     from errands.registry import JobContext, Registry
     from errands.worker import Worker, WorkerSettings
+    from errands.workflows import (
+        Group,
+        answer,
+        answer_async,
+        chain,
+        chain_async,
+        group,
+        group_async,
+    )
 
 __version__ = "0.1.0"
 
@@ -88,6 +97,13 @@ _WHERE: dict[str, str] = {
     "WaitTimeout": "errands.exceptions",
     "Worker": "errands.worker",
     "WorkerSettings": "errands.worker",
+    "Group": "errands.workflows",
+    "answer": "errands.workflows",
+    "answer_async": "errands.workflows",
+    "chain": "errands.workflows",
+    "chain_async": "errands.workflows",
+    "group": "errands.workflows",
+    "group_async": "errands.workflows",
     "cancel": "errands.operations",
     "cancel_async": "errands.operations",
     "delete": "errands.operations",
@@ -134,6 +150,7 @@ __all__ = [
     "Client",
     "ConfigurationError",
     "ErrandsError",
+    "Group",
     "HandlerNotFound",
     "InvalidKind",
     "Job",
@@ -157,8 +174,12 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "__version__",
+    "answer",
+    "answer_async",
     "cancel",
     "cancel_async",
+    "chain",
+    "chain_async",
     "delete",
     "delete_async",
     "enqueue",
@@ -167,6 +188,8 @@ __all__ = [
     "enqueue_many_async",
     "get",
     "get_async",
+    "group",
+    "group_async",
     "list_jobs",
     "list_jobs_async",
     "migrate",

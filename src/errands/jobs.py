@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
+from errands.exceptions import JobNotFound
 from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.protocol import MAX_NAME_LENGTH
@@ -35,6 +38,12 @@ class BatchOptions(TypedDict, total=False):
     """Workers started with ``--queue`` take only their queues' jobs."""
     owner: str
     """Whose job it is: the user whose client sees it (the sync service's users)."""
+    after: Sequence[uuid.UUID | str]
+    """Jobs (that exist already) this job runs after: it stays queued, without a turn,
+    until every one of them ended (docs/workflows.md)."""
+    on_failure: Literal["cancel", "run"]
+    """When a job it runs after fails or is cancelled: ``"cancel"`` (the default) ends
+    this job as cancelled, its error naming the cause; ``"run"`` runs it all the same."""
 
 
 class JobOptions(BatchOptions, total=False):
@@ -63,6 +72,7 @@ def _params(
         "run_at": options.get("run_at"),
         "priority": options.get("priority"),
         "queue": options.get("queue"),
+        "waiting_for": len(options.get("after") or ()),  # at most; see the enqueue query
         **values,
     }
 
@@ -100,15 +110,31 @@ def enqueue(
     and only if the caller's own writes are. ``id`` makes the call idempotent: a second
     enqueue with the same id does nothing. With ``unique_key``, while a job with that
     key is unfinished, enqueueing again inserts nothing and returns that job's id.
+    With ``after=[ids]`` the job runs once those jobs ended (``on_failure`` says what
+    if one did not complete); an unknown id raises :class:`~errands.JobNotFound`.
     The options are :class:`JobOptions`.
     """
     job_id, params = _one(kind, payload, id, options)
+    waits = _waits([job_id], options)
+    if waits is None:
+        return _insert(conn, job_id, params)[0]
+    with _known_dependencies(), atomic(conn):
+        job_id, new = _insert(conn, job_id, params)
+        if new:  # an existing job keeps the dependencies it was created with
+            conn.execute(query("wait_for"), waits)
+    return job_id
+
+
+def _insert(
+    conn: psycopg.Connection[Any], job_id: uuid.UUID, params: dict[str, Any]
+) -> tuple[uuid.UUID, bool]:
+    """Insert one job; its id, and whether this call inserted it."""
     while True:
         if conn.execute(query("enqueue"), params).fetchone() is not None:
-            return job_id
+            return job_id, True
         existing = conn.execute(query("enqueue_existing"), params).fetchone()
         if existing is not None:
-            return uuid.UUID(str(existing[0]))
+            return uuid.UUID(str(existing[0])), False
         # The job in the way finished between the two statements: try again.
 
 
@@ -122,12 +148,27 @@ async def enqueue_async(
 ) -> uuid.UUID:
     """:func:`enqueue` for an asyncio connection."""
     job_id, params = _one(kind, payload, id, options)
+    waits = _waits([job_id], options)
+    if waits is None:
+        return (await _insert_async(conn, job_id, params))[0]
+    with _known_dependencies():
+        async with atomic_async(conn):
+            job_id, new = await _insert_async(conn, job_id, params)
+            if new:
+                await conn.execute(query("wait_for"), waits)
+    return job_id
+
+
+async def _insert_async(
+    conn: psycopg.AsyncConnection[Any], job_id: uuid.UUID, params: dict[str, Any]
+) -> tuple[uuid.UUID, bool]:
+    """:func:`_insert` for an asyncio connection."""
     while True:
         if await (await conn.execute(query("enqueue"), params)).fetchone() is not None:
-            return job_id
+            return job_id, True
         existing = await (await conn.execute(query("enqueue_existing"), params)).fetchone()
         if existing is not None:
-            return uuid.UUID(str(existing[0]))
+            return uuid.UUID(str(existing[0])), False
 
 
 def _batch(
@@ -145,10 +186,18 @@ def enqueue_many(
     payloads: Iterable[Any],
     **options: Unpack[BatchOptions],
 ) -> list[uuid.UUID]:
-    """Insert many jobs of one kind in one statement; return their ids in order."""
+    """Insert many jobs of one kind in one statement; return their ids in order. With
+    ``after``, every one of them runs after those jobs."""
     ids, params = _batch(kind, payloads, options)
-    if ids:
+    waits = _waits(ids, options)
+    if not ids:
+        return ids
+    if waits is None:
         conn.execute(query("enqueue_many"), params)
+        return ids
+    with _known_dependencies(), atomic(conn):
+        conn.execute(query("enqueue_many"), params)
+        conn.execute(query("wait_for"), waits)  # the ids are new: every job was inserted
     return ids
 
 
@@ -160,6 +209,59 @@ async def enqueue_many_async(
 ) -> list[uuid.UUID]:
     """:func:`enqueue_many` for an asyncio connection."""
     ids, params = _batch(kind, payloads, options)
-    if ids:
+    waits = _waits(ids, options)
+    if not ids:
+        return ids
+    if waits is None:
         await conn.execute(query("enqueue_many"), params)
+        return ids
+    with _known_dependencies():
+        async with atomic_async(conn):
+            await conn.execute(query("enqueue_many"), params)
+            await conn.execute(query("wait_for"), waits)
     return ids
+
+
+def atomic(conn: psycopg.Connection[Any]) -> contextlib.AbstractContextManager[Any]:
+    """A transaction for statements that must commit together: a new one on an
+    autocommit connection outside a transaction block, else the caller's own (no
+    savepoint: a workflow of 10,000 jobs would hold 10,000 subtransactions, a cost to
+    every reader of the table; a failed statement aborts the caller's transaction, as
+    any does)."""
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        return conn.transaction()
+    return contextlib.nullcontext()
+
+
+def atomic_async(conn: psycopg.AsyncConnection[Any]) -> contextlib.AbstractAsyncContextManager[Any]:
+    """:func:`atomic` for an asyncio connection."""
+    if conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE:
+        return conn.transaction()
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _known_dependencies() -> Iterator[None]:
+    """An unknown job in ``after`` raises :class:`~errands.JobNotFound` (nothing is
+    inserted: the enqueue's transaction, or the caller's, is rolled back)."""
+    try:
+        yield
+    except psycopg.errors.ForeignKeyViolation as exc:
+        raise JobNotFound(str(exc.diag.message_primary or exc)) from exc
+
+
+def _waits(ids: list[uuid.UUID], options: BatchOptions) -> dict[str, Any] | None:
+    """The ``wait_for`` query's parameters, or None for jobs without dependencies."""
+    on_failure = options.get("on_failure", "cancel")
+    if on_failure not in ("cancel", "run"):
+        raise ValueError(f"on_failure must be 'cancel' or 'run', not {on_failure!r}")
+    after = options.get("after")
+    if isinstance(after, str | uuid.UUID):
+        raise TypeError("after takes a list of job ids")
+    if not after:
+        return None
+    return {
+        "jobs": ids,
+        "after": [uuid.UUID(str(job_id)) for job_id in after],
+        "on_failure": on_failure,
+    }

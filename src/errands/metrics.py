@@ -163,10 +163,40 @@ class RequestMetrics:
 
 
 def _route(scope: Scope) -> str:
-    """The template of the route that answered (``/v1/shapes/{table}``)."""
-    route = scope.get("route")
+    """The template of the route that answered (``/v1/shapes/{table}``), or for a
+    request refused before routing (a bad token, a body too large) the route it was
+    for; :data:`UNMATCHED` if no route has its path."""
+    route = scope.get("route") or _route_for(scope)
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else UNMATCHED
+
+
+def _route_for(scope: Scope) -> Any:
+    """The app's route whose path and method match the request (a route whose path
+    matches but not its method, failing that), without running it."""
+    router = getattr(scope.get("app"), "router", None)
+    full, partial = _match(getattr(router, "routes", ()), scope)
+    return full or partial
+
+
+def _match(routes: Iterable[Any], scope: Scope) -> tuple[Any, Any]:
+    # FastAPI wraps an included router (its original_router holds the routes); the
+    # service's routers are included without a prefix, so their paths are whole.
+    from starlette.routing import Match  # noqa: PLC0415 -- the worker never loads it
+
+    partial = None
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            full, found = _match(inner.routes, scope)
+        else:
+            match, _ = route.matches(scope)
+            full = route if match is Match.FULL else None
+            found = route if match is Match.PARTIAL else None
+        if full is not None:
+            return full, None
+        partial = partial or found
+    return None, partial
 
 
 def instrument(app: Any, fanout: Callable[[], Any | None]) -> ServiceMetrics:

@@ -9,18 +9,22 @@ Every function takes a psycopg connection and has an ``_async`` twin that takes 
         errands.retry(conn, where=errands.JobFilter(states=["failed"], kinds=["resize"]))
         errands.prune(conn, timedelta(days=30))
 
-Actions (:func:`cancel`, :func:`retry`, :func:`delete`) take job ids, a
-:class:`JobFilter`, or both (the jobs matching both), and return the ids of the jobs
-they changed: the rest were not in a state the action applies to. Every change goes
-through the same triggers as the worker's and the clients', so ``job_events`` records
-it, workers are woken, and replicas receive it through their shapes (deleted and pruned
-jobs leave as deletes).
+Actions (:func:`cancel`, :func:`retry`, :func:`delete`, :func:`reschedule`) take job
+ids, a :class:`JobFilter`, or both (the jobs matching both), and return the ids of the
+jobs they changed: the rest were not in a state the action applies to (:func:`act`
+also says which were held back, such as a retry whose unique key an unfinished job
+holds). Every change goes through the same triggers as the worker's and the clients',
+so ``job_events`` records it under the operator's name (``operator=``, by default the
+local user), workers are woken, and replicas receive it through their shapes (deleted
+and pruned jobs leave as deletes).
 
 The queries are in ``sql/operations.sql``.
 """
 
 from __future__ import annotations
 
+import getpass
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +47,13 @@ WAIT_POLL_INTERVAL = 2.0
 """Seconds :func:`wait` waits for a notification before it reads the row anyway
 (notifications are hints: one lost while the connection was busy must not stall it)."""
 PRUNE_BATCH_SIZE = 1000
+ACTION_ATTEMPTS = 3
+"""How often an action is tried when a concurrent insert takes a unique key it was
+about to give back (the next try sees that job and holds the retry back)."""
+OPERATOR_NOTES = frozenset({"cancel_requested", "rescheduled"})
+"""Event types an operator's action records without a state change; they are not part
+of any attempt."""
+ACTIONS = ("retry", "cancel", "delete", "reschedule")
 
 JobId = uuid.UUID | str
 """A job's id, as a UUID or its text."""
@@ -88,7 +99,9 @@ class JobRecord:
 @dataclass(frozen=True)
 class JobEvent:
     """One transition of a job, from ``job_events``: ``type`` is queued, started,
-    retried, failed, cancelled or completed; ``error`` is set on retried and failed."""
+    retried, failed, cancelled or completed, or an operator's note (cancel_requested,
+    rescheduled); ``error`` is set on retried and failed. ``operator`` names the
+    operator whose action it records (then ``worker`` is None)."""
 
     id: int
     job_id: uuid.UUID
@@ -97,6 +110,7 @@ class JobEvent:
     attempt: int
     worker: str | None
     error: Any
+    operator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,8 @@ def attempts(events: Iterable[JobEvent]) -> list[Attempt]:
     """The attempts in a job's :func:`timeline`, oldest first."""
     runs: list[Attempt] = []
     for event in events:
+        if event.type in OPERATOR_NOTES:
+            continue
         if event.type == "started":
             runs.append(Attempt(event.attempt, event.worker, event.at, None, None, None))
         elif runs and runs[-1].outcome is None and event.attempt == runs[-1].number:
@@ -135,7 +151,10 @@ def attempts(events: Iterable[JobEvent]) -> list[Attempt]:
 class JobFilter:
     """Which jobs a list, count or bulk action is about. Every field narrows the
     selection; an empty sequence or None means "any". ``since`` and ``until`` bound the
-    job's ``timestamp`` (when it was asked for): ``since <= timestamp < until``."""
+    job's ``timestamp`` (when its client asked for it, by the client's clock):
+    ``since <= timestamp < until``; ``received_since`` and ``received_until`` bound
+    ``received_at`` (when the server received it), as the console's time windows do.
+    ``search`` keeps jobs whose payload, result or error holds the text (any case)."""
 
     states: Sequence[str] = ()
     kinds: Sequence[str] = ()
@@ -144,6 +163,9 @@ class JobFilter:
     ids: Sequence[JobId] = ()
     since: datetime | None = None
     until: datetime | None = None
+    received_since: datetime | None = None
+    received_until: datetime | None = None
+    search: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.states) - set(STATES)
@@ -160,13 +182,32 @@ class JobFilter:
             "owners": list(self.owners) or None,
             "since": self.since,
             "until": self.until,
+            "received_since": self.received_since,
+            "received_until": self.received_until,
+            "search": self.search.lower() if self.search else None,
         }
+
+    @property
+    def empty(self) -> bool:
+        """Whether the filter selects every job."""
+        return not any(self.params().values())
+
+
+@dataclass(frozen=True)
+class ActionOutcome:
+    """What an action did: the jobs it changed, and those it held back with why (for a
+    retry: the unique key an unfinished job holds). Selected jobs in a state the action
+    does not apply to are in neither."""
+
+    action: str
+    changed: list[uuid.UUID]
+    held: dict[uuid.UUID, str]
 
 
 @dataclass(frozen=True)
 class QueueDepth:
     """One queue's backlog: jobs ready to run now, jobs scheduled for later, when the
-    oldest ready one was asked for and how many seconds ago."""
+    oldest ready one was received by the server and how many seconds ago."""
 
     queue: str
     ready: int
@@ -213,7 +254,7 @@ class Stats:
 
     @property
     def oldest_queued(self) -> datetime | None:
-        """When the oldest job ready to run was asked for (None: nothing waits)."""
+        """When the oldest job ready to run was received (None: nothing waits)."""
         return min((q.oldest for q in self.queues if q.oldest is not None), default=None)
 
 
@@ -244,10 +285,17 @@ def _q(name: str) -> LiteralString:
 
 
 @cache
-def _composed(name: str) -> sql.Composed:
-    """A templated query with its selection and columns filled in."""
+def job_query(name: str, filename: str = OPERATIONS_QUERIES) -> sql.Composed:
+    """The query ``name`` of ``sql/filename``, a template whose ``{selection}`` is the
+    :class:`JobFilter` condition on ``background_jobs j`` and ``{columns}`` the columns
+    of :class:`JobRecord`."""
     columns = sql.SQL(", ").join(sql.Identifier("j", field.name) for field in fields(JobRecord))
-    return sql.SQL(_q(name)).format(selection=sql.SQL(_q("job_selection")), columns=columns)
+    template = query(name, filename)
+    return sql.SQL(template).format(selection=sql.SQL(_q("job_selection")), columns=columns)
+
+
+def _composed(name: str) -> sql.Composed:
+    return job_query(name)
 
 
 def _selection(job_ids: Iterable[JobId], where: JobFilter | None) -> dict[str, Any]:
@@ -502,61 +550,173 @@ def _next_wait(deadline: float | None) -> float:
 # --- acting ---------------------------------------------------------------------------
 
 
-def _act(
-    conn: AnyConnection, name: str, job_ids: Iterable[JobId], where: JobFilter | None
+def default_operator() -> str:
+    """Who an action is recorded under when no operator is named: the local user and
+    host (``alice@build-3``)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no user name in the environment or password database
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _action_query(action: str) -> sql.Composed:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; actions are {', '.join(ACTIONS)}")
+    return _composed(f"{action}_jobs")
+
+
+def _outcome(action: str, rows: Sequence[tuple[uuid.UUID, str | None]]) -> ActionOutcome:
+    changed = [job_id for job_id, held in rows if held is None]
+    return ActionOutcome(action, changed, {job_id: held for job_id, held in rows if held})
+
+
+def act(
+    conn: AnyConnection,
+    action: str,
+    *job_ids: JobId,
+    where: JobFilter | None = None,
+    operator: str | None = None,
+    run_at: datetime | None = None,
+) -> ActionOutcome:
+    """Run ``action`` (retry, cancel, delete or reschedule) on the jobs named and/or
+    selected, in one transaction, recorded under ``operator``; ``run_at`` is the new run
+    time of a reschedule (None: now)."""
+    query = _action_query(action)
+    params = _selection(job_ids, where) | {"run_at": run_at}
+    who = {"operator": operator or default_operator()}
+    for attempt in range(ACTION_ATTEMPTS):
+        try:
+            with conn.transaction():
+                conn.execute(_q("set_operator"), who)
+                rows = conn.execute(query, params).fetchall()
+                conn.execute(_q("set_operator"), {"operator": ""})
+            return _outcome(action, rows)
+        except psycopg.errors.UniqueViolation:
+            if attempt + 1 == ACTION_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def act_async(
+    conn: AnyAsyncConnection,
+    action: str,
+    *job_ids: JobId,
+    where: JobFilter | None = None,
+    operator: str | None = None,
+    run_at: datetime | None = None,
+) -> ActionOutcome:
+    """:func:`act` for an asyncio connection."""
+    query = _action_query(action)
+    params = _selection(job_ids, where) | {"run_at": run_at}
+    who = {"operator": operator or default_operator()}
+    for attempt in range(ACTION_ATTEMPTS):
+        try:
+            async with conn.transaction():
+                await conn.execute(_q("set_operator"), who)
+                rows = await (await conn.execute(query, params)).fetchall()
+                await conn.execute(_q("set_operator"), {"operator": ""})
+            return _outcome(action, rows)
+        except psycopg.errors.UniqueViolation:
+            if attempt + 1 == ACTION_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def cancel(
+    conn: AnyConnection,
+    *job_ids: JobId,
+    where: JobFilter | None = None,
+    operator: str | None = None,
 ) -> list[uuid.UUID]:
-    rows = conn.execute(_composed(name), _selection(job_ids, where)).fetchall()
-    return [row[0] for row in rows]
-
-
-async def _act_async(
-    conn: AnyAsyncConnection, name: str, job_ids: Iterable[JobId], where: JobFilter | None
-) -> list[uuid.UUID]:
-    cursor = await conn.execute(_composed(name), _selection(job_ids, where))
-    return [row[0] for row in await cursor.fetchall()]
-
-
-def cancel(conn: AnyConnection, *job_ids: JobId, where: JobFilter | None = None) -> list[uuid.UUID]:
     """Request the cancellation of queued and running jobs, as a client does: a queued
     job ends as cancelled at once, a running one when its handler sees the request.
     Returns the ids of the jobs asked to stop (not those that had already ended or had
     already been asked)."""
-    return _act(conn, "cancel_jobs", job_ids, where)
+    return act(conn, "cancel", *job_ids, where=where, operator=operator).changed
 
 
 async def cancel_async(
-    conn: AnyAsyncConnection, *job_ids: JobId, where: JobFilter | None = None
+    conn: AnyAsyncConnection,
+    *job_ids: JobId,
+    where: JobFilter | None = None,
+    operator: str | None = None,
 ) -> list[uuid.UUID]:
     """:func:`cancel` for an asyncio connection."""
-    return await _act_async(conn, "cancel_jobs", job_ids, where)
+    return (await act_async(conn, "cancel", *job_ids, where=where, operator=operator)).changed
 
 
-def retry(conn: AnyConnection, *job_ids: JobId, where: JobFilter | None = None) -> list[uuid.UUID]:
+def retry(
+    conn: AnyConnection,
+    *job_ids: JobId,
+    where: JobFilter | None = None,
+    operator: str | None = None,
+) -> list[uuid.UUID]:
     """Put failed and cancelled jobs back in the queue for one more attempt (their
     ``max_attempts`` grows if it has to). The earlier attempts stay in ``job_events``;
-    the row's result, error and progress are cleared. Returns the ids re-queued."""
-    return _act(conn, "retry_jobs", job_ids, where)
+    the row's result, error and progress are cleared. Returns the ids re-queued; a job
+    whose ``unique_key`` an unfinished job holds stays as it is (:func:`act` lists
+    those)."""
+    return act(conn, "retry", *job_ids, where=where, operator=operator).changed
 
 
 async def retry_async(
-    conn: AnyAsyncConnection, *job_ids: JobId, where: JobFilter | None = None
+    conn: AnyAsyncConnection,
+    *job_ids: JobId,
+    where: JobFilter | None = None,
+    operator: str | None = None,
 ) -> list[uuid.UUID]:
     """:func:`retry` for an asyncio connection."""
-    return await _act_async(conn, "retry_jobs", job_ids, where)
+    return (await act_async(conn, "retry", *job_ids, where=where, operator=operator)).changed
 
 
-def delete(conn: AnyConnection, *job_ids: JobId, where: JobFilter | None = None) -> list[uuid.UUID]:
+def delete(
+    conn: AnyConnection,
+    *job_ids: JobId,
+    where: JobFilter | None = None,
+    operator: str | None = None,
+) -> list[uuid.UUID]:
     """Delete jobs, whatever their state, with their events. Replicas drop them (the
     delete reaches them through their shapes); a worker running one finds it gone and
     drops its outcome. Returns the ids deleted."""
-    return _act(conn, "delete_jobs", job_ids, where)
+    return act(conn, "delete", *job_ids, where=where, operator=operator).changed
 
 
 async def delete_async(
-    conn: AnyAsyncConnection, *job_ids: JobId, where: JobFilter | None = None
+    conn: AnyAsyncConnection,
+    *job_ids: JobId,
+    where: JobFilter | None = None,
+    operator: str | None = None,
 ) -> list[uuid.UUID]:
     """:func:`delete` for an asyncio connection."""
-    return await _act_async(conn, "delete_jobs", job_ids, where)
+    return (await act_async(conn, "delete", *job_ids, where=where, operator=operator)).changed
+
+
+def reschedule(
+    conn: AnyConnection,
+    *job_ids: JobId,
+    run_at: datetime | None = None,
+    where: JobFilter | None = None,
+    operator: str | None = None,
+) -> list[uuid.UUID]:
+    """Move queued jobs (waiting on their ``run_at`` or a retry's backoff) to ``run_at``,
+    or make them runnable now (None). Returns the ids moved."""
+    outcome = act(conn, "reschedule", *job_ids, where=where, operator=operator, run_at=run_at)
+    return outcome.changed
+
+
+async def reschedule_async(
+    conn: AnyAsyncConnection,
+    *job_ids: JobId,
+    run_at: datetime | None = None,
+    where: JobFilter | None = None,
+    operator: str | None = None,
+) -> list[uuid.UUID]:
+    """:func:`reschedule` for an asyncio connection."""
+    outcome = await act_async(
+        conn, "reschedule", *job_ids, where=where, operator=operator, run_at=run_at
+    )
+    return outcome.changed
 
 
 # --- retention ------------------------------------------------------------------------

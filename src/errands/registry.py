@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 
 from errands.backoff import Backoff
+from errands.durable import Durable
 from errands.exceptions import HandlerNotFound, JobCancelled, Permanent
 from errands.payload_types import PayloadType, payload_type
 from errands.payloads import printable
@@ -21,13 +22,14 @@ Isolation: TypeAlias = Literal["thread", "process"]
 SubmittedBy: TypeAlias = Literal["client", "operator", "server"]
 
 
-class JobContext:
+class JobContext(Durable):
     """What a running handler knows about its job, and how it reports back.
 
     ``progress()`` records the latest progress in memory; the worker writes it to the
     row at most every ``progress_interval`` seconds, so calling it in a tight loop is
     cheap. Once the job's cancellation is requested, ``cancelled`` is true and the next
-    ``progress()`` raises :class:`~errands.JobCancelled`.
+    ``progress()`` raises :class:`~errands.JobCancelled`. Durable steps, sleeps and the
+    results of the jobs it runs after: see :class:`~errands.durable.Durable`.
     """
 
     def __init__(

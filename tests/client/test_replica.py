@@ -273,8 +273,8 @@ def test_meta_values_recorded_together_are_all_or_none(replica: Replica) -> None
 
 
 def test_a_replica_written_before_the_outbox_index_gets_it_on_open(tmp_path: Path) -> None:
-    """An older errands' file (no outbox.sort_key): its waiting jobs still list, newest
-    first, once a newer errands opens it."""
+    """An older errands' file (no outbox.sort_key, no kept counts): its waiting jobs
+    still list, newest first, and are counted, once a newer errands opens it."""
     path = tmp_path / "old.sqlite"
     replica = Replica(path)
     first = replica.insert_job("k", {"n": 1})
@@ -283,10 +283,16 @@ def test_a_replica_written_before_the_outbox_index_gets_it_on_open(tmp_path: Pat
     with sqlite3.connect(path) as old:
         old.execute("DROP INDEX outbox_newest")
         old.execute("ALTER TABLE outbox DROP COLUMN sort_key")
+        for trigger in ("insert", "delete", "update"):
+            old.execute(f"DROP TRIGGER outbox_counted_{trigger}")
+        old.execute("DROP TABLE outbox_counts")
     reopened = Replica(path)
     try:
-        assert [job.id for job in reopened.jobs()] == [second, first]
-        assert [job.id for job in reopened.jobs(limit=1)] == [second]
+        assert reopened.counts() == (2, 0)
+        third = reopened.insert_job("k", {"n": 3})
+        assert reopened.counts() == (3, 0)
+        assert [job.id for job in reopened.jobs()] == [third, second, first]
+        assert [job.id for job in reopened.jobs(limit=1)] == [third]
     finally:
         reopened.close()
 
@@ -297,3 +303,28 @@ def test_jobs_find_the_newest_among_many_waiting_and_synced(replica: Replica) ->
     waiting = [replica.insert_job("k", {"n": n}) for n in range(30)]
     assert [job.id for job in replica.jobs(limit=5)] == waiting[::-1][:5]
     assert replica.counts() == (30, 0)
+
+
+def test_a_submit_and_jobs_cost_the_same_however_long_the_outbox(tmp_path: Path) -> None:
+    """Offline for long: the statements a submit and jobs(limit=10) run, and the rows
+    SQLite steps through for them, do not grow with the outbox (counted, not timed)."""
+    replica = Replica(tmp_path / "long.sqlite")
+    steps: list[int] = []
+
+    def cost() -> int:
+        steps.clear()
+        replica.insert_job("k", {"n": 0})
+        replica.jobs(limit=10)
+        replica.counts()
+        return len(steps)
+
+    try:
+        replica._db.set_progress_handler(lambda: steps.append(1) or 0, 100)
+        replica.insert_job("k", {"n": 0})
+        short = cost()
+        for n in range(2000):
+            replica.insert_job("k", {"n": n})
+        long = cost()
+    finally:
+        replica.close()
+    assert long <= short + 5, (short, long)  # counts() walks the status index: a little

@@ -21,7 +21,7 @@ from errands.client.replica import Replica
 from errands.client.sync import Refused, SyncSession
 from errands.exceptions import ErrandsError, ServerUnreachable, Unauthorized
 from errands.payloads import PayloadTooLarge
-from errands.protocol import JOBS_TABLE, PREFIX, ErrorCode, Offset
+from errands.protocol import JOBS_TABLE, PREFIX, ErrorCode, Offset, rules
 from errands.sync.auth import make_token
 from tests.client.processes import SECRET, SyncServer
 from tests.conformance.vectors import HERE, cases, expand
@@ -31,6 +31,7 @@ Outcome = dict[str, Any]
 JOBS = cases("jobs")
 OFFSETS = cases("offsets")
 ANSWERS = cases("answers")
+FILTERS = cases("filters")
 EXCHANGES = cases("exchanges")
 
 
@@ -241,6 +242,24 @@ def test_service_offsets(service: httpx.Client, case: dict[str, Any]) -> None:
     check(outcome, case["expect"], values=False)
 
 
+@pytest.mark.parametrize("case", FILTERS, ids=_ids)
+def test_service_filters(service: httpx.Client, case: dict[str, Any]) -> None:
+    where = json.dumps(expand(case["where"]))  # ASCII: a NUL travels as \u0000
+    answer = service.get(f"{PREFIX}/shapes/{JOBS_TABLE}", params={"offset": "-1", "where": where})
+    if answer.status_code == 200:
+        outcome: Outcome = {"accepted": True}
+    else:
+        assert answer.status_code == 400, answer.text  # never a 5xx
+        outcome = {"refused": answer.json()["error"]["code"]}
+    check(outcome, case["expect"], values=False)
+
+
+def test_every_exported_operator_and_no_other_is_a_filter_vector() -> None:
+    """A filter operator added to the protocol needs a vector the service accepts."""
+    accepted = {f["op"] for case in FILTERS if "accepted" in case["expect"] for f in case["where"]}
+    assert accepted == set(rules()["filter_ops"])
+
+
 def _reused_id(http: httpx.Client) -> httpx.Response:
     mutation_id = str(uuid.uuid4())
     responses = []
@@ -300,5 +319,5 @@ def test_service_exchanges(service: httpx.Client, case: dict[str, Any]) -> None:
 def test_every_vector_file_runs() -> None:
     """A new vector file is picked up here, or this fails."""
     found = sorted(path.stem for path in Path(HERE).glob("*.json"))
-    assert found == ["answers", "exchanges", "jobs", "offsets"]
+    assert found == ["answers", "exchanges", "filters", "jobs", "offsets"]
     assert set(SCENARIOS) == {case["name"] for case in EXCHANGES}

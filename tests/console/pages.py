@@ -11,11 +11,11 @@ ROWS = "#jobs-body tr[data-id]"
 
 
 def states(db: psycopg.Connection[Any], queue: str, interval: str = "1 day") -> dict[str, int]:
-    """Jobs of ``queue`` submitted within ``interval``, per state, from the database."""
+    """Jobs of ``queue`` received within ``interval``, per state, from the database."""
     return dict(
         db.execute(
             "SELECT state, count(*) FROM background_jobs WHERE queue = %s"
-            " AND timestamp >= now() - %s::interval GROUP BY state",
+            " AND received_at >= now() - %s::interval GROUP BY state",
             (queue, interval),
         ).fetchall()
     )

@@ -58,6 +58,10 @@ def test_retry_a_failed_job_from_its_page(
     expect(console.locator("h1 .badge")).to_have_text("completed", timeout=30_000)
     expect(console.locator("#attempts tbody tr .badge")).to_have_text(["failed", "completed"])
     expect(console.locator("#job-result")).to_contain_text("ok on attempt 2")
+    # The timeline names the operator who retried it, and no worker for that step.
+    retried = console.locator("#events li[data-type=retried]")
+    expect(retried).to_contain_text("by ops")
+    expect(retried.locator("code")).to_have_count(0)
     assert event_types(db, job) == [
         "queued",
         "started",
@@ -182,3 +186,63 @@ def test_bulk_actions_on_a_filtered_selection(
     assert remaining == {*failed, *queued}
     assert not remaining & set(completed)
     expect(console.locator("[data-count=completed]")).to_have_text("0")
+
+
+def test_bulk_retry_leaves_jobs_whose_unique_key_is_taken_and_says_so(
+    console: Page, db: psycopg.Connection[Any], worker: ErrandsProcess, queue: str
+) -> None:
+    failing = {"succeed_on": 99}
+    older = errands.enqueue(db, "flaky", failing, queue=queue, max_attempts=1, unique_key="nightly")
+    wait_for(lambda: states(db, queue) == {"failed": 1}, timeout=30, what="the first to fail")
+    newer = errands.enqueue(db, "flaky", failing, queue=queue, max_attempts=1, unique_key="nightly")
+    wait_for(lambda: states(db, queue) == {"failed": 2}, timeout=30, what="both to fail")
+    show_queue(console, queue)
+    console.locator("[data-filter-state=failed]").click()
+    expect(console.locator(ROWS)).to_have_count(2)
+
+    console.locator("#bulk-retry").click()
+    confirm(console, "Retry 2 jobs?", "Retry")
+
+    result = console.locator("#result")
+    expect(result).to_contain_text("Retried 1 job.")
+    expect(result).to_contain_text("1 job left alone: an unfinished job holds its unique key")
+    expect(result.locator(f".held a[href='#/jobs/{older}']")).to_be_visible()
+    assert "retried" in event_types(db, newer)
+    assert "retried" not in event_types(db, older)
+
+
+def test_select_rows_and_act_on_them_only(
+    console: Page, db: psycopg.Connection[Any], queue: str
+) -> None:
+    jobs = [errands.enqueue(db, "nobody-runs-this", {}, queue=queue) for _ in range(4)]
+    show_queue(console, queue)
+    expect(console.locator(ROWS)).to_have_count(4)
+    for job in jobs[:2]:
+        console.locator(f"{ROWS}[data-id='{job}'] input.select").check()
+    expect(console.locator("#chosen")).to_have_text("2 selected")
+    expect(console.locator("#bulk-cancel")).to_have_text("Cancel 2")
+
+    console.locator("#bulk-cancel").click()
+    confirm(console, "Cancel 2 selected jobs?", "Cancel")
+
+    expect(console.locator("#result")).to_contain_text("Asked to cancel 2 jobs.")
+    wait_for(lambda: states(db, queue) == {"cancelled": 2, "queued": 2}, what="the cancels")
+    assert {event_types(db, j)[-1] for j in jobs[:2]} == {"cancelled"}
+    assert {event_types(db, j)[-1] for j in jobs[2:]} == {"queued"}
+
+
+def test_run_now_a_job_waiting_on_its_run_time(
+    console: Page, db: psycopg.Connection[Any], service: SyncServer, queue: str
+) -> None:
+    job = errands.enqueue(db, "nobody-runs-this", {}, queue=queue)
+    db.execute("UPDATE background_jobs SET run_at = now() + interval '1 day' WHERE id = %s", (job,))
+    open_job(console, service, job)
+
+    console.locator("#job-reschedule").click()
+    confirm(console, f"Run now job {str(job)[-8:]}?", "Run now")
+
+    expect(console.locator("#result")).to_contain_text("Made runnable now: 1 job.")
+    rescheduled = console.locator("#events li[data-type=rescheduled]")
+    expect(rescheduled).to_contain_text("by ops")
+    due = db.execute("SELECT run_at <= now() FROM background_jobs WHERE id = %s", (job,))
+    assert due.fetchone() == (True,)

@@ -28,6 +28,13 @@ ADMIN_ROUTES = [
     ("POST", "/v1/admin/jobs/retry", {"ids": [str(uuid.uuid4())]}),
     ("POST", "/v1/admin/jobs/cancel", {"ids": [str(uuid.uuid4())]}),
     ("POST", "/v1/admin/jobs/delete", {"where": {}}),
+    ("POST", "/v1/admin/jobs/delete", {"where": {}, "all": True}),
+    ("GET", "/v1/admin/jobs", None),
+    ("GET", "/v1/admin/counts", None),
+    ("GET", "/v1/admin/me", None),
+    ("GET", "/v1/admin/queues", None),
+    ("GET", "/v1/admin/schedules", None),
+    ("POST", "/v1/admin/queues/default/pause", None),
 ]
 
 
@@ -65,7 +72,7 @@ def test_only_operators_may_use_the_admin_routes(
     ("method", "path", "body", "message"),
     [
         ("GET", "/v1/admin/jobs/not-a-uuid", None, "valid UUID"),
-        ("POST", "/v1/admin/jobs/explode", {"ids": []}, "'retry', 'cancel' or 'delete'"),
+        ("POST", "/v1/admin/jobs/explode", {"ids": []}, "'delete' or 'reschedule'"),
         ("POST", "/v1/admin/jobs/delete", {}, "say which jobs"),
         ("POST", "/v1/admin/jobs/delete", {"where": {"states": ["lost"]}}, "states"),
         ("POST", "/v1/admin/jobs/retry", {"where": {"since": "2026-01-01T00:00:00"}}, "timezone"),
@@ -143,10 +150,10 @@ def test_actions_by_id_and_filter_say_what_they_changed(
         "/v1/admin/jobs/delete", json={"ids": [str(queued[2])], "where": {"queues": [queue]}}
     ).json()
 
-    assert cancelled == {"action": "cancel", "ids": sorted(str(j) for j in queued)}
-    assert again == {"action": "cancel", "ids": []}  # already cancelled: left alone
-    assert retried == {"action": "retry", "ids": [str(queued[1])]}
-    assert deleted == {"action": "delete", "ids": [str(queued[2])]}
+    assert cancelled == {"action": "cancel", "ids": sorted(str(j) for j in queued), "held": {}}
+    assert again == {"action": "cancel", "ids": [], "held": {}}  # already cancelled: left alone
+    assert retried == {"action": "retry", "ids": [str(queued[1])], "held": {}}
+    assert deleted == {"action": "delete", "ids": [str(queued[2])], "held": {}}
     rows = dict(
         db.execute(
             "SELECT id, state FROM background_jobs WHERE queue IN (%s, 'q-other')", (queue,)

@@ -4,6 +4,7 @@ hand), and drawn as SVG in Chromium."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -204,3 +205,22 @@ def test_the_charts_are_drawn(
     # One minute had attempts: one dot per percentile line.
     expect(view.locator("[data-chart=runtime] circle.dot")).to_have_count(2)
     assert view.locator("svg.chart").count() == 4
+
+    # The same history over a week, an hour a bar: the four finished jobs in one hour.
+    console.locator("#chart-window").select_option("7d")
+    expect(console.locator("#charts-title")).to_have_text("The last 7 days")
+    expect(depth.locator("circle.dot")).to_have_count(168)
+    expect(finished.locator(".stat-value")).to_have_text("4")
+
+
+def test_charts_over_a_day_and_a_week(operator: httpx.Client) -> None:
+    day = operator.get("/v1/admin/charts", params={"minutes": 1440, "bucket": 900})
+    assert day.status_code == 200, day.text
+    buckets = [datetime.fromisoformat(m["minute"]) for m in day.json()["minutes"]]
+    assert len(buckets) == 96
+    assert {b - a for a, b in itertools.pairwise(buckets)} == {timedelta(minutes=15)}
+    week = operator.get("/v1/admin/charts", params={"minutes": 10080, "bucket": 3600}).json()
+    assert len(week["minutes"]) == 168
+    refused = operator.get("/v1/admin/charts", params={"minutes": 10080, "bucket": 60})
+    assert refused.status_code == 400
+    assert "at most" in refused.json()["error"]["message"]

@@ -59,6 +59,9 @@ def test_the_sync_service_metrics_move_with_the_work(database_url: str) -> None:
             live = http.get(JOBS, params={"offset": offset, "live": "true"})
             assert live.status_code == 200
             assert http.get("/v1/nowhere").status_code == 404
+            # Refused before routing (the token is checked first): counted under its route.
+            bad = {"Authorization": "Bearer not-a-token"}
+            assert http.get("/v1/admin/workers", headers=bad).status_code == 401
         with psycopg.connect(database_url, autocommit=True) as conn:
             make_job(conn, "completed")
         after = scrape(metrics_url)
@@ -69,6 +72,9 @@ def test_the_sync_service_metrics_move_with_the_work(database_url: str) -> None:
         assert moved("errands_http_requests_total", status="200", **MUTATIONS) == 3
         assert moved("errands_http_requests_total", status="200", **SHAPES) == 2
         assert moved("errands_http_requests_total", route="unmatched", method="GET", status="404")
+        admin = {"route": "/v1/admin/workers", "method": "GET", "status": "401"}
+        assert moved("errands_http_requests_total", **admin) == 1
+        assert not moved("errands_http_requests_total", route="unmatched", status="401")
         assert moved("errands_http_request_duration_seconds_count", **MUTATIONS) == 3
         assert moved("errands_sync_mutations_total", outcome="applied") == 3
         assert moved("errands_sync_mutations_total", outcome="replayed") == 1

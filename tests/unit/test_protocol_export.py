@@ -12,7 +12,7 @@ from errands.protocol_export import RULES_JS, main, rules_module
 
 def test_rules_js_is_fresh() -> None:
     """A rule changed in protocol.py reaches errands.js only through the generator:
-    run ``python -m errands.protocol_export`` when this fails."""
+    run ``make rules`` (``python -m errands.protocol_export``) when this fails."""
     assert RULES_JS.read_text("utf-8") == rules_module()
     assert main(["--check"]) == 0
 

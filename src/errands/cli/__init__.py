@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from errands import __version__
-from errands.cli import client, database, operations, schedules, server, worker
+from errands.cli import client, database, operations, queues, schedules, server, worker
 from errands.cli import ui as ui_commands
 
 
@@ -33,5 +33,8 @@ main.add_command(ui_commands.ui)
 main.add_command(ui_commands.demo)
 main.add_command(operations.show)
 main.add_command(operations.retry)
+main.add_command(operations.reschedule)
+main.add_command(queues.queues)
+main.add_command(queues.queue)
 main.add_command(operations.stats)
 main.add_command(operations.prune)

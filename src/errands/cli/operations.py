@@ -1,9 +1,15 @@
 """The operator's commands, straight against the database: ``errands jobs`` and
 ``errands cancel`` with ``--database-url`` (without it they are the client's commands),
-``errands show``, ``errands retry``, ``errands stats`` and ``errands prune``.
+``errands show``, ``errands retry``, ``errands reschedule``, ``errands stats`` and
+``errands prune``.
 
 Each prints rich tables on a terminal, or JSON with ``--json``; each exits non-zero with
 a one-line message when the database cannot be used or a job cannot be found.
+
+The filters of a command that changes jobs (cancel, retry, reschedule, prune) come only
+from its command line, never from an environment variable: an ``ERRANDS_STATE`` left
+exported in a shell must not turn a later ``errands cancel`` into a bulk cancel. Every
+change is recorded in ``job_events`` under the local user's name.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import click
@@ -19,16 +25,18 @@ import psycopg
 from click.core import ParameterSource
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from errands import operations
+from errands import operations, workflows
 from errands.cli import client as client_commands
-from errands.cli.durations import since_option, span_option
+from errands.cli.durations import parse_span, since_option, span_option
 from errands.cli.options import fail, stderr
 from errands.cli.render import (
     attempts_table,
+    dependencies_table,
     job_table,
     jobs_table,
     stats_tables,
     stdout,
+    steps_table,
     timeline_table,
     to_json,
 )
@@ -69,57 +77,67 @@ def _check_states(ctx: click.Context, param: click.Parameter, values: tuple[str,
     return states
 
 
-def filter_options(function: F) -> F:
-    """--state, --kind, --queue, --owner (each repeatable or comma-separated), --since."""
+def _filter_options(function: F, *, from_environment: bool) -> F:
+    """--state, --kind, --queue, --owner (each repeatable or comma-separated), --since;
+    each also from its ERRANDS_ variable if ``from_environment``."""
+
+    def env(name: str) -> dict[str, Any]:
+        return {"envvar": f"ERRANDS_{name}", "show_envvar": True} if from_environment else {}
+
     options = [
         click.option(
             "--state",
             "states",
             multiple=True,
             callback=_check_states,
-            envvar="ERRANDS_STATE",
-            show_envvar=True,
             help=f"Only jobs in this state ({', '.join(STATES)}).",
+            **env("STATE"),
         ),
         click.option(
             "--kind",
             "kinds",
             multiple=True,
             callback=_split,
-            envvar="ERRANDS_KIND",
-            show_envvar=True,
             help="Only jobs of this kind.",
+            **env("KIND"),
         ),
         click.option(
             "--queue",
             "queues",
             multiple=True,
             callback=_split,
-            envvar="ERRANDS_QUEUE",
-            show_envvar=True,
             help="Only jobs in this queue.",
+            **env("QUEUE"),
         ),
         click.option(
             "--owner",
             "owners",
             multiple=True,
             callback=_split,
-            envvar="ERRANDS_OWNER",
-            show_envvar=True,
             help="Only jobs of this user.",
+            **env("OWNER"),
         ),
         click.option(
             "--since",
             callback=since_option,
             metavar="WHEN",
-            envvar="ERRANDS_SINCE",
-            show_envvar=True,
             help="Only jobs asked for since then: a span ago (1h, 2d) or an ISO 8601 time.",
+            **env("SINCE"),
         ),
     ]
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def filter_options(function: F) -> F:
+    """The filters of a command that only reads: from options or ERRANDS_ variables."""
+    return _filter_options(function, from_environment=True)
+
+
+def explicit_filter_options(function: F) -> F:
+    """The filters of a command that changes jobs: from its command line only."""
+    return _filter_options(function, from_environment=False)
 
 
 json_option = click.option(
@@ -274,7 +292,7 @@ def jobs(
 
 @click.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1)
-@filter_options
+@explicit_filter_options
 @_database_url(required=False)
 @client_commands.client_options
 @click.pass_context
@@ -316,28 +334,47 @@ def cancel(
         return
     assert database_url is not None
     where = _filter(states, kinds, queues, owners, since)
-    _act(database_url, operations.cancel, "asked to stop", job_ids, where, "queued or running")
+    _act(database_url, "cancel", job_ids, where)
+
+
+_DONE = {
+    "cancel": ("asked to stop", "queued or running"),
+    "retry": ("re-queued", "failed or cancelled"),
+    "reschedule": ("rescheduled", "queued"),
+}
 
 
 def _act(
     database_url: str,
-    action: Callable[..., list[Any]],
-    done: str,
+    action: str,
     job_ids: tuple[str, ...],
     where: JobFilter | None,
-    applies_to: str,
+    run_at: datetime | None = None,
 ) -> None:
-    """Run a bulk action and say what it did; exit 1 if a job named by id was left
-    alone (it was not in a state the action applies to)."""
+    """Run an action on jobs named and/or filtered and say what it did: each job
+    changed, each held back and why (a retry whose unique key an unfinished job holds);
+    exit 1 if a job named by id was left alone."""
     if not job_ids and where is None:
         raise click.UsageError("give job IDs, or filters such as --state and --kind")
+    done, applies_to = _DONE[action]
     with connect(database_url) as conn:
         ids = _ids(conn, job_ids)
-        changed = action(conn, *ids, where=where)
-        skipped = [operations.get(conn, i) for i in ids if i not in set(changed)]
-    for job_id in changed:
+        outcome = operations.act(conn, action, *ids, where=where, run_at=run_at)
+        skipped = [
+            operations.get(conn, i)
+            for i in ids
+            if i not in set(outcome.changed) and i not in outcome.held
+        ]
+    for job_id in outcome.changed:
         click.echo(f"{job_id} {done}")
-    stderr.print(f"{len(changed)} job{'s' * (len(changed) != 1)} {done}", highlight=False)
+    count = len(outcome.changed)
+    stderr.print(f"{count} job{'s' * (count != 1)} {done}", highlight=False)
+    for job_id, key in outcome.held.items():
+        stderr.print(
+            f"[yellow]left alone:[/] {job_id}: an unfinished job holds its unique key {key!r}",
+            highlight=False,
+            markup=True,
+        )
     for job in skipped:
         if job is not None:
             stderr.print(
@@ -345,7 +382,7 @@ def _act(
                 "qualify" + (" (or it does not match the filters)" if where else ""),
                 highlight=False,
             )
-    if skipped:
+    if skipped or set(outcome.held) & set(ids):
         raise SystemExit(1)
 
 
@@ -354,7 +391,7 @@ def _act(
 
 @click.command()
 @click.argument("job_ids", metavar="ID...", nargs=-1)
-@filter_options
+@explicit_filter_options
 @_database_url(required=True)
 def retry(
     job_ids: tuple[str, ...],
@@ -367,9 +404,57 @@ def retry(
 ) -> None:
     """Put failed or cancelled jobs back in the queue, by ID... and/or by filters
     (errands retry --state failed --kind resize). Each gets one more attempt; its
-    earlier attempts stay in its timeline (errands show ID)."""
+    earlier attempts stay in its timeline (errands show ID). A job whose unique key an
+    unfinished job holds is left alone, and named."""
     where = _filter(states, kinds, queues, owners, since)
-    _act(database_url, operations.retry, "re-queued", job_ids, where, "failed or cancelled")
+    _act(database_url, "retry", job_ids, where)
+
+
+# --- errands reschedule ---------------------------------------------------------------
+
+
+@click.command()
+@click.argument("job_ids", metavar="ID...", nargs=-1)
+@click.option(
+    "--at",
+    "run_at",
+    metavar="WHEN",
+    callback=lambda _ctx, _param, text: _when(text),
+    help="The new run time: a span from now (10m, 2h) or an ISO 8601 time. [default: now]",
+)
+@explicit_filter_options
+@_database_url(required=True)
+def reschedule(
+    job_ids: tuple[str, ...],
+    run_at: datetime | None,
+    states: list[str],
+    kinds: list[str],
+    queues: list[str],
+    owners: list[str],
+    since: datetime | None,
+    database_url: str,
+) -> None:
+    """Run queued jobs now (waiting on their run_at or a retry's backoff), or at --at,
+    by ID... and/or by filters."""
+    where = _filter(states, kinds, queues, owners, since)
+    _act(database_url, "reschedule", job_ids, where, run_at)
+
+
+def _when(text: str | None) -> datetime | None:
+    """A span from now, or an ISO 8601 time (local without a zone)."""
+    if text is None:
+        return None
+    try:
+        return datetime.now(UTC) + parse_span(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a span (10m, 2h) nor an ISO 8601 time (2026-12-01T10:00)"
+        ) from None
+    return when if when.tzinfo else when.astimezone()
 
 
 # --- errands show ---------------------------------------------------------------------
@@ -387,14 +472,21 @@ def show(job_id: str, as_json: bool, database_url: str) -> None:
         if job is None:
             fail(f"no job {job_id} in the database")
         events = operations.timeline(conn, job.id)
+        after = workflows.dependencies(conn, job.id)
+        steps = workflows.steps(conn, job.id)
     if as_json:
-        click.echo(to_json({"job": job, "timeline": events}))
+        workflow = {"after": [d._asdict() for d in after], "steps": [s._asdict() for s in steps]}
+        click.echo(to_json({"job": job, "timeline": events, **workflow}))
         return
     stdout.print(job_table(job))
+    if after:
+        stdout.print(dependencies_table(after))
     runs = operations.attempts(events)
     if runs:
         stdout.print(attempts_table(runs))
     stdout.print(timeline_table(events))
+    if steps:
+        stdout.print(steps_table(steps))
     traceback = job.error.get("traceback") if isinstance(job.error, dict) else None
     if traceback:
         stdout.print("[bold]traceback[/]")
@@ -435,8 +527,6 @@ def stats(as_json: bool, database_url: str) -> None:
     callback=span_option,
     metavar="SPAN",
     required=True,
-    envvar="ERRANDS_OLDER_THAN",
-    show_envvar=True,
     help="Prune jobs that finished longer ago than this: 30d, 12h, 90m, 45s.",
 )
 @click.option(
@@ -444,8 +534,6 @@ def stats(as_json: bool, database_url: str) -> None:
     "states",
     multiple=True,
     callback=_split,
-    envvar="ERRANDS_STATE",
-    show_envvar=True,
     help="Only jobs in this state (completed, failed, cancelled). [default: all three]",
 )
 @click.option(

@@ -11,11 +11,14 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from errands.cli.client import SHORT_ID
+from errands.durable import Dependency
 from errands.jobs import STATES
 from errands.operations import Attempt, JobEvent, JobRecord, Stats
+from errands.workflows import Step
 
 stdout = Console()
 STATE_STYLES = {
@@ -151,18 +154,39 @@ def attempts_table(runs: Sequence[Attempt]) -> Table:
 
 
 def timeline_table(events: Sequence[JobEvent]) -> Table:
-    """Every transition, from job_events."""
+    """Every transition, from job_events; "by" names the worker or the operator."""
     table = Table(box=box.SIMPLE_HEAD, title="timeline", title_justify="left")
-    for name in ("at", "event", "attempt", "worker", "error"):
+    for name in ("at", "event", "attempt", "by", "error"):
         table.add_column(name)
     for event in events:
         table.add_row(
             when(event.at),
             event.type,
             str(event.attempt),
-            event.worker or "",
+            event.worker or (f"operator {event.operator}" if event.operator else ""),
             error_message(event.error),
         )
+    return table
+
+
+def steps_table(steps: Sequence[Step]) -> Table:
+    """A job's stored durable steps (ctx.step, ctx.sleep)."""
+    table = Table(box=box.SIMPLE_HEAD, title="steps", title_justify="left")
+    for name in ("at", "step", "attempt", "result"):
+        table.add_column(name)
+    for step in steps:
+        result = json.dumps(step.result)
+        table.add_row(when(step.at), step.name, str(step.attempt), escape(result[:60]))
+    return table
+
+
+def dependencies_table(dependencies: Sequence[Dependency]) -> Table:
+    """The jobs a job runs after."""
+    table = Table(box=box.SIMPLE_HEAD, title="runs after", title_justify="left")
+    for name in ("id", "kind", "state"):
+        table.add_column(name)
+    for dependency in dependencies:
+        table.add_row(str(dependency.id), dependency.kind, state(dependency.state))
     return table
 
 

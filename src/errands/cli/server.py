@@ -162,7 +162,6 @@ def _seconds(
     "[default: keep them forever]",
 )
 @log_format_option
-@_seconds("prune-interval", 300.0, "Seconds between tombstone prunes.")
 @click.option(
     "--kind",
     "kinds",
@@ -369,6 +368,11 @@ class _Server(uvicorn.Server):
 )
 @click.option("--operator", is_flag=True, help="May see and act on every user's jobs.")
 @click.option(
+    "--read-only",
+    is_flag=True,
+    help="With --operator: may see every job, queue and worker, and change nothing.",
+)
+@click.option(
     "--console-url",
     metavar="URL",
     envvar="ERRANDS_CONSOLE_URL",
@@ -392,6 +396,7 @@ def token(
     secret_file: Path | None,
     user: str,
     operator: bool,
+    read_only: bool,
     console_url: str | None,
     expires_in: int,
 ) -> None:
@@ -409,7 +414,9 @@ def token(
         stderr.print(f"[yellow]note:[/] the user name is stored as {name!r} (NFC)", highlight=False)
     if console_url is not None and not operator:
         fail("--console-url makes an operator's sign-in link: add --operator", code=2)
-    signed = make_token(secret, name, operator=operator, expires_in=expires_in)
+    if read_only and not operator:
+        fail("--read-only makes a read-only operator's token: add --operator", code=2)
+    signed = make_token(secret, name, operator=operator, expires_in=expires_in, read_only=read_only)
     click.echo(signed if console_url is None else _console_link(console_url, signed))
 
 

@@ -56,6 +56,17 @@ def _q(name: str) -> LiteralString:
     return _sql()[name]
 
 
+def _statements(block: LiteralString) -> list[str]:
+    """The statements of a named block, one each (a trigger's body holds semicolons)."""
+    statements, current = [], ""
+    for line in block.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    return statements
+
+
 class Replica:
     """The client's local database. Open it with ``Replica(path)``; ``close()`` it."""
 
@@ -106,9 +117,14 @@ class Replica:
         self._index_new_jobs()
 
     def _index_new_jobs(self) -> None:
-        """Give the outbox its ``sort_key`` column and index (a replica written by an
-        older errands has neither; older code ignores both, so the file stays usable)."""
+        """Give the outbox its ``sort_key`` column and index, and its counts (a replica
+        written by an older errands has none of them; older code ignores them and its
+        writes keep the counts right, so the file stays usable by both)."""
         with self._write() as db:
+            tables = {name for (name,) in db.execute(_q("list_tables"))}
+            if "outbox_counts" not in tables:
+                for statement in _statements(_q("outbox_counts")):
+                    db.execute(statement)
             if "sort_key" not in {name for (name,) in db.execute(_q("outbox_columns"))}:
                 db.execute(_q("add_sort_key"))
             for seq, values in db.execute(_q("unsorted_inserts")).fetchall():

@@ -46,6 +46,25 @@ CREATE TABLE IF NOT EXISTS shapes (
 -- outbox.sort_key existed gets the column first, see add_sort_key.)
 CREATE INDEX IF NOT EXISTS outbox_newest ON outbox (sort_key DESC, job_id DESC) WHERE op = 'insert';
 
+-- name: outbox_counts
+-- How many entries the outbox holds in each status, kept by triggers on every write (an
+-- older errands writing the file keeps them too): the status line never counts rows.
+CREATE TABLE outbox_counts (status TEXT PRIMARY KEY, entries INTEGER NOT NULL) STRICT;
+INSERT INTO outbox_counts (status, entries)
+SELECT status, (SELECT count(*) FROM outbox WHERE outbox.status = s.status)
+FROM (SELECT 'pending' AS status UNION ALL SELECT 'acked' UNION ALL SELECT 'rejected') AS s;
+CREATE TRIGGER outbox_counted_insert AFTER INSERT ON outbox BEGIN
+    UPDATE outbox_counts SET entries = entries + 1 WHERE status = new.status;
+END;
+CREATE TRIGGER outbox_counted_delete AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_counts SET entries = entries - 1 WHERE status = old.status;
+END;
+CREATE TRIGGER outbox_counted_update AFTER UPDATE OF status ON outbox
+WHEN old.status <> new.status BEGIN
+    UPDATE outbox_counts SET entries = entries - 1 WHERE status = old.status;
+    UPDATE outbox_counts SET entries = entries + 1 WHERE status = new.status;
+END;
+
 -- name: add_sort_key
 ALTER TABLE outbox ADD COLUMN sort_key INTEGER;
 
@@ -77,9 +96,8 @@ SELECT seq, mutation_id, job_id, op, "values" FROM outbox
 WHERE status = 'pending' ORDER BY seq LIMIT :limit;
 
 -- name: count_entries
--- On the status index: counted without reading the entries themselves.
-SELECT (SELECT count(*) FROM outbox WHERE status = 'pending'),
-       (SELECT count(*) FROM outbox WHERE status = 'rejected');
+SELECT (SELECT entries FROM outbox_counts WHERE status = 'pending'),
+       (SELECT entries FROM outbox_counts WHERE status = 'rejected');
 
 -- name: ack_entry
 UPDATE outbox SET status = 'acked', txid = :txid

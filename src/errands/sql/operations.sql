@@ -12,6 +12,12 @@ AND (%(queues)s::text[] IS NULL OR j.queue = ANY(%(queues)s::text[]))
 AND (%(owners)s::text[] IS NULL OR j.owner = ANY(%(owners)s::text[]))
 AND (%(since)s::timestamptz IS NULL OR j."timestamp" >= %(since)s::timestamptz)
 AND (%(until)s::timestamptz IS NULL OR j."timestamp" < %(until)s::timestamptz)
+AND (%(received_since)s::timestamptz IS NULL OR j.received_at >= %(received_since)s::timestamptz)
+AND (%(received_until)s::timestamptz IS NULL OR j.received_at < %(received_until)s::timestamptz)
+AND (%(search)s::text IS NULL
+     OR strpos(lower(j.payload::text), %(search)s::text) > 0
+     OR strpos(lower(j.result::text), %(search)s::text) > 0
+     OR strpos(lower(j.error::text), %(search)s::text) > 0)
 
 -- name: get_job
 SELECT {columns} FROM background_jobs j WHERE j.id = %(id)s
@@ -30,37 +36,99 @@ LIMIT %(limit)s OFFSET %(offset)s
 SELECT j.state, count(*) FROM background_jobs j WHERE {selection} GROUP BY j.state
 
 -- name: timeline
-SELECT e.id, e.job_id, e.at, e.type, e.attempt, e.worker, e.error
+SELECT e.id, e.job_id, e.at, e.type, e.attempt, e.worker, e.error, e.operator
 FROM job_events e WHERE e.job_id = %(id)s ORDER BY e.id
 
+-- name: set_operator
+-- Who the rest of the transaction acts for: the triggers and the actions below record
+-- them in job_events (errands_operator()); '' when the action is over.
+SELECT set_config('errands.operator', %(operator)s, true)
+
 -- name: cancel_jobs
--- A cancellation request, as a client makes it: a queued job ends at once (trigger),
--- a running one is asked to stop. Jobs that already ended are left alone.
-UPDATE background_jobs AS j SET cancelled = true
-WHERE {selection} AND j.state IN ('queued', 'running') AND NOT j.cancelled
-RETURNING j.id
+-- A cancellation request, as a client makes it: a queued job ends at once (trigger,
+-- which records the operator), a running one is asked to stop, which no state change
+-- records: a 'cancel_requested' event names the operator. Jobs that already ended are
+-- left alone.
+WITH asked AS (
+    UPDATE background_jobs AS j SET cancelled = true
+    WHERE {selection} AND j.state IN ('queued', 'running') AND NOT j.cancelled
+    RETURNING j.id, j.state, j.attempts
+),
+noted AS (
+    INSERT INTO job_events (job_id, type, attempt, operator)
+    SELECT a.id, 'cancel_requested', a.attempts, errands_operator()
+    FROM asked a WHERE a.state = 'running'
+)
+SELECT a.id, NULL::text AS held_key FROM asked a
 
 -- name: retry_jobs
 -- A failed or cancelled job goes back to the queue for one more attempt; job_events
 -- keeps every earlier attempt (the trigger records the transition as 'retried').
-UPDATE background_jobs AS j
-SET state = 'queued',
-    cancelled = false,
-    max_attempts = greatest(j.max_attempts, j.attempts + 1),
-    run_at = now(),
-    progress = 0,
-    progress_message = NULL,
-    result = NULL,
-    error = NULL,
-    lease_owner = NULL,
-    started_at = NULL,
-    finished_at = NULL
-WHERE {selection} AND j.state IN ('failed', 'cancelled')
-RETURNING j.id
+-- A job whose unique_key an unfinished job of its owner holds (or one retried in the
+-- same statement: the newest of the selection's jobs with that key) is left alone and
+-- returned with held_key set, so that one such job never fails the whole retry.
+WITH selected AS (
+    SELECT j.id, j.owner, j.unique_key, j.received_at
+    FROM background_jobs j
+    WHERE {selection} AND j.state IN ('failed', 'cancelled')
+    FOR UPDATE
+),
+ranked AS (
+    SELECT s.id, s.unique_key,
+           s.unique_key IS NULL OR (
+               row_number() OVER (
+                   PARTITION BY coalesce(s.owner, ''), s.unique_key
+                   ORDER BY s.received_at DESC, s.id DESC
+               ) = 1
+               AND NOT EXISTS (
+                   SELECT FROM background_jobs h
+                   WHERE coalesce(h.owner, '') = coalesce(s.owner, '')
+                     AND h.unique_key = s.unique_key
+                     AND h.state IN ('queued', 'running')
+               )
+           ) AS free
+    FROM selected s
+),
+retried AS (
+    UPDATE background_jobs AS j
+    SET state = 'queued',
+        cancelled = false,
+        max_attempts = greatest(j.max_attempts, j.attempts + 1),
+        run_at = now(),
+        progress = 0,
+        progress_message = NULL,
+        result = NULL,
+        error = NULL,
+        lease_owner = NULL,
+        started_at = NULL,
+        finished_at = NULL
+    FROM ranked r
+    WHERE j.id = r.id AND r.free
+    RETURNING j.id
+)
+SELECT r.id, CASE WHEN NOT r.free THEN r.unique_key END AS held_key
+FROM ranked r LEFT JOIN retried USING (id)
+WHERE retried.id IS NOT NULL OR NOT r.free
+
+-- name: reschedule_jobs
+-- A waiting (queued) job runs at another time: now ("run now") or later. A
+-- 'rescheduled' event names the operator; the workers are woken.
+WITH moved AS (
+    UPDATE background_jobs AS j SET run_at = coalesce(%(run_at)s::timestamptz, now())
+    WHERE {selection} AND j.state = 'queued'
+    RETURNING j.id, j.attempts, j.queue
+),
+noted AS (
+    INSERT INTO job_events (job_id, type, attempt, operator)
+    SELECT m.id, 'rescheduled', m.attempts, errands_operator() FROM moved m
+)
+SELECT m.id, NULL::text AS held_key
+FROM moved m, LATERAL (SELECT pg_notify('errands_jobs', m.queue)) AS woken
 
 -- name: delete_jobs
--- Deleting leaves tombstones (trigger), so replicas drop the rows too.
-DELETE FROM background_jobs AS j WHERE {selection} RETURNING j.id
+-- Deleting leaves tombstones (trigger), so replicas drop the rows too. The job's events
+-- go with it (ON DELETE CASCADE): the service logs who deleted what.
+DELETE FROM background_jobs AS j WHERE {selection} RETURNING j.id, NULL::text AS held_key
 
 -- name: prunable
 SELECT j.state, count(*) FROM background_jobs j

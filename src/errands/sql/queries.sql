@@ -20,13 +20,15 @@ INSERT INTO errands_migrations (version, name) VALUES (%s, %s)
 -- name: enqueue
 -- Unset options (NULL) take the kind's registered defaults (errands_kind_defaults).
 -- Returns nothing when the id exists already, or when an unfinished job has the same
--- unique key: enqueue_existing then finds which.
+-- unique key: enqueue_existing then finds which. waiting_for: how many jobs it runs
+-- after, at most (wait_for, next in the same transaction, counts them exactly), so a job
+-- that will wait never takes a turn only to give it back.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
-     priority, queue, unique_key)
+     priority, queue, unique_key, waiting_for)
 VALUES
     (%(id)s, now(), %(kind)s, %(payload)s, %(owner)s, %(max_attempts)s, %(timeout)s,
-     coalesce(%(run_at)s, now()), %(priority)s, %(queue)s, %(unique_key)s)
+     coalesce(%(run_at)s, now()), %(priority)s, %(queue)s, %(unique_key)s, %(waiting_for)s)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -44,21 +46,23 @@ LIMIT 1
 
 -- name: enqueue_many
 -- One statement for the whole batch: one round trip, and the statement-level triggers
--- fire once, not once per job. What the row triggers would work out row by row is
--- worked out once for the batch, by the same rules: unset options take the kind's
--- registered defaults (errands_kind_defaults), and a runnable batch of one owner takes
--- consecutive turns from the owner's next one (errands_take_turn gives each row one
--- past the owner's last queued turn, which is the row before it: the same turns,
--- without three lookups per row).
+-- fire once, not once per job. waiting_for: as in enqueue. What the row triggers would
+-- work out row by row is worked out once for the batch, by the same rules: unset options
+-- take the kind's registered defaults (errands_kind_defaults), and a runnable batch of
+-- one owner takes consecutive turns from the owner's next one (errands_take_turn gives
+-- each row one past the owner's last queued turn, which is the row before it: the same
+-- turns, without three lookups per row).
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
-     priority, queue, turn)
+     priority, queue, waiting_for, turn)
 SELECT batch.id, now(), %(kind)s, batch.payload, %(owner)s,
        coalesce(%(max_attempts)s::integer, registered.max_attempts, 3), %(timeout)s,
        coalesce(%(run_at)s::timestamptz, now()),
        coalesce(%(priority)s::integer, registered.priority, 0),
        coalesce(%(queue)s::text, registered.queue, 'default'),
+       %(waiting_for)s::integer,
        CASE WHEN coalesce(%(run_at)s::timestamptz, now()) <= now()
+                 AND %(waiting_for)s::integer = 0
             THEN next.turn + batch.n - 1 END
 FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) WITH ORDINALITY AS batch (id, payload, n)
 LEFT JOIN errands_kinds AS registered ON registered.kind = %(kind)s
@@ -220,3 +224,111 @@ SELECT name FROM (
     UNION SELECT 'default'
 ) AS served
 ORDER BY name LIMIT %(limit)s
+
+-- name: wait_for
+-- The jobs just inserted in this transaction run after the jobs `after` (see
+-- errands_wait_for in 0010_workflows.sql).
+SELECT errands_wait_for(%(jobs)s::uuid[], %(after)s::uuid[], %(on_failure)s)
+
+-- name: dependencies
+-- A job's dependencies, in the order they were named, with how each ended.
+SELECT d.id, d.kind, d.state, d.result
+FROM job_dependencies e JOIN background_jobs d ON d.id = e.depends_on
+WHERE e.job_id = %(id)s
+ORDER BY e.position
+
+-- name: steps
+-- A job's stored steps, oldest first.
+SELECT name, result, attempt, at FROM job_steps WHERE job_id = %(id)s ORDER BY at, name
+
+-- name: save_step
+-- Stores a step's result if this worker still holds the job; the first result stored
+-- for a name wins (another attempt's, if one got there first). `held` is false when the
+-- job was taken back from this worker.
+WITH held AS (
+    SELECT id FROM background_jobs
+    WHERE id = %(id)s AND state = 'running' AND lease_owner = %(worker)s
+), saved AS (
+    INSERT INTO job_steps (job_id, name, result, attempt)
+    SELECT id, %(name)s, %(result)s::jsonb, %(attempt)s FROM held
+    ON CONFLICT DO NOTHING
+    RETURNING result
+)
+SELECT EXISTS (SELECT FROM held) AS held,
+       coalesce((SELECT result FROM saved),
+                (SELECT result FROM job_steps WHERE job_id = %(id)s AND name = %(name)s))
+           AS result
+
+-- name: sleep_step
+-- A sleep is a step whose result is when it ends: stored the first time, read back by
+-- later attempts. While it has not ended, this attempt is not counted (the job is
+-- suspended, not failed): the worker then sends the job back to the queue until then.
+WITH held AS (
+    SELECT id FROM background_jobs
+    WHERE id = %(id)s AND state = 'running' AND lease_owner = %(worker)s
+), saved AS (
+    INSERT INTO job_steps (job_id, name, result, attempt)
+    SELECT id, %(name)s, to_jsonb(now() + make_interval(secs => %(seconds)s)), %(attempt)s
+    FROM held
+    ON CONFLICT DO NOTHING
+    RETURNING result
+), step AS (
+    SELECT extract(epoch FROM (
+        coalesce((SELECT result FROM saved),
+                 (SELECT result FROM job_steps WHERE job_id = %(id)s AND name = %(name)s))
+        #>> '{}')::timestamptz - now())::float8 AS remaining
+), uncounted AS (
+    UPDATE background_jobs AS j SET attempts = j.attempts - 1
+    FROM held, step
+    WHERE j.id = held.id AND step.remaining > 0
+)
+SELECT EXISTS (SELECT FROM held) AS held, remaining FROM step
+
+-- name: ask
+-- A handler asks its job's owner a question. If this very question was answered, the
+-- answer becomes the step's stored result and the question goes; else the question is
+-- set (once) and the job waits for its answer: one more in waiting_for, and this
+-- attempt not counted (the worker then sends the job back to the queue, where it has
+-- no turn until answered). `answer` is NULL while the question waits.
+WITH held AS (
+    SELECT id, question, answer FROM background_jobs
+    WHERE id = %(id)s AND state = 'running' AND lease_owner = %(worker)s
+), answered AS (
+    INSERT INTO job_steps (job_id, name, result, attempt)
+    SELECT id, %(name)s, answer, %(attempt)s FROM held
+    WHERE question ->> 'name' = %(name)s AND answer IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING result
+), changed AS (
+    UPDATE background_jobs AS j
+    SET question = CASE WHEN a.result IS NULL THEN
+                       jsonb_build_object('name', %(name)s, 'text', %(text)s::text,
+                                          'choices', %(choices)s::jsonb, 'asked_at', now())
+                   END,
+        answer = NULL,
+        waiting_for = j.waiting_for + CASE WHEN a.result IS NULL THEN 1 ELSE 0 END,
+        attempts = j.attempts - CASE WHEN a.result IS NULL THEN 1 ELSE 0 END
+    FROM held LEFT JOIN (SELECT result FROM answered) AS a ON true
+    WHERE j.id = held.id
+      AND (a.result IS NOT NULL OR held.question IS NULL
+           OR held.question ->> 'name' IS DISTINCT FROM %(name)s)
+)
+SELECT EXISTS (SELECT FROM held) AS held,
+       EXISTS (SELECT FROM answered) AS answered,
+       (SELECT result FROM answered) AS answer
+
+-- name: answer
+-- The answer to the question pending on a job, if it is one of its choices: the job
+-- waits for one fewer thing, takes a turn when it waits for nothing, and the workers
+-- are woken.
+WITH answered AS (
+    UPDATE background_jobs
+    SET answer = %(answer)s::jsonb,
+        waiting_for = waiting_for - 1,
+        turn = CASE WHEN state = 'queued' THEN NULL ELSE turn END
+    WHERE id = %(id)s AND question IS NOT NULL AND answer IS NULL
+      AND (jsonb_typeof(question -> 'choices') IS DISTINCT FROM 'array'
+           OR question -> 'choices' @> jsonb_build_array(%(answer)s::jsonb))
+    RETURNING queue
+)
+SELECT queue, errands_wake(queue) FROM answered

@@ -790,6 +790,162 @@ END
 $$;
 
 
+-- The operator's console at a million jobs, accountable operator actions, and paused
+-- queues (docs/operators.md).
+
+-- The console lists jobs newest first by received_at (the server's clock: a client's
+-- timestamp never decides what an operator sees), a page at a time from a keyset
+-- cursor; with a state chosen it walks the second index, which also counts the jobs
+-- of each state in a time window without reading the table: it carries kind, queue and
+-- owner (never changed after the insert, so they cost only space) for the filters, a
+-- count of 130,000 jobs of a kind then takes 45 ms instead of 260.
+CREATE INDEX background_jobs_received_idx ON background_jobs (received_at, id);
+CREATE INDEX background_jobs_state_received_idx ON background_jobs (state, received_at, id)
+    INCLUDE (kind, queue, owner);
+
+-- Who acted: an operator's change is recorded under the operator's name (the token's
+-- subject, or the command line's user), never under the worker that last ran the job.
+-- Two events need no state change: a cancellation requested while the job runs, and a
+-- waiting job moved to another run time.
+ALTER TABLE job_events ADD COLUMN operator text;
+ALTER TABLE job_events DROP CONSTRAINT job_events_type_check;
+ALTER TABLE job_events ADD CONSTRAINT job_events_type_check CHECK (type IN (
+    'queued', 'started', 'retried', 'failed', 'cancelled', 'completed',
+    'cancel_requested', 'rescheduled'
+));
+
+-- The operator of the current transaction (errands.operations sets it with
+-- set_config(..., true) before it acts), or NULL for every other writer.
+CREATE FUNCTION errands_operator() RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT nullif(current_setting('errands.operator', true), '')
+$$;
+
+CREATE OR REPLACE FUNCTION errands_after_update() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    queues text;
+    cancels integer;
+    operator text := errands_operator();
+BEGIN
+    INSERT INTO job_events (job_id, type, attempt, worker, error, operator)
+    SELECT n.id,
+           CASE WHEN n.state = 'running' THEN 'started'
+                WHEN n.state = 'queued' THEN 'retried'
+                ELSE n.state END,
+           n.attempts,
+           CASE WHEN operator IS NULL THEN coalesce(n.lease_owner, o.lease_owner) END,
+           CASE WHEN n.state IN ('queued', 'failed') THEN n.error END,
+           operator
+    FROM new_rows n JOIN old_rows o USING (id)
+    WHERE n.state IS DISTINCT FROM o.state;
+
+    SELECT string_agg(DISTINCT n.queue, ',') FILTER (WHERE n.state = 'queued'),
+           count(*) FILTER (WHERE n.state = 'running' AND n.cancelled)
+    INTO queues, cancels
+    FROM new_rows n JOIN old_rows o USING (id)
+    WHERE (n.state = 'queued' AND o.state <> 'queued')
+       OR (n.state = 'running' AND n.cancelled AND NOT o.cancelled);
+    IF queues IS NOT NULL THEN
+        PERFORM errands_wake(queues);
+    END IF;
+    IF cancels > 0 THEN
+        PERFORM pg_notify('errands_cancel', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Paused queues: a queue with a row here is not claimed from by any worker (its running
+-- jobs run on); resuming deletes the row and wakes the workers.
+CREATE TABLE errands_queue_pauses (
+    queue text PRIMARY KEY,
+    paused_at timestamptz NOT NULL DEFAULT now(),
+    paused_by text NOT NULL
+);
+
+-- 0007's claims, with one condition more: nothing of a paused queue. The array is read
+-- once per claim (an InitPlan), so the walk of the claim index is unchanged.
+CREATE OR REPLACE FUNCTION errands_claim_kinds(
+    worker text, kinds text[], queues text[], max_jobs integer
+)
+RETURNS SETOF background_jobs
+LANGUAGE sql
+SET enable_sort = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET jit = off
+AS $$
+    WITH claimable AS (
+        SELECT best.id
+        FROM unnest(kinds) AS handled (kind)
+        CROSS JOIN LATERAL (
+            SELECT id, priority, turn FROM background_jobs
+            WHERE state = 'queued'
+              AND turn IS NOT NULL
+              AND kind = handled.kind
+              AND (queues IS NULL OR queue = ANY(queues))
+              AND queue <> ALL (ARRAY(SELECT p.queue FROM errands_queue_pauses p))
+            ORDER BY priority DESC, turn, id
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED
+        ) AS best
+        ORDER BY best.priority DESC, best.turn, best.id
+        LIMIT max_jobs
+    )
+    UPDATE background_jobs AS j
+    SET state = 'running',
+        attempts = j.attempts + 1,
+        lease_owner = worker,
+        started_at = now(),
+        error = NULL
+    FROM claimable
+    WHERE j.id = claimable.id
+    RETURNING j.*
+$$;
+
+CREATE OR REPLACE FUNCTION errands_claim_per_owner(
+    worker text, claimed_kind text, queues text[], max_jobs integer, per_owner integer
+)
+RETURNS SETOF background_jobs
+LANGUAGE sql
+SET enable_sort = off
+SET jit = off
+AS $$
+    WITH running AS (
+        SELECT coalesce(owner, '') AS owner, count(*) AS n FROM background_jobs
+        WHERE state = 'running' AND kind = claimed_kind
+        GROUP BY 1
+    ), candidates AS (
+        SELECT id, coalesce(owner, '') AS owner, priority, turn FROM background_jobs
+        WHERE state = 'queued'
+          AND turn IS NOT NULL
+          AND kind = claimed_kind
+          AND (queues IS NULL OR queue = ANY(queues))
+          AND queue <> ALL (ARRAY(SELECT p.queue FROM errands_queue_pauses p))
+        ORDER BY priority DESC, turn, id
+        LIMIT 1000
+    ), ranked AS (
+        SELECT c.id, c.priority, c.turn,
+               coalesce(r.n, 0)
+               + row_number() OVER (PARTITION BY c.owner ORDER BY c.priority DESC, c.turn, c.id)
+               AS nth
+        FROM candidates c LEFT JOIN running r USING (owner)
+    ), chosen AS (
+        SELECT id FROM ranked WHERE nth <= per_owner
+        ORDER BY priority DESC, turn, id
+        LIMIT max_jobs
+    )
+    UPDATE background_jobs AS j
+    SET state = 'running',
+        attempts = j.attempts + 1,
+        lease_owner = worker,
+        started_at = now(),
+        error = NULL
+    FROM chosen
+    WHERE j.id = chosen.id AND j.state = 'queued'
+    RETURNING j.*
+$$;
+
+
 
 -- Lighter rows: what every enqueue, claim and finish writes besides the job itself
 -- (bench/README.md, "Where a job's time goes", has the measurements).
@@ -835,3 +991,246 @@ CREATE TRIGGER background_jobs_cancel_queued
     FOR EACH ROW
     WHEN (NEW.cancelled OR NEW.completed IS DISTINCT FROM (NEW.state = 'completed'))
     EXECUTE FUNCTION errands_cancel_queued();
+
+
+
+-- Workflows (docs/workflows.md): jobs that run after other jobs, and durable steps.
+
+-- A job runs after the jobs it depends on. An edge is added only as its job is created,
+-- and only to jobs that exist already (errands_wait_for), so the graph cannot hold a
+-- cycle. `position` keeps the order the caller named them in (a chain's results, a
+-- group's members). No foreign key on depends_on: deleting a dependency is handled by
+-- errands_dependencies_deleted (its waiting dependents end cancelled), which a cascade
+-- would have run after the edges were gone.
+CREATE TABLE job_dependencies (
+    job_id uuid NOT NULL REFERENCES background_jobs (id) ON DELETE CASCADE,
+    depends_on uuid NOT NULL,
+    position integer NOT NULL,
+    on_failure text NOT NULL DEFAULT 'cancel' CHECK (on_failure IN ('cancel', 'run')),
+    PRIMARY KEY (job_id, depends_on)
+);
+CREATE INDEX job_dependencies_depends_on_idx ON job_dependencies (depends_on);
+
+-- How many of the job's dependencies have not ended yet. While it is above zero the job
+-- has no turn, so no claim sees it (the claim index holds only jobs with a turn) and
+-- the claim's staging skips it: jobs without dependencies are claimed exactly as before.
+ALTER TABLE background_jobs ADD COLUMN waiting_for integer NOT NULL DEFAULT 0
+    CHECK (waiting_for >= 0);
+
+DROP INDEX background_jobs_due_idx;
+CREATE INDEX background_jobs_due_idx
+    ON background_jobs (run_at) WHERE state = 'queued' AND turn IS NULL AND waiting_for = 0;
+
+-- The number of a job's dependencies that are still queued or running.
+CREATE FUNCTION errands_unfinished_dependencies(job uuid) RETURNS integer
+LANGUAGE sql STABLE AS $$
+    SELECT count(*)::integer FROM job_dependencies e
+    JOIN background_jobs d ON d.id = e.depends_on
+    WHERE e.job_id = job AND d.state IN ('queued', 'running')
+$$;
+
+-- 0007's rule, and: a job waiting for dependencies (or an answer) has no turn. A job
+-- sent back to the queue after it ended (an operator's retry) counts what it still
+-- waits for again: a dependency that failed no longer holds it (the operator asked for
+-- it to run); a question still unanswered does.
+CREATE OR REPLACE FUNCTION errands_take_turn() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.state <> 'queued' THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.state IN ('completed', 'failed', 'cancelled') THEN
+        NEW.waiting_for := errands_unfinished_dependencies(NEW.id)
+                           + (NEW.question IS NOT NULL AND NEW.answer IS NULL)::integer;
+    END IF;
+    IF NEW.run_at > now() OR NEW.waiting_for > 0 THEN
+        NEW.turn := NULL;
+    ELSIF NEW.turn IS NULL OR (TG_OP = 'UPDATE' AND OLD.state <> 'queued') THEN
+        NEW.turn := errands_next_turn(NEW.owner);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- 0007's staging, skipping jobs that still wait for dependencies.
+CREATE OR REPLACE FUNCTION errands_stage_due(max_jobs integer) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE background_jobs AS j SET turn = NULL
+    FROM (SELECT id FROM background_jobs
+          WHERE state = 'queued' AND turn IS NULL AND waiting_for = 0 AND run_at <= now()
+          ORDER BY run_at LIMIT max_jobs
+          FOR UPDATE SKIP LOCKED) AS due
+    WHERE j.id = due.id
+$$;
+
+-- Adds the dependencies `after` to `jobs`, which the caller has just inserted in this
+-- transaction. The dependencies are locked (FOR SHARE, in id order) until the caller
+-- commits: one that ends meanwhile waits, and its release (below) then sees the new
+-- edges; one that ended before is counted as ended here. Refused: an unknown
+-- dependency, a job depending on itself, and new dependencies of a job that others
+-- already wait for (the only way to close a cycle).
+CREATE FUNCTION errands_wait_for(jobs uuid[], after uuid[], on_failure text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    missing uuid;
+BEGIN
+    PERFORM FROM background_jobs WHERE id = ANY(after) ORDER BY id FOR SHARE;
+    SELECT a INTO missing FROM unnest(after) AS a
+    WHERE NOT EXISTS (SELECT FROM background_jobs WHERE id = a) LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'job % does not exist: a job can only run after jobs that exist', missing
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    IF jobs && after OR EXISTS (SELECT FROM job_dependencies WHERE depends_on = ANY(jobs)) THEN
+        RAISE EXCEPTION 'a job can take dependencies only as it is created'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    INSERT INTO job_dependencies (job_id, depends_on, position, on_failure)
+    SELECT job.id, named.id, named.position, errands_wait_for.on_failure
+    FROM unnest(jobs) AS job (id)
+    CROSS JOIN (SELECT id, min(n)::integer AS position
+                FROM unnest(after) WITH ORDINALITY AS a (id, n) GROUP BY id) AS named
+    ON CONFLICT DO NOTHING;
+    -- Waiting for the unfinished ones; ended already if one failed (unless told to run).
+    UPDATE background_jobs AS j
+    SET waiting_for = s.unfinished,
+        turn = NULL,
+        cancelled = j.cancelled OR s.cause IS NOT NULL,
+        error = coalesce(s.cause, j.error)
+    FROM (SELECT count(*) FILTER (WHERE d.state IN ('queued', 'running')) AS unfinished,
+                 (array_agg(errands_dependency_error(d.id, d.kind, d.state, d.error))
+                  FILTER (WHERE d.state IN ('failed', 'cancelled')
+                            AND errands_wait_for.on_failure = 'cancel'))[1] AS cause
+          FROM background_jobs d WHERE d.id = ANY(after)) AS s
+    WHERE j.id = ANY(jobs) AND j.state = 'queued';
+END
+$$;
+
+-- What a job cancelled because of a dependency says: which one, and how it ended.
+CREATE FUNCTION errands_dependency_error(dependency uuid, kind text, state text, error jsonb)
+RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object(
+        'type', 'DependencyFailed',
+        'message', format('job %s (%s) it runs after %s', dependency, kind,
+                          CASE WHEN state = 'failed' THEN 'failed' ELSE 'was ' || state END)
+                   || coalesce(': ' || (error ->> 'message'), ''),
+        'dependency', dependency)
+$$;
+
+-- Dependencies that ended (or went away: 'deleted'): their waiting dependents are
+-- released or cancelled, in one pass whatever the depth of the graph.
+-- * a dependent is cancelled, with an error naming the cause, when a dependency failed
+--   or was cancelled and its edge says 'cancel'; so are, in the same statement, the
+--   jobs that wait for it along 'cancel' edges, transitively (a nested trigger per level
+--   would run out of stack on a long chain);
+-- * otherwise the dependent waits for one fewer; at zero it takes a turn (the turn
+--   trigger) and the workers are woken.
+-- The dependents are locked in id order first, so two transactions releasing the same
+-- jobs cannot deadlock each other.
+CREATE FUNCTION errands_end_dependencies(ids uuid[], states text[], kinds text[], errors jsonb[])
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    queues text;
+BEGIN
+    PERFORM FROM background_jobs
+    WHERE id IN (SELECT job_id FROM job_dependencies WHERE depends_on = ANY(ids))
+      AND state = 'queued'
+    ORDER BY id FOR UPDATE;
+
+    WITH RECURSIVE ended AS (
+        SELECT * FROM unnest(ids, states, kinds, errors) AS e (id, state, kind, error)
+    ), doomed (id, cause) AS (
+        SELECT e.job_id, errands_dependency_error(ended.id, ended.kind, ended.state, ended.error)
+        FROM ended JOIN job_dependencies e ON e.depends_on = ended.id
+        WHERE ended.state <> 'completed' AND e.on_failure = 'cancel'
+        UNION
+        SELECT e.job_id, doomed.cause
+        FROM doomed JOIN job_dependencies e ON e.depends_on = doomed.id
+        JOIN background_jobs j ON j.id = e.job_id
+        WHERE e.on_failure = 'cancel' AND j.state = 'queued'
+    )
+    UPDATE background_jobs AS j
+    SET cancelled = true, error = first.cause
+    FROM (SELECT DISTINCT ON (id) id, cause FROM doomed ORDER BY id) AS first
+    WHERE j.id = first.id AND j.state = 'queued';
+
+    WITH released AS (
+        UPDATE background_jobs AS j
+        SET waiting_for = greatest(j.waiting_for - r.n, 0), turn = NULL
+        FROM (SELECT e.job_id, count(*)::integer AS n
+              FROM unnest(ids, states) AS ended (id, state)
+              JOIN job_dependencies e ON e.depends_on = ended.id
+              WHERE ended.state = 'completed' OR e.on_failure = 'run'
+              GROUP BY e.job_id) AS r
+        WHERE j.id = r.job_id AND j.state = 'queued'
+        RETURNING j.queue, j.waiting_for
+    )
+    SELECT string_agg(DISTINCT queue, ',') INTO queues FROM released WHERE waiting_for = 0;
+    IF queues IS NOT NULL THEN
+        PERFORM errands_wake(queues);
+    END IF;
+END
+$$;
+
+-- Jobs that ended in this statement release their dependents. One call per statement;
+-- a statement that ends no job (a claim, progress) returns after one look at its rows.
+CREATE FUNCTION errands_dependencies_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    ended record;
+BEGIN
+    SELECT array_agg(n.id) AS ids, array_agg(n.state) AS states, array_agg(n.kind) AS kinds,
+           array_agg(n.error) AS errors
+    INTO ended
+    FROM new_rows n JOIN old_rows o USING (id)
+    WHERE n.state IN ('completed', 'failed', 'cancelled')
+      AND o.state NOT IN ('completed', 'failed', 'cancelled');
+    IF ended.ids IS NOT NULL THEN
+        PERFORM errands_end_dependencies(ended.ids, ended.states, ended.kinds, ended.errors);
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER background_jobs_dependencies_ended
+    AFTER UPDATE ON background_jobs REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION errands_dependencies_ended();
+
+-- A dependency deleted before it ended (an operator's delete) counts as cancelled for
+-- its dependents; then every edge to a deleted job goes (pruning finished jobs too).
+CREATE FUNCTION errands_dependencies_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    gone record;
+BEGIN
+    SELECT array_agg(id) AS ids, array_agg('deleted'::text) AS states, array_agg(kind) AS kinds,
+           array_agg(NULL::jsonb) AS errors
+    INTO gone
+    FROM old_rows WHERE state IN ('queued', 'running');
+    IF gone.ids IS NOT NULL THEN
+        PERFORM errands_end_dependencies(gone.ids, gone.states, gone.kinds, gone.errors);
+    END IF;
+    DELETE FROM job_dependencies WHERE depends_on IN (SELECT id FROM old_rows);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER background_jobs_dependencies_deleted
+    AFTER DELETE ON background_jobs REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION errands_dependencies_deleted();
+
+-- Durable steps: a step's result, stored before ctx.step returns, so a later attempt of
+-- the job gets it back instead of running the step again. ctx.sleep stores its wake-up
+-- time as a step too.
+CREATE TABLE job_steps (
+    job_id uuid NOT NULL REFERENCES background_jobs (id) ON DELETE CASCADE,
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    result jsonb,
+    attempt integer NOT NULL,
+    at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, name)
+);
+
+-- Questions to the job's owner (ctx.ask): the question pending on the job, and its
+-- answer once given. While a question waits, the job waits for one more thing
+-- (waiting_for), so it has no turn and holds no slot; the answer gives it back. A
+-- column of the row, not a table of its own, so that it can sync to the owner with the
+-- rest of the job (the client's side is not built yet: docs/workflows.md).
+ALTER TABLE background_jobs
+    ADD COLUMN question jsonb,
+    ADD COLUMN answer jsonb;

@@ -12,10 +12,13 @@ FROM errands_sync_state
 SELECT generation, pg_current_snapshot()::text FROM errands_sync_state
 
 -- name: snapshot_page
+-- The filter stands bare (a WHERE drops NULL as it drops false): wrapped in IS TRUE it
+-- hid its columns from the planner, which then walked the primary key through every row
+-- (0.3-0.75 s a snapshot at 1,000,000 jobs for the console's shapes; 1 ms on indexes).
 SELECT id::text AS key, {row} AS row
 FROM background_jobs
 WHERE {permission}
-  AND ({shape_filter}) IS TRUE
+  AND ({shape_filter})
   AND (%(after)s::uuid IS NULL OR id > %(after)s::uuid)
 ORDER BY id
 LIMIT %(limit)s

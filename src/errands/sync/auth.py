@@ -1,7 +1,8 @@
 """Bearer tokens: JWT signed with HS256 and a shared secret.
 
 The token's subject is the caller's user name, which is the ``owner`` of the jobs it
-creates; an ``operator`` claim set to true lets the caller see and act on every job.
+creates; an ``operator`` claim set to true lets the caller see and act on every job,
+and a ``read_only`` claim set to true as well lets it see every job and change none.
 Tokens must carry an expiry. Only HS256 is accepted, so an unsigned token
 (``alg: none``) or one signed with another algorithm or secret is refused.
 
@@ -94,11 +95,13 @@ def user_name(name: str) -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: a user, and whether it is an operator."""
+    """Who is asking: a user, whether it is an operator, and whether a read-only one
+    (who sees every job and may change none)."""
 
     user: str
     operator: bool = False
     expires_at: float = field(default=math.inf, compare=False)
+    read_only: bool = False
 
     @property
     def owner_filter(self) -> str | None:
@@ -107,13 +110,27 @@ class Caller:
 
 
 def make_token(
-    secret: str, user: str, *, operator: bool = False, expires_in: float = DEFAULT_TOKEN_LIFETIME
+    secret: str,
+    user: str,
+    *,
+    operator: bool = False,
+    expires_in: float = DEFAULT_TOKEN_LIFETIME,
+    read_only: bool = False,
 ) -> str:
     """A signed token for ``user`` (see :func:`user_name`), valid for ``expires_in``
-    seconds."""
+    seconds; ``read_only`` makes an operator's token that may change nothing."""
+    if read_only and not operator:
+        raise ValueError("read_only is for operators' tokens")
     user = user_name(user)
     now = int(time.time())
-    claims = {"sub": user, "operator": operator, "iat": now, "exp": now + int(expires_in)}
+    claims: dict[str, object] = {
+        "sub": user,
+        "operator": operator,
+        "iat": now,
+        "exp": now + int(expires_in),
+    }
+    if read_only:
+        claims["read_only"] = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureKeyLengthWarning)
         return jwt.encode(claims, secret, algorithm=ALGORITHM)
@@ -138,9 +155,10 @@ def verify_token(secret: str, token: str) -> Caller:
         raise Unauthorized(f"the token's subject is not a user name: {exc}") from None
     if user is None:
         raise Unauthorized("the token's subject must be a user name")
-    if not isinstance(operator, bool):
-        raise Unauthorized("the token's operator claim must be true or false")
-    return Caller(user, operator, float(claims["exp"]))
+    read_only = claims.get("read_only", False)
+    if not isinstance(operator, bool) or not isinstance(read_only, bool):
+        raise Unauthorized("the token's operator and read_only claims must be true or false")
+    return Caller(user, operator, float(claims["exp"]), read_only)
 
 
 class Authenticator:

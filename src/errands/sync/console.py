@@ -5,20 +5,27 @@ for anyone else)::
 
     GET  /console                    the page (static files from errands/console/static)
     GET  /console/{file}             its scripts and style sheet
+    GET  /v1/admin/me                who the token is, and whether it is read-only
+    GET  /v1/admin/jobs              one page of jobs (keyset cursor), filtered, searched
+    GET  /v1/admin/counts            jobs per state under the same filter (exact, or
+                                     marked estimates past a threshold)
     GET  /v1/admin/jobs/{id}         a job's row, its events and its attempts
-    POST /v1/admin/jobs/{action}     retry, cancel or delete jobs by id and/or filter
+    POST /v1/admin/jobs/{action}     retry, cancel, delete or reschedule jobs by id and/or
+                                     filter (a read-only operator: 403)
     GET  /v1/admin/workers           every registered worker and the jobs it runs now
-    GET  /v1/admin/charts            the last hour of job_events, per minute
+    GET  /v1/admin/charts            job_events over the last hour, day or week
+    GET  /v1/admin/queues, POST /v1/admin/queues/{name}/{pause|resume}
+                                     (errands.sync.console_queues)
 
-The page reads the jobs themselves live through the operator's shapes
-(``/v1/shapes/background_jobs/stream``), like any client; this router adds what shapes
-cannot give: the timeline, actions on other users' jobs, workers and charts. The actions
-and reads are :mod:`errands.operations`; only the charts' SQL is the console's own
-(``sql/console.sql``).
+The page reads one page of jobs from here, and follows the jobs on it live through the
+operator's shapes (``/v1/shapes/background_jobs/stream``), like any client. The actions
+and reads are :mod:`errands.operations` and :mod:`errands.listing`; only the charts' SQL
+is the console's own (``sql/console.sql``).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,23 +34,23 @@ from importlib import resources
 from typing import Annotated, Any, Literal, LiteralString
 from urllib.parse import urlsplit, urlunsplit
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import class_row, dict_row
-from psycopg_pool import AsyncConnectionPool
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
-from errands import operations
+from errands import listing, operations
 from errands.jobs import STATES
-from errands.protocol import MAX_KIND_LENGTH, ErrorCode, ErrorResponse
+from errands.protocol import MAX_KIND_LENGTH, ErrorResponse
 from errands.queries import query
-from errands.sync.auth import Caller
-from errands.sync.errors import ERROR_RESPONSES, BadRequest, Forbidden, NotFound
+from errands.sync.console_queues import router as queues_router
+from errands.sync.errors import BadRequest, NotFound
+from errands.sync.operators import ADMIN, ERRORS, Acting, OperatorPool, Reader
 
-ADMIN = "/v1/admin"
+log = logging.getLogger("errands.console")
 CHART_MINUTES = 60
-MAX_CHART_MINUTES = 24 * 60
+MAX_CHART_MINUTES = 7 * 24 * 60
+MAX_CHART_BUCKETS = 24 * 60
 MAX_SELECTED = 10_000
 """Most job ids one action request may name (a filter selects any number)."""
 
@@ -58,42 +65,17 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
-_ERRORS: dict[int | str, dict[str, Any]] = ERROR_RESPONSES | {
-    403: {"model": ErrorResponse, "description": "operator_required: not an operator's token"},
-}
+_ERRORS = ERRORS
 _JOB_ERRORS: dict[int | str, dict[str, Any]] = _ERRORS | {
     404: {"model": ErrorResponse, "description": "not_found: no job has this id"},
 }
 
 router = APIRouter()
+router.include_router(queues_router)
 
 
 def _query(name: str) -> LiteralString:
     return query(name, "console.sql")
-
-
-_bearer = HTTPBearer(auto_error=False, description="an operator's token (errands token --operator)")
-
-
-async def _operator(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> AsyncConnectionPool[Any]:
-    """The service's connection pool, once the request's token is known to be an
-    operator's."""
-    service = request.app.state.service  # errands.sync.app.Service, which includes us
-    caller: Caller = service.auth.caller(credentials.credentials if credentials else None)
-    if not caller.operator:
-        raise Forbidden(
-            f"the console and /v1/admin are for operators; {caller.user!r} is not one "
-            "(errands token --operator makes an operator's token)",
-            ErrorCode.OPERATOR_REQUIRED,
-        )
-    pool: AsyncConnectionPool[Any] = service.pool
-    return pool
-
-
-OperatorPool = Annotated[AsyncConnectionPool[Any], Depends(_operator)]
 
 
 # -- the page ---------------------------------------------------------------------------
@@ -206,9 +188,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+MAX_SEARCH = 200
+
+
 class Selection(_Model):
     """Jobs matching every criterion given (an empty list: any), as the console's
-    filters select them: ``since <= timestamp < until``."""
+    filters select them: received by the server ``since <= received_at < until`` (a
+    client's own ``timestamp`` never moves a job in or out of a window), and holding
+    ``search`` in their payload, result or error (any case)."""
 
     states: list[State] = Field(default_factory=list, max_length=len(STATES))
     kinds: list[Name] = Field(default_factory=list, max_length=100)
@@ -216,6 +203,7 @@ class Selection(_Model):
     owners: list[Name] = Field(default_factory=list, max_length=100)
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
+    search: Annotated[str, Field(max_length=MAX_SEARCH), AfterValidator(_storable)] | None = None
 
     def job_filter(self) -> operations.JobFilter:
         """The same selection for :mod:`errands.operations`."""
@@ -224,46 +212,153 @@ class Selection(_Model):
             kinds=self.kinds,
             queues=self.queues,
             owners=self.owners,
-            since=self.since,
-            until=self.until,
+            received_since=self.since,
+            received_until=self.until,
+            search=self.search or None,
         )
 
 
 class ActionRequest(_Model):
-    """The jobs to act on: ``ids``, a filter (``where``), or both (jobs matching both)."""
+    """The jobs to act on: ``ids``, a filter (``where``), or both (jobs matching both).
+    A filter that selects every job (``{}``) needs ``"all": true`` as well, so that a
+    forgotten criterion never acts on every job. ``run_at`` is a reschedule's new run
+    time (absent: now)."""
 
     ids: list[uuid.UUID] = Field(default_factory=list, max_length=MAX_SELECTED)
     where: Selection | None = None
+    all: bool = False
+    run_at: AwareDatetime | None = None
 
 
 class ActionResult(BaseModel):
-    """What an action did: the jobs it changed. Selected jobs in a state the action
-    does not apply to (retrying a running job) are left alone and not listed."""
+    """What an action did: the jobs it changed (``ids``), and those it held back with
+    why (``held``: for a retry, the unique key an unfinished job of the same owner
+    holds). Selected jobs in a state the action does not apply to (retrying a running
+    job) are in neither."""
 
     action: str
     ids: list[uuid.UUID]
+    held: dict[uuid.UUID, str] = Field(default_factory=dict)
 
 
-_ACTIONS = {
-    "retry": operations.retry_async,
-    "cancel": operations.cancel_async,
-    "delete": operations.delete_async,
-}
+Action = Literal["retry", "cancel", "delete", "reschedule"]
 
 
-@router.post(f"{ADMIN}/jobs/{{action}}", response_model=ActionResult, responses=_ERRORS)
-async def act(
-    pool: OperatorPool, action: Literal["retry", "cancel", "delete"], request: ActionRequest
-) -> ActionResult:
-    """Retry failed and cancelled jobs, cancel queued and running ones, or delete jobs.
-    Changes go through the same triggers as every other writer: ``job_events`` records
-    them and replicas receive them through their shapes."""
+def _action_filter(request: ActionRequest) -> operations.JobFilter | None:
+    """The request's filter; 400 if it names no job, or selects every job without
+    ``"all": true``."""
     if not request.ids and request.where is None:
         raise BadRequest("say which jobs: ids, where (a filter), or both")
     where = request.where.job_filter() if request.where is not None else None
+    if not request.ids and where is not None and where.empty and not request.all:
+        raise BadRequest(
+            'this filter selects every job; narrow it, or send "all": true to act on all'
+        )
+    return where
+
+
+@router.post(f"{ADMIN}/jobs/{{action}}", response_model=ActionResult, responses=_ERRORS)
+async def act(operator: Acting, action: Action, request: ActionRequest) -> ActionResult:
+    """Retry failed and cancelled jobs, cancel queued and running ones, delete jobs, or
+    reschedule queued ones (``run_at``, or now). Changes go through the same triggers as
+    every other writer: ``job_events`` records them under the operator's name and
+    replicas receive them through their shapes. A read-only operator gets 403."""
+    where = _action_filter(request)
+    async with operator.writing() as conn:
+        outcome = await operations.act_async(
+            conn,
+            action,
+            *request.ids,
+            where=where,
+            operator=operator.name,
+            run_at=request.run_at,
+        )
+    if action == "delete" and outcome.changed:
+        # The deleted jobs' events go with them: the log keeps who deleted what.
+        log.info(
+            "operator %s deleted %d jobs",
+            operator.name,
+            len(outcome.changed),
+            extra={"operator": operator.name, "jobs": [str(i) for i in outcome.changed]},
+        )
+    return ActionResult(action=action, ids=outcome.changed, held=outcome.held)
+
+
+# -- the list ---------------------------------------------------------------------------
+
+
+class Me(BaseModel):
+    """Who the operator's token names, and whether it may act."""
+
+    user: str
+    read_only: bool
+
+
+@router.get(f"{ADMIN}/me", response_model=Me, responses=_ERRORS)
+async def me(operator: Reader) -> Me:
+    """The operator the token names (the console hides actions from a read-only one)."""
+    return Me(user=operator.name, read_only=operator.caller.read_only)
+
+
+class ListQuery(Selection):
+    """A page of the list: the filter, and a cursor from an earlier page's ``older``
+    (``after``) or ``newer`` (``before``)."""
+
+    after: Annotated[str, Field(max_length=200)] | None = None
+    before: Annotated[str, Field(max_length=200)] | None = None
+    limit: Annotated[int, Field(ge=1, le=listing.MAX_PAGE_SIZE)] = listing.PAGE_SIZE
+
+
+class JobPage(BaseModel):
+    """Jobs newest first (by when the server received them), and the cursors of the
+    pages beside this one (null: none)."""
+
+    jobs: list[operations.JobRecord]
+    older: str | None
+    newer: str | None
+
+
+class Counts(BaseModel):
+    """Jobs per state under the filter (its states aside), and their total. States in
+    ``estimated`` have more than ``exact_up_to`` jobs: their count is the planner's
+    estimate, not an exact one."""
+
+    counts: dict[str, int]
+    total: int
+    estimated: list[str]
+    exact_up_to: int
+
+
+@router.get(f"{ADMIN}/jobs", response_model=JobPage, responses=_ERRORS)
+async def jobs(pool: OperatorPool, params: Annotated[ListQuery, Query()]) -> JobPage:
+    """One page of jobs matching the filter, newest first, read on an index from a
+    keyset cursor: every page costs the same, however many jobs there are."""
+    try:
+        async with pool.connection() as conn:
+            found = await listing.page_async(
+                conn,
+                params.job_filter(),
+                after=params.after,
+                before=params.before,
+                limit=params.limit,
+            )
+    except listing.BadCursor as exc:
+        raise BadRequest(str(exc)) from None
+    return JobPage(jobs=found.jobs, older=found.older, newer=found.newer)
+
+
+@router.get(f"{ADMIN}/counts", response_model=Counts, responses=_ERRORS)
+async def counts(pool: OperatorPool, params: Annotated[Selection, Query()]) -> Counts:
+    """Jobs per state matching the filter, in SQL: exact up to a threshold per state,
+    the planner's estimate (listed in ``estimated``) past it."""
     async with pool.connection() as conn:
-        changed = await _ACTIONS[action](conn, *request.ids, where=where)
-    return ActionResult(action=action, ids=changed)
+        found = await listing.count_states_async(conn, params.job_filter())
+    return Counts(
+        counts=found.counts,
+        total=found.total,
+        estimated=found.estimated,
+        exact_up_to=listing.COUNT_EXACT_UP_TO,
+    )
 
 
 # -- workers ----------------------------------------------------------------------------
@@ -337,11 +432,18 @@ class Charts(BaseModel):
 async def charts(
     pool: OperatorPool,
     minutes: Annotated[int, Query(ge=1, le=MAX_CHART_MINUTES)] = CHART_MINUTES,
+    bucket: Annotated[int, Query(ge=60, le=24 * 3600, description="seconds a bar covers")] = 60,
 ) -> Charts:
-    """Jobs finished per minute by state, queue depth, pickup latency and run time
-    percentiles, computed in SQL from ``job_events``."""
+    """Jobs finished per bucket (a minute unless ``bucket`` says otherwise) by state,
+    queue depth, pickup latency and run time percentiles, computed in SQL from
+    ``job_events``: the last hour per minute, a day per 15 minutes, a week per hour."""
+    if minutes * 60 % bucket or minutes * 60 // bucket > MAX_CHART_BUCKETS:
+        raise BadRequest(
+            f"minutes * 60 must be a multiple of bucket, into at most {MAX_CHART_BUCKETS} "
+            "buckets (e.g. minutes=10080&bucket=3600 for a week per hour)"
+        )
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(_query("charts"), {"minutes": minutes})
+        await cursor.execute(_query("charts"), {"minutes": minutes, "bucket": bucket})
         result = await cursor.fetchall()
     totals = result.pop()  # the row of the whole window comes last
     return Charts(minutes=[ChartMinute(**row) for row in result], totals=ChartTotals(**totals))

@@ -66,8 +66,9 @@ class ClientKinds:
         if not (self.any or kind in self.named or (rule is not None and rule.clients)):
             raise Rejection(
                 ErrorCode.KIND_NOT_ALLOWED,
-                f"clients may not submit jobs of kind {kind!r:.80}: the server declares "
-                "which kinds clients may submit",
+                f"clients may not submit jobs of kind {kind!r:.80}; the app declares the "
+                "kinds they may: @registry.job(..., clients=True), or errands server "
+                "--client-kinds",
             )
         cap = 0 if rule is None else rule.priority_cap
         if rule is not None and rule.schema is not None:

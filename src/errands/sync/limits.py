@@ -7,15 +7,15 @@ request, in this order:
    is refused with 431 (nginx's default buffers are the model);
 2. the token, for every route under ``/v1``, before a byte of the body is read: a
    caller without a valid token cannot make the service buffer anything (401);
-3. the body, only on the routes that take one (``BODY_ROUTES``; any other route is
+3. requests in flight: each user has at most ``Limits.requests`` plain shape reads and
+   mutation batches being served at once (429 ``too_many_requests``), so one user's
+   burst of reads cannot slow every other user's;
+4. the body, only on the routes that take one (``BODY_ROUTES``; any other route is
    answered without reading it): at most ``Limits.body_bytes`` (413), each chunk within
    ``Limits.body_timeout`` seconds of the last and the whole within
    ``Limits.body_deadline`` (408), and all bodies being read at once within
    ``Limits.buffered_bytes`` (503 with ``Retry-After``): slow or many bodies cannot
    make the service hold memory without bound;
-4. requests in flight: each user has at most ``Limits.requests`` plain shape reads and
-   mutation batches being served at once (429 ``too_many_requests``), so one user's
-   burst of reads cannot slow every other user's;
 5. live readers (long polls and event streams): each user holds at most
    ``Limits.live_readers`` at once, on at most ``Limits.shapes`` distinct shapes
    (429 with ``Retry-After``), and a long poll whose client goes away is cancelled at
@@ -166,31 +166,29 @@ class FairShare:
         except ServiceError as refused:
             await service_error_response(refused)(scope, receive, send)
             return
-        if scope["method"] in _BODY_METHODS and _takes_body(scope["path"]):
-            body = await self._read_body(scope, receive, send)
-            if body is None:
-                return
-            receive = _replay(body, receive)
         shape = _live_shape(scope)
-        if user is None:
-            await self.app(scope, receive, send)
-        elif shape is not None:
-            await self._serve_live(user, shape, scope, receive, send)
-        elif scope["path"].startswith(COUNTED_ROUTES):
-            await self._serve_counted(user, scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-    async def _serve_counted(self, user: str, scope: Scope, receive: Receive, send: Send) -> None:
+        counted = user is not None and shape is None and scope["path"].startswith(COUNTED_ROUTES)
+        if counted:
+            assert user is not None
+            try:
+                self.in_flight.take(user)
+            except TooManyRequests as refused:
+                await service_error_response(refused)(scope, receive, send)
+                return
         try:
-            self.in_flight.take(user)
-        except TooManyRequests as refused:
-            await service_error_response(refused)(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
+            if scope["method"] in _BODY_METHODS and _takes_body(scope["path"]):
+                body = await self._read_body(scope, receive, send)
+                if body is None:
+                    return
+                receive = _replay(body, receive)
+            if user is None or shape is None:
+                await self.app(scope, receive, send)
+            else:
+                await self._serve_live(user, shape, scope, receive, send)
         finally:
-            self.in_flight.give_back(user)
+            if counted:
+                assert user is not None
+                self.in_flight.give_back(user)
 
     async def _serve_live(
         self, user: str, shape: str, scope: Scope, receive: Receive, send: Send

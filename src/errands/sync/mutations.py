@@ -208,6 +208,10 @@ async def _apply_one(
 
 def _check(caller: Caller, m: Mutation, rules: _ClientRules | None) -> dict[str, Any]:
     """The query parameters of an allowed mutation; :class:`Rejection` otherwise."""
+    if caller.read_only:
+        raise Rejection(
+            ErrorCode.FORBIDDEN_OPERATION, "a read-only operator's token may change nothing"
+        )
     if m.table != JOBS_TABLE:
         raise Rejection(ErrorCode.UNKNOWN_TABLE, f"unknown table {m.table[:80]!r}")
     try:

@@ -52,7 +52,8 @@ function showSignIn() {
   const error = document.querySelector("#token-error");
   section.hidden = false;
   field.focus();
-  document.querySelector("#sign-in-form").addEventListener("submit", async (event) => {
+  const form = document.querySelector("#sign-in-form");
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const token = field.value.trim();
     error.hidden = true;
@@ -62,6 +63,8 @@ function showSignIn() {
     } catch (problem) {
       error.textContent = problem.message;
       error.hidden = false;
+      // Offline: the token waits for the network, then is checked (never taken on trust).
+      if (problem instanceof Unreachable) window.addEventListener("online", () => form.requestSubmit(), { once: true });
       return;
     }
     const stay = document.querySelector("#stay-signed-in").checked;
@@ -70,6 +73,9 @@ function showSignIn() {
   });
 }
 
+/** The service could not be asked (offline). */
+class Unreachable extends Error {}
+
 /** The user the service says `token` is; Unauthorized if it refuses it, and an error too
  * when it cannot be asked: a token is never taken on trust. */
 async function verify(token) {
@@ -77,7 +83,7 @@ async function verify(token) {
   try {
     response = await fetch("/v1/me", { headers: token ? { Authorization: `Bearer ${token}` } : {}, cache: "no-store" });
   } catch {
-    throw new Error("The server cannot be reached, and a new token is only accepted once it has checked it: sign in when you are online.");
+    throw new Unreachable("The server cannot be reached, and a new token is only accepted once it has checked it: it will be checked when the network is back.");
   }
   const body = await response.json().catch(() => null);
   if (response.status === 401) throw new Unauthorized(`The server refused this token: ${body?.error?.message ?? "unauthorized"}`);

@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from errands.durable import Suspended
 from errands.exceptions import JobCancelled, JobTimeout
 from errands.payloads import dump_json
 from errands.registry import JobContext, JobHandler
@@ -107,6 +108,8 @@ async def _thread_with_timeout(
 
 def failure(handler: JobHandler, ctx: JobContext, exc: BaseException) -> Outcome:
     """The outcome of an attempt that raised ``exc``: a retry while attempts remain."""
+    if isinstance(exc, Suspended):  # ctx.sleep(): back to the queue, the attempt uncounted
+        return Outcome(ctx.job_id, "queued", retry_in=exc.seconds)
     message = str(exc) or type(exc).__name__
     if isinstance(exc, HandlerFailed):
         kind, trace = exc.kind, exc.traceback_text

@@ -43,6 +43,7 @@ from errands.worker.leasing import Lease, Sweeper
 from errands.worker.listening import CANCEL_CHANNEL, listen
 from errands.worker.running import attempt
 from errands.worker.settings import WorkerSettings
+from errands.worker.steps import WorkerSteps
 from errands.worker.threads import Abandoned
 
 log = logging.getLogger("errands.worker")
@@ -92,6 +93,7 @@ class Worker:
         }
         self._jobs = Link(database_url)  # claims and outcomes
         self._side = Link(database_url)  # progress, cancellations, sweeps
+        self._steps = WorkerSteps(database_url, self.id)  # handlers' durable steps
         self._metrics = metrics
         self._lease = Lease(
             database_url,
@@ -189,6 +191,7 @@ class Worker:
             self._lease.stop(release=not stuck)
             await self._jobs.close()
             await self._side.close()
+            await self._steps.close()
         log.info("worker %s stopped", self.id)
 
     async def _drain(self) -> list[uuid.UUID]:
@@ -312,6 +315,7 @@ class Worker:
             row["owner"],
             row["submitted_by"],
         )
+        ctx.attach(self._steps)
         if row["cancelled"]:
             ctx.request_cancel()
         timeout = row["timeout_seconds"] or handler.timeout

@@ -1,4 +1,4 @@
-// Retry, cancel and delete: asked for confirmation in a dialog, sent to
+// Retry, cancel, delete and run now: asked for confirmation in a dialog, sent to
 // POST /v1/admin/jobs/{action}, and reported in the page's result banner.
 
 import { api } from "./api.js";
@@ -24,6 +24,12 @@ export const ACTIONS = {
     states: ["queued", "running", "completed", "failed", "cancelled"],
     explain: "The jobs and their timelines are deleted for good; replicas drop them too.",
     danger: true,
+  },
+  reschedule: {
+    label: "Run now",
+    done: "Made runnable now:",
+    states: ["queued"],
+    explain: "The job stops waiting for its run time or its retry's backoff: the next free worker takes it.",
   },
 };
 
@@ -53,18 +59,17 @@ export function confirm({ action, title, lines }) {
   });
 }
 
-/** Send an action for `ids` and/or a filter (`where`); the ids it changed. */
-export async function perform(action, { ids, where }) {
-  const body = {};
-  if (ids) body.ids = ids;
-  if (where) body.where = where;
-  return (await api(`v1/admin/jobs/${action}`, { method: "POST", body })).ids;
+/** Send an action: `request` has `ids` and/or a filter (`where`, with `all: true` for
+ * one that selects every job). What it did: `{ids, held}`. */
+export async function perform(action, request) {
+  return api(`v1/admin/jobs/${action}`, { method: "POST", body: request });
 }
 
 /** Show what an action did in the banner at the top of the page. */
-export function report(action, changed, selected) {
+export function report(action, { ids: changed, held }, selected) {
   const banner = document.getElementById("result");
-  const skipped = selected - changed.length;
+  const heldIds = Object.keys(held || {});
+  const skipped = selected - changed.length - heldIds.length;
   const links = changed.slice(0, 12).map((id) => h("a", { href: `#/jobs/${id}`, class: "mono" }, shortId(id)));
   fill(
     banner,
@@ -75,6 +80,16 @@ export function report(action, changed, selected) {
       skipped > 0
         ? ` ${plural(skipped, "other selected job")} ${skipped === 1 ? "was" : "were"} not in a state to ${action}.`
         : "",
+      heldIds.length
+        ? h(
+            "span",
+            { class: "held" },
+            ` ${plural(heldIds.length, "job")} left alone: an unfinished job holds ${heldIds.length === 1 ? "its" : "their"} unique key (`,
+            heldIds.slice(0, 6).flatMap((id, i) => [i ? ", " : "", h("a", { href: `#/jobs/${id}`, class: "mono" }, shortId(id)), ` ${held[id]}`]),
+            heldIds.length > 6 ? ", …" : "",
+            ").",
+          )
+        : "",
       links.length ? h("span", { class: "result-ids" }, links) : null,
       changed.length > links.length ? h("span", { class: "faint" }, ` and ${changed.length - links.length} more`) : null,
     ),
@@ -82,6 +97,7 @@ export function report(action, changed, selected) {
   );
   banner.dataset.action = action;
   banner.dataset.changed = String(changed.length);
+  banner.dataset.held = String(heldIds.length);
   banner.className = "result";
   banner.hidden = false;
 }

@@ -73,16 +73,19 @@ const RETRY_MAX = 15_000;
 /**
  * The rows of one shape of background_jobs, kept live: the snapshot, then every change,
  * over /v1/shapes/background_jobs/stream. `onChange(shape)` is called after each batch is
- * applied; `onStatus(status)` with "connecting", "live" or "offline". Reconnects with
- * exponential backoff and full jitter, from the last offset; a must-refetch starts over.
+ * applied, `onBatch(upserted rows, deleted keys)` with what the batch changed (after a
+ * must-refetch, the new snapshot arrives as upserts); `onStatus(status)` with
+ * "connecting", "live" or "offline". Reconnects with exponential backoff and full jitter,
+ * from the last offset; a must-refetch starts over.
  */
 export class LiveShape {
-  constructor(where, { onChange = () => {}, onStatus = () => {}, onAuthError = () => {} } = {}) {
+  constructor(where, { onChange = () => {}, onBatch = () => {}, onStatus = () => {}, onAuthError = () => {} } = {}) {
     this.where = where;
     this.rows = new Map();
     this.offset = "-1";
     this.upToDate = false;
     this.onChange = onChange;
+    this.onBatch = onBatch;
     this.onStatus = onStatus;
     this.onAuthError = onAuthError;
     this.controller = new AbortController();
@@ -156,14 +159,21 @@ export class LiveShape {
 
   /** Apply one ShapeResponse: all its messages, then tell the listener once. */
   apply(answer) {
+    const upserted = [];
+    const deleted = [];
     for (const message of answer.messages) {
-      if (message.type === "upsert") this.rows.set(message.key, message.row);
-      else if (message.type === "delete") this.rows.delete(message.key);
-      else if (message.type === "must-refetch") return this.restart();
+      if (message.type === "upsert") {
+        this.rows.set(message.key, message.row);
+        upserted.push(message.row);
+      } else if (message.type === "delete") {
+        this.rows.delete(message.key);
+        deleted.push(message.key);
+      } else if (message.type === "must-refetch") return this.restart();
       else if (message.type === "up-to-date") this.upToDate = true;
     }
     this.offset = answer.offset;
     if (this.upToDate) this.onStatus("live");
+    if (upserted.length || deleted.length) this.onBatch(upserted, deleted);
     this.onChange(this);
   }
 

@@ -1,5 +1,5 @@
-// The Charts view: the last hour from job_events, computed by the service in SQL
-// (GET /v1/admin/charts) and drawn here as plain SVG.
+// The Charts view: the last hour, day or week from job_events, computed by the service
+// in SQL (GET /v1/admin/charts) and drawn here as plain SVG.
 
 import { PolledView } from "./api.js";
 import { duration, fill, h, s } from "./dom.js";
@@ -19,8 +19,18 @@ function niceMax(value) {
   return 10 * power;
 }
 
+/** The windows an operator can pick: how far back, and how long one bar is. */
+export const WINDOWS = {
+  "1h": { minutes: 60, bucket: 60, title: "The last hour", per: "minute" },
+  "24h": { minutes: 1440, bucket: 900, title: "The last 24 hours", per: "15 minutes" },
+  "7d": { minutes: 10080, bucket: 3600, title: "The last 7 days", per: "hour" },
+};
+let days = false; // the window spans days: time labels name the day too
+
 const minuteLabel = (iso) =>
-  new Date(iso).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  days
+    ? new Date(iso).toLocaleString(undefined, { weekday: "short", hour: "2-digit", minute: "2-digit" })
+    : new Date(iso).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
 
 /** The frame shared by every chart: grid lines, y labels, time labels. */
 function frame(minutes, max, format) {
@@ -129,28 +139,30 @@ function percentiles(totals, key, samplesKey) {
   );
 }
 
-/** A card of p50/p95/p99 over the window and p50/p95 lines per minute. */
-function percentileCard(title, id, key, samplesKey, minutes, totals) {
+/** A card of p50/p95/p99 over the window and p50/p95 lines per bucket. */
+function percentileCard(title, id, key, samplesKey, minutes, totals, per) {
   const line = (name, index, cls) => ({ name, cls, value: percentile(key, index) });
   return card(
     title,
     percentiles(totals, key, samplesKey),
-    lines(`${title} per minute`, minutes, [line("p50", 0, "s-p50"), line("p95", 1, "s-p95")], duration),
+    lines(`${title} per ${per}`, minutes, [line("p50", 0, "s-p50"), line("p95", 1, "s-p95")], duration),
     id,
   );
 }
 
 /** Draw the four charts of `data` (the /v1/admin/charts answer) into `root`. */
-export function drawCharts(root, data) {
+export function drawCharts(root, data, window = WINDOWS["1h"]) {
   const { minutes, totals } = data;
+  const per = window.per;
+  days = window.minutes > 1440;
   const finished = minutes.reduce((sum, m) => sum + m.completed + m.failed + m.cancelled, 0);
   const depthNow = minutes.length ? minutes[minutes.length - 1].queued : 0;
   fill(
     root,
     card(
-      "Jobs finished per minute",
-      h("div", { class: "stats" }, stat("last hour", finished.toLocaleString())),
-      stackedBars("Jobs finished per minute, by state", minutes, [
+      `Jobs finished per ${per}`,
+      h("div", { class: "stats" }, stat(window.title.replace("The last", "last"), finished.toLocaleString())),
+      stackedBars(`Jobs finished per ${per}, by state`, minutes, [
         { key: "completed", name: "completed", cls: "s-completed" },
         { key: "failed", name: "failed", cls: "s-failed" },
         { key: "cancelled", name: "cancelled", cls: "s-cancelled" },
@@ -166,19 +178,31 @@ export function drawCharts(root, data) {
       ),
       "depth",
     ),
-    percentileCard("Pickup latency", "pickup", "pickup_seconds", "pickups", minutes, totals),
-    percentileCard("Run time", "runtime", "run_seconds", "runs", minutes, totals),
+    percentileCard("Pickup latency", "pickup", "pickup_seconds", "pickups", minutes, totals, per),
+    percentileCard("Run time", "runtime", "run_seconds", "runs", minutes, totals, per),
   );
 }
 
-/** The Charts view. */
+/** The Charts view, over the window its select names. */
 export class ChartsView extends PolledView {
   constructor(root, { onError }) {
-    super(root, "v1/admin/charts?minutes=60", REFRESH_MS, onError);
+    super(root, "", REFRESH_MS, onError);
     this.grid = root.querySelector("#charts");
+    this.select = root.querySelector("#chart-window");
+    this.select.addEventListener("change", () => this.pick());
+    this.pick(false);
+  }
+
+  pick(refresh = true) {
+    this.window = WINDOWS[this.select.value] || WINDOWS["1h"];
+    const { minutes, bucket, title, per } = this.window;
+    this.path = `v1/admin/charts?minutes=${minutes}&bucket=${bucket}`;
+    this.root.querySelector("#charts-title").textContent = title;
+    this.root.querySelector("#charts-per").textContent = per;
+    if (refresh) this.refresh();
   }
 
   draw(data) {
-    drawCharts(this.grid, data);
+    drawCharts(this.grid, data, this.window);
   }
 }

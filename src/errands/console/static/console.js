@@ -1,10 +1,13 @@
-// The errands console: sign-in, the views (#/jobs, #/jobs/ID, #/workers, #/charts) and
+// The errands console: sign-in, the views (#/jobs, #/jobs/ID, #/queues, #/workers,
+// #/charts) and
 // the header's status. An operator's token is needed; it never travels in a URL sent to
 // the server (a sign-in link carries it in the fragment, see api.js).
 
 import { api, session } from "./api.js";
 import { ChartsView } from "./charts.js";
-import { JobsView, JobView } from "./jobs.js";
+import { JobView } from "./job.js";
+import { JobsView } from "./jobs.js";
+import { QueuesView } from "./queues.js";
 import { WorkersView } from "./workers.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -38,6 +41,7 @@ function createViews() {
   const common = { onError: showError, onAuthError: (error) => signOut(error.message) };
   views.jobs = new JobsView($("#view-jobs"), { ...common, onStatus: setStatus });
   views.job = new JobView($("#view-job"), common);
+  views.queues = new QueuesView($("#view-queues"), common);
   views.workers = new WorkersView($("#view-workers"), common);
   views.charts = new ChartsView($("#view-charts"), common);
 }
@@ -61,13 +65,11 @@ function route() {
   if (name === "jobs") views.jobs.show(params);
   else if (name === "job") views.job.show(decodeURIComponent(parts[1]));
   else views[name].show();
-  if (name !== "jobs" && !views.jobs.shape) views.jobs.show(new URLSearchParams());
 }
 
 function signOut(message) {
   session.forget();
   for (const view of Object.values(views)) view.hide();
-  if (views.jobs && views.jobs.shape) views.jobs.shape.close();
   sessionStorage.setItem("errands.console.message", message || "");
   location.reload(); // a clean page: no rows, no timers, no token in memory
 }
@@ -96,6 +98,10 @@ async function start(me) {
   $("#signin").hidden = true;
   $("#app").hidden = false;
   $("#user").textContent = me.user;
+  // A read-only operator is offered no action (the service refuses them anyway).
+  const admin = await api("v1/admin/me");
+  document.body.classList.toggle("read-only", admin.read_only);
+  $("#read-only").hidden = !admin.read_only;
   createViews();
   addEventListener("hashchange", route);
   if (!location.hash.startsWith("#/")) history.replaceState(null, "", "#/jobs");

@@ -1,0 +1,84 @@
+"""Pages and counts of jobs (errands.listing) on a small table: keyset pages that never
+skip or repeat a job, counts exact under the cap and marked estimates past it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from errands import JobFilter, listing
+from tests.operations.jobs import make_job
+
+Conn = psycopg.Connection[Any]
+
+
+def make_jobs(conn: Conn, count: int, state: str = "queued") -> list[uuid.UUID]:
+    """``count`` jobs received one second apart, oldest first."""
+    made = [make_job(conn, state) for _ in range(count)]
+    conn.execute(
+        "UPDATE background_jobs SET received_at = now() - make_interval(secs => %s - n)"
+        " FROM unnest(%s::uuid[]) WITH ORDINALITY AS o (id, n) WHERE background_jobs.id = o.id",
+        (count, made),
+    )
+    return made
+
+
+def test_pages_walk_every_job_newest_first_both_ways(conn: Conn) -> None:
+    made = make_jobs(conn, 7)
+    newest_first = list(reversed(made))
+
+    first = listing.page(conn, limit=3)
+    assert [j.id for j in first.jobs] == newest_first[:3]
+    assert first.newer is None
+    assert first.older is not None
+    second = listing.page(conn, after=first.older, limit=3)
+    assert [j.id for j in second.jobs] == newest_first[3:6]
+    last = listing.page(conn, after=second.older, limit=3)
+    assert [j.id for j in last.jobs] == newest_first[6:]
+    assert last.older is None
+    assert last.newer is not None
+
+    back = listing.page(conn, before=last.newer, limit=3)
+    assert [j.id for j in back.jobs] == newest_first[3:6]
+    top = listing.page(conn, before=back.newer, limit=3)
+    assert [j.id for j in top.jobs] == newest_first[:3]
+    assert top.newer is None
+
+
+def test_a_page_filters_by_state_and_search(conn: Conn) -> None:
+    make_jobs(conn, 2, "completed")
+    failed = make_jobs(conn, 2, "failed")
+    only_failed = listing.page(conn, JobFilter(states=["failed"]))
+    assert [j.id for j in only_failed.jobs] == list(reversed(failed))
+    assert listing.page(conn, JobFilter(search="boom")).jobs == only_failed.jobs
+
+
+def test_counts_are_exact_under_the_cap_and_estimates_past_it(conn: Conn) -> None:
+    make_jobs(conn, 3, "failed")
+    make_jobs(conn, 12, "completed")
+    conn.execute("ANALYZE background_jobs")
+    exact = listing.count_states(conn, JobFilter(states=["failed"]))
+    assert exact.counts == {
+        "queued": 0,
+        "running": 0,
+        "completed": 12,
+        "failed": 3,
+        "cancelled": 0,
+    }
+    assert exact.estimated == []
+    assert exact.total == 15
+
+    capped = listing.count_states(conn, cap=10)
+    assert capped.estimated == ["completed"]
+    assert capped.counts["completed"] > 10
+    assert capped.counts["failed"] == 3
+
+
+def test_a_forged_cursor_is_refused(conn: Conn) -> None:
+    with pytest.raises(listing.BadCursor, match="not a cursor"):
+        listing.page(conn, after="bm90IGEgY3Vyc29y")
+    with pytest.raises(listing.BadCursor, match="not both"):
+        listing.page(conn, after="x", before="y")
