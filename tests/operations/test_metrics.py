@@ -176,7 +176,15 @@ def test_queues_clients_invent_share_one_label(database_url: str, conn: Conn) ->
     )
     try:
         worker.wait_for_output("metrics at http://127.0.0.1:", timeout=30)
-        samples = scrape(f"http://127.0.0.1:{port}/metrics")
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def invented_alone() -> Samples | None:
+            # The job in "served" counts under "other" only until the worker's lease
+            # lists its queues (and it is soon run): wait for the 5,000 invented ones.
+            found = scrape(url)
+            return found if value(found, "errands_queue_depth", queue="other") == 5000 else None
+
+        samples = wait_for(invented_alone, timeout=30)
     finally:
         worker.close()
     labelled = {

@@ -1172,7 +1172,7 @@ END
 $$;
 
 -- Jobs that ended in this statement release their dependents. One call per statement;
--- a statement that ends no job (a claim, progress) returns after one look at its rows.
+-- a statement that ends no job with dependents returns after one look at its rows.
 CREATE FUNCTION errands_dependencies_ended() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     ended record;
@@ -1182,7 +1182,10 @@ BEGIN
     INTO ended
     FROM new_rows n JOIN old_rows o USING (id)
     WHERE n.state IN ('completed', 'failed', 'cancelled')
-      AND o.state NOT IN ('completed', 'failed', 'cancelled');
+      AND o.state NOT IN ('completed', 'failed', 'cancelled')
+      -- only jobs something waits for: a finish of jobs without dependents (nearly
+      -- every finish) stops here, after one index probe per job
+      AND EXISTS (SELECT FROM job_dependencies e WHERE e.depends_on = n.id);
     IF ended.ids IS NOT NULL THEN
         PERFORM errands_end_dependencies(ended.ids, ended.states, ended.kinds, ended.errors);
     END IF;
