@@ -591,13 +591,19 @@ CREATE TRIGGER background_jobs_take_turn
 -- above); the claim calls this first. A bounded batch, skipping rows another claim is
 -- staging.
 CREATE FUNCTION errands_stage_due(max_jobs integer) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Most claims find nothing to stage: one cached index probe, not an UPDATE to plan.
+    IF NOT EXISTS (SELECT FROM background_jobs WHERE state = 'queued' AND turn IS NULL AND run_at <= now()) THEN
+        RETURN;
+    END IF;
     UPDATE background_jobs AS j SET turn = NULL
     FROM (SELECT id FROM background_jobs
           WHERE state = 'queued' AND turn IS NULL AND run_at <= now()
           ORDER BY run_at LIMIT max_jobs
           FOR UPDATE SKIP LOCKED) AS due
-    WHERE j.id = due.id
+    WHERE j.id = due.id;
+END
 $$;
 
 -- Claiming for kinds without limits: each kind's first jobs in turn order are locked
@@ -1053,13 +1059,19 @@ $$;
 
 -- 0007's staging, skipping jobs that still wait for dependencies.
 CREATE OR REPLACE FUNCTION errands_stage_due(max_jobs integer) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- Most claims find nothing to stage: one cached index probe, not an UPDATE to plan.
+    IF NOT EXISTS (SELECT FROM background_jobs WHERE state = 'queued' AND turn IS NULL AND waiting_for = 0 AND run_at <= now()) THEN
+        RETURN;
+    END IF;
     UPDATE background_jobs AS j SET turn = NULL
     FROM (SELECT id FROM background_jobs
           WHERE state = 'queued' AND turn IS NULL AND waiting_for = 0 AND run_at <= now()
           ORDER BY run_at LIMIT max_jobs
           FOR UPDATE SKIP LOCKED) AS due
-    WHERE j.id = due.id
+    WHERE j.id = due.id;
+END
 $$;
 
 -- Adds the dependencies `after` to `jobs`, which the caller has just inserted in this
