@@ -104,13 +104,19 @@ def test_clients_cannot_buy_precedence(start_server: StartServer, database_url: 
             assert applied.status == "applied"
         assert submit(mallory, "urgent", priority=1000).status == "applied"
         assert submit(mallory, "urgent", priority=4).status == "applied"
+        assert submit(mallory, "urgent").status == "applied"  # the kind's own priority
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT kind, priority, run_at >= received_at FROM background_jobs"
             " ORDER BY kind, priority"
         ).fetchall()
-    # resize: capped at its own priority (0); urgent: at its client_priority (5)
-    assert rows == [("resize", 0, True)] * 3 + [("urgent", 4, True), ("urgent", 5, True)]
+    # resize: capped at its own priority (0); urgent: at its client_priority (5), and
+    # its own (3) when the client asks for none
+    assert rows == [("resize", 0, True)] * 3 + [
+        ("urgent", 3, True),
+        ("urgent", 4, True),
+        ("urgent", 5, True),
+    ]
 
 
 def test_a_quota_of_queued_jobs_per_user(start_server: StartServer, database_url: str) -> None:

@@ -60,9 +60,12 @@ class ClientKinds:
         cursor = await conn.execute(query("client_kinds", "sync.sql"), {"kinds": sorted(kinds)})
         return {kind: KindRule(*rule) for kind, *rule in await cursor.fetchall()}
 
-    def admit(self, kind: str, rule: KindRule | None, payload: Any, priority: int | None) -> int:
-        """The priority a client's job of ``kind`` gets; :class:`Rejection` if the kind
-        is not for clients or the payload does not match the kind's schema."""
+    def admit(
+        self, kind: str, rule: KindRule | None, payload: Any, priority: int | None
+    ) -> int | None:
+        """The priority a client's job of ``kind`` gets (None: the kind's default);
+        :class:`Rejection` if the kind is not for clients or the payload does not match
+        the kind's schema."""
         if not (self.any or kind in self.named or (rule is not None and rule.clients)):
             raise Rejection(
                 ErrorCode.KIND_NOT_ALLOWED,
@@ -73,14 +76,20 @@ class ClientKinds:
         cap = 0 if rule is None else rule.priority_cap
         if rule is not None and rule.schema is not None:
             self._check_payload(rule.schema, payload)
-        return cap if priority is None else min(priority, cap)
+        return None if priority is None else min(priority, cap)
 
     def _check_payload(self, schema: str, payload: Any) -> None:
         validator = self._validators.get(schema)
         if validator is None:
             if len(self._validators) >= MAX_VALIDATORS:
                 self._validators.clear()
-            validator = jsonschema_rs.validator_for(json.loads(schema))
+            try:
+                validator = jsonschema_rs.validator_for(json.loads(schema))
+            except (ValueError, jsonschema_rs.ValidationError):  # written around the worker
+                raise Rejection(
+                    ErrorCode.VALIDATION_ERROR,
+                    "the kind's payload schema is not a usable JSON Schema; tell the operator",
+                ) from None
             self._validators[schema] = validator
         error = next(validator.iter_errors({} if payload is None else payload), None)
         if error is not None:

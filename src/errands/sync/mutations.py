@@ -155,7 +155,7 @@ class _ClientRules:
     kinds: ClientKinds
     rules: dict[str, KindRule]
 
-    def admit(self, kind: str, payload: Any, priority: int | None) -> int:
+    def admit(self, kind: str, payload: Any, priority: int | None) -> int | None:
         return self.kinds.admit(kind, self.rules.get(kind), payload, priority)
 
 
