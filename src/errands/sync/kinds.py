@@ -31,6 +31,7 @@ from psycopg import AsyncConnection
 from errands.protocol import ErrorCode
 from errands.queries import query
 from errands.sync.errors import Rejection
+from errands.sync.shapes import SYNC_QUERIES
 
 ANY_KIND = "*"
 """Named in ``--client-kinds``: clients may submit every kind (development only)."""
@@ -57,7 +58,7 @@ class ClientKinds:
 
     async def rules(self, conn: AsyncConnection[Any], kinds: Iterable[str]) -> dict[str, KindRule]:
         """The rules of ``kinds``, read in one query (kinds nobody registered are absent)."""
-        cursor = await conn.execute(query("client_kinds", "sync.sql"), {"kinds": sorted(kinds)})
+        cursor = await conn.execute(query("client_kinds", SYNC_QUERIES), {"kinds": sorted(kinds)})
         return {kind: KindRule(*rule) for kind, *rule in await cursor.fetchall()}
 
     def admit(
