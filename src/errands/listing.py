@@ -17,15 +17,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any, LiteralString
 
+from psycopg import sql
 from psycopg.rows import class_row
 
 from errands.jobs import STATES
-from errands.operations import AnyAsyncConnection, AnyConnection, JobFilter, JobRecord, job_query
+from errands.operations import (
+    AnyAsyncConnection,
+    AnyConnection,
+    JobFilter,
+    JobRecord,
+    job_columns,
+    job_query,
+    job_selection,
+)
+from errands.queries import query
 
 LISTING_QUERIES = "listing.sql"
 PAGE_SIZE = 50
@@ -35,32 +47,108 @@ COUNT_EXACT_UP_TO = 50_000
 
 
 class BadCursor(ValueError):
-    """A cursor that no page of this listing gave out."""
+    """A cursor that no page of this listing gave out, or one of another sort."""
 
 
-def encode_cursor(job: JobRecord) -> str:
-    """The cursor just past ``job`` in either direction."""
-    text = f"{job.received_at.isoformat()}|{job.id}"
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+@dataclass(frozen=True)
+class SortKey:
+    """How a sort orders jobs: by ``columns`` (SQL on ``background_jobs j``, written
+    here, never taken from a request), then received_at and id, which make every
+    position unique. ``only`` is the condition a job needs to have the key (a run time
+    needs a start and an end)."""
+
+    columns: tuple[LiteralString, ...]
+    types: tuple[LiteralString, ...]
+    only: LiteralString = "true"
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """A cursor's received_at and id; :class:`BadCursor` if it is not one."""
+# Each key is served by an index that walks it in order (sql/migrations/0008 and 0011
+# say which), so a page costs the same at any depth; see docs/operators.md.
+SORTS: dict[str, SortKey] = {
+    "received": SortKey(("j.received_at", "j.id"), ("timestamptz", "uuid")),
+    "state": SortKey(("j.state", "j.received_at", "j.id"), ("text", "timestamptz", "uuid")),
+    "kind": SortKey(("j.kind", "j.received_at", "j.id"), ("text", "timestamptz", "uuid")),
+    "queue": SortKey(("j.queue", "j.received_at", "j.id"), ("text", "timestamptz", "uuid")),
+    "run_time": SortKey(
+        ("(j.finished_at - j.started_at)", "j.received_at", "j.id"),
+        ("interval", "timestamptz", "uuid"),
+        "j.finished_at IS NOT NULL AND j.started_at IS NOT NULL",
+    ),
+}
+"""The orders a page can be read in: newest first (``received``), or by state, kind,
+queue or run time (jobs that ran to an end only), each either way."""
+
+
+@dataclass(frozen=True)
+class Sort:
+    """A page's order: a key of :data:`SORTS`, descending or ascending. Ties are broken
+    by received_at and id in the same direction (by kind ascending: kinds A to Z, each
+    kind's jobs oldest first; descending: Z to A, newest first)."""
+
+    key: str = "received"
+    descending: bool = True
+
+    def __post_init__(self) -> None:
+        if self.key not in SORTS:
+            raise ValueError(f"unknown sort {self.key!r}; sorts are {', '.join(SORTS)}")
+
+    @property
+    def name(self) -> str:
+        """``kind`` ascending, ``-kind`` descending, as the API's ``sort`` takes it."""
+        return f"-{self.key}" if self.descending else self.key
+
+    @classmethod
+    def parse(cls, text: str) -> Sort:
+        """``-run_time`` is run time descending; ValueError for an unknown key."""
+        return cls(text.removeprefix("-"), text.startswith("-"))
+
+
+NEWEST_FIRST = Sort()
+
+
+def _sort_values(job: JobRecord, sort: Sort) -> list[Any]:
+    if sort.key == "received":
+        return []
+    if sort.key == "run_time":
+        assert job.finished_at is not None and job.started_at is not None
+        return [(job.finished_at - job.started_at).total_seconds()]
+    return [getattr(job, sort.key)]
+
+
+def encode_cursor(job: JobRecord, sort: Sort = NEWEST_FIRST) -> str:
+    """The cursor just past ``job`` in either direction of ``sort``."""
+    values = [sort.name, *_sort_values(job, sort), job.received_at.isoformat(), str(job.id)]
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: Sort = NEWEST_FIRST) -> list[Any]:
+    """A cursor's values (the sort key's, received_at and id) as query parameters;
+    :class:`BadCursor` if it is not one, or not one of ``sort``."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, job_id = text.split("|")
+        name, *values = json.loads(text)
+        key_values, at, job_id = values[:-2], values[-2], values[-1]
         received_at = datetime.fromisoformat(at)
-        if received_at.tzinfo is None:
-            raise ValueError("no time zone")
-        return received_at, uuid.UUID(job_id)
-    except (ValueError, UnicodeDecodeError, binascii.Error):
+        if received_at.tzinfo is None or len(key_values) > 1:
+            raise ValueError("not a cursor")
+        if name.removeprefix("-") == "run_time":
+            key_values = [timedelta(seconds=float(key_values[0]))]
+        elif key_values and not isinstance(key_values[0], str):
+            raise ValueError("not a text key")
+        decoded = [*key_values, received_at, uuid.UUID(job_id)]
+    except (ValueError, TypeError, IndexError, UnicodeDecodeError, binascii.Error, AttributeError):
         raise BadCursor(f"{cursor[:40]!r} is not a cursor this list gave out") from None
+    if name != sort.name or len(decoded) != len(SORTS[sort.key].types):
+        raise BadCursor(f"this cursor is of the sort {name!r}, not {sort.name!r}")
+    return decoded
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page of jobs, newest first, with the cursors of the pages on either side
-    (None: there is none; ``newer`` None means this is the newest page)."""
+    """One page of jobs in the sort's order, with the cursors of the pages on either
+    side (None: there is none). ``older`` is the next page along the order (for the
+    default sort, newest first, older jobs) and ``newer`` the one before it; ``newer``
+    None means this is the first page."""
 
     jobs: list[JobRecord]
     older: str | None
@@ -81,9 +169,34 @@ class StateCounts:
         return sum(self.counts.values())
 
 
+@cache
+def _page_query(sort: Sort, forward: bool, from_cursor: bool) -> sql.Composed:
+    """The page query of ``sort``, read along it (``forward``) or back from a cursor."""
+    key = SORTS[sort.key]
+    descending = sort.descending == forward
+    columns = [sql.SQL(column) for column in key.columns]  # constants of SORTS
+    direction = sql.SQL(" DESC" if descending else "")
+    cursor = sql.SQL("true")
+    if from_cursor:
+        values = sql.SQL(", ").join(
+            sql.SQL("{}::{}").format(sql.Placeholder(f"k{n}"), sql.SQL(kind))
+            for n, kind in enumerate(key.types)
+        )
+        compare = sql.SQL("<" if descending else ">")
+        cursor = sql.SQL("({}) {} ({})").format(sql.SQL(", ").join(columns), compare, values)
+    template = sql.SQL(query("page", LISTING_QUERIES))
+    return template.format(
+        columns=job_columns(),
+        selection=job_selection(),
+        only=sql.SQL(key.only),
+        cursor=cursor,
+        order=sql.SQL(", ").join(column + direction for column in columns),
+    )
+
+
 def _page_params(
-    where: JobFilter | None, after: str | None, before: str | None, limit: int
-) -> tuple[str, dict[str, Any]]:
+    where: JobFilter | None, sort: Sort, after: str | None, before: str | None, limit: int
+) -> tuple[sql.Composed, dict[str, Any]]:
     if after and before:
         raise BadCursor("give after or before, not both")
     if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -91,30 +204,28 @@ def _page_params(
     selection = where or JobFilter()
     one_state = selection.states[0] if len(selection.states) == 1 else None
     cursor = after or before
-    at, job_id = decode_cursor(cursor) if cursor else (None, None)
-    params = selection.params() | {
-        "state": one_state,
-        "cursor_at": at,
-        "cursor_id": job_id,
-        "limit": limit,
-    }
-    return ("page_newer" if before else "page_older"), params
+    values = decode_cursor(cursor, sort) if cursor else []
+    params = selection.params() | {"state": one_state, "limit": limit}
+    params |= {f"k{n}": value for n, value in enumerate(values)}
+    return _page_query(sort, before is None, cursor is not None), params
 
 
-def _page(rows: list[JobRecord], limit: int, *, newer_first: bool, from_cursor: bool) -> Page:
+def _page(
+    rows: list[JobRecord], limit: int, sort: Sort, *, forward: bool, from_cursor: bool
+) -> Page:
     more = len(rows) > limit
     rows = rows[:limit]
-    if not newer_first:  # read oldest first, going towards the newest
+    if not forward:  # read back from the cursor: turn it round
         rows.reverse()
-        newer_beyond, older_beyond = more, True
+        before_beyond, after_beyond = more, True
     else:
-        newer_beyond, older_beyond = from_cursor, more
+        before_beyond, after_beyond = from_cursor, more
     if not rows:
         return Page([], None, None)
     return Page(
         rows,
-        older=encode_cursor(rows[-1]) if older_beyond else None,
-        newer=encode_cursor(rows[0]) if newer_beyond else None,
+        older=encode_cursor(rows[-1], sort) if after_beyond else None,
+        newer=encode_cursor(rows[0], sort) if before_beyond else None,
     )
 
 
@@ -122,32 +233,35 @@ def page(
     conn: AnyConnection,
     where: JobFilter | None = None,
     *,
+    sort: Sort = NEWEST_FIRST,
     after: str | None = None,
     before: str | None = None,
     limit: int = PAGE_SIZE,
 ) -> Page:
-    """The newest ``limit`` jobs matching ``where``; with ``after``, those older than
-    that cursor; with ``before``, those newer than it."""
-    name, params = _page_params(where, after, before, limit)
+    """The first ``limit`` jobs matching ``where`` in the order of ``sort`` (newest
+    first unless it says otherwise); with ``after``, those past that cursor; with
+    ``before``, those before it."""
+    statement, params = _page_params(where, sort, after, before, limit)
     with conn.cursor(row_factory=class_row(JobRecord)) as cur:
-        rows = cur.execute(job_query(name, LISTING_QUERIES), params).fetchall()
-    return _page(rows, limit, newer_first=before is None, from_cursor=after is not None)
+        rows = cur.execute(statement, params).fetchall()
+    return _page(rows, limit, sort, forward=before is None, from_cursor=after is not None)
 
 
 async def page_async(
     conn: AnyAsyncConnection,
     where: JobFilter | None = None,
     *,
+    sort: Sort = NEWEST_FIRST,
     after: str | None = None,
     before: str | None = None,
     limit: int = PAGE_SIZE,
 ) -> Page:
     """:func:`page` for an asyncio connection."""
-    name, params = _page_params(where, after, before, limit)
+    statement, params = _page_params(where, sort, after, before, limit)
     async with conn.cursor(row_factory=class_row(JobRecord)) as cur:
-        await cur.execute(job_query(name, LISTING_QUERIES), params)
+        await cur.execute(statement, params)
         rows = await cur.fetchall()
-    return _page(rows, limit, newer_first=before is None, from_cursor=after is not None)
+    return _page(rows, limit, sort, forward=before is None, from_cursor=after is not None)
 
 
 def _count_params(where: JobFilter | None, cap: int) -> dict[str, Any]:
@@ -195,8 +309,12 @@ async def count_states_async(
 
 __all__ = [
     "COUNT_EXACT_UP_TO",
+    "NEWEST_FIRST",
+    "SORTS",
     "BadCursor",
     "Page",
+    "Sort",
+    "SortKey",
     "StateCounts",
     "count_states",
     "count_states_async",

@@ -289,9 +289,19 @@ def job_query(name: str, filename: str = OPERATIONS_QUERIES) -> sql.Composed:
     """The query ``name`` of ``sql/filename``, a template whose ``{selection}`` is the
     :class:`JobFilter` condition on ``background_jobs j`` and ``{columns}`` the columns
     of :class:`JobRecord`."""
-    columns = sql.SQL(", ").join(sql.Identifier("j", field.name) for field in fields(JobRecord))
     template = query(name, filename)
-    return sql.SQL(template).format(selection=sql.SQL(_q("job_selection")), columns=columns)
+    return sql.SQL(template).format(selection=job_selection(), columns=job_columns())
+
+
+def job_columns() -> sql.Composed:
+    """The columns of :class:`JobRecord` on ``background_jobs j``."""
+    return sql.SQL(", ").join(sql.Identifier("j", field.name) for field in fields(JobRecord))
+
+
+def job_selection() -> sql.SQL:
+    """The :class:`JobFilter` condition on ``background_jobs j`` (its parameters are
+    :meth:`JobFilter.params`)."""
+    return sql.SQL(_q("job_selection"))
 
 
 def _composed(name: str) -> sql.Composed:

@@ -82,3 +82,72 @@ def test_a_forged_cursor_is_refused(conn: Conn) -> None:
         listing.page(conn, after="bm90IGEgY3Vyc29y")
     with pytest.raises(listing.BadCursor, match="not both"):
         listing.page(conn, after="x", before="y")
+
+
+def mixed_jobs(conn: Conn) -> list[uuid.UUID]:
+    """Nine jobs of three kinds, three queues and several states, received a second
+    apart; the finished ones ran for different times (and two tie on run time)."""
+    made = []
+    for n in range(9):
+        state = ["completed", "failed", "queued"][n % 3]
+        made.append(make_job(conn, state, f"kind-{n % 3}", queue=f"queue-{(n * 2) % 3}"))
+    conn.execute(
+        "UPDATE background_jobs SET received_at = now() - make_interval(secs => 100 - n),"
+        " started_at = CASE WHEN finished_at IS NOT NULL THEN now() - interval '1 hour' END,"
+        " finished_at = CASE WHEN finished_at IS NOT NULL"
+        "   THEN now() - interval '1 hour' + make_interval(secs => n %% 4) END"
+        " FROM unnest(%s::uuid[]) WITH ORDINALITY AS o (id, n) WHERE background_jobs.id = o.id",
+        (made,),
+    )
+    return made
+
+
+def walk(conn: Conn, sort: listing.Sort, where: JobFilter | None = None) -> list[uuid.UUID]:
+    """Every job of the sort, page by page (two a page), and the walk back agrees."""
+    pages = [listing.page(conn, where, sort=sort, limit=2)]
+    while pages[-1].older:
+        pages.append(listing.page(conn, where, sort=sort, after=pages[-1].older, limit=2))
+    forward = [job.id for p in pages for job in p.jobs]
+    back = [pages[-1]]
+    while back[-1].newer:
+        back.append(listing.page(conn, where, sort=sort, before=back[-1].newer, limit=2))
+    assert [job.id for p in reversed(back) for job in p.jobs] == forward
+    assert back[-1].newer is None
+    return forward
+
+
+@pytest.mark.parametrize("key", ["received", "state", "kind", "queue", "run_time"])
+@pytest.mark.parametrize("descending", [True, False])
+def test_every_sort_walks_every_job_in_its_order_both_ways(
+    conn: Conn, key: str, descending: bool
+) -> None:
+    mixed_jobs(conn)
+    sort = listing.Sort(key, descending)
+    jobs = {j.id: j for j in listing.page(conn, limit=100).jobs}
+
+    def order(job: Any) -> tuple[Any, ...]:
+        tie = (job.received_at, job.id)
+        if key == "received":
+            return tie
+        if key == "run_time":
+            return (job.finished_at - job.started_at, *tie)
+        return (getattr(job, key), *tie)
+
+    ran = [j for j in jobs.values() if key != "run_time" or j.finished_at and j.started_at]
+    expected = [j.id for j in sorted(ran, key=order, reverse=descending)]
+    assert walk(conn, sort) == expected
+    assert len(expected) == (6 if key == "run_time" else 9)
+    failed = walk(conn, sort, JobFilter(states=["failed"]))
+    assert failed == [i for i in expected if jobs[i].state == "failed"]
+
+
+def test_a_cursor_of_another_sort_is_refused(conn: Conn) -> None:
+    mixed_jobs(conn)
+    by_kind = listing.page(conn, sort=listing.Sort("kind", False), limit=2)
+    assert by_kind.older
+    with pytest.raises(listing.BadCursor, match="of the sort 'kind', not '-queue'"):
+        listing.page(conn, sort=listing.Sort.parse("-queue"), after=by_kind.older)
+    with pytest.raises(listing.BadCursor, match="of the sort 'kind', not '-received'"):
+        listing.page(conn, after=by_kind.older)
+    with pytest.raises(ValueError, match="unknown sort 'size'"):
+        listing.Sort.parse("-size")

@@ -1,26 +1,20 @@
 -- Pages and counts of jobs at any table size (errands.listing), by name. {selection}
 -- and {columns} are filled as in operations.sql. Values are always parameters.
 
--- name: page_older
--- The next page going back in time from a cursor (none: the newest page), on
--- background_jobs_received_idx, or background_jobs_state_received_idx when one state is
--- chosen (the equality lets the planner walk it in order). One row more than a page
--- says whether there is a page after it.
+-- name: page
+-- One page in a sort's order (errands.listing.SORTS fills {order}, and {cursor}: the
+-- row comparison with the last job seen, in the sort's direction; {only}: the jobs the
+-- sort's key exists for). Each order is the order of an index, so the planner walks it
+-- from the cursor and stops at LIMIT: newest first on background_jobs_received_idx, by
+-- state on background_jobs_state_received_idx (also when one state is chosen: the
+-- equality lets it walk that state's part in order), by kind, queue or run time on
+-- 0011's indexes. One row more than a page says whether there is a page after it.
 SELECT {columns} FROM background_jobs j
 WHERE {selection}
+  AND {only}
   AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-  AND (%(cursor_at)s::timestamptz IS NULL
-       OR (j.received_at, j.id) < (%(cursor_at)s::timestamptz, %(cursor_id)s::uuid))
-ORDER BY j.received_at DESC, j.id DESC
-LIMIT %(limit)s + 1
-
--- name: page_newer
--- The page before a cursor (newer jobs), read oldest first; the caller turns it round.
-SELECT {columns} FROM background_jobs j
-WHERE {selection}
-  AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-  AND (j.received_at, j.id) > (%(cursor_at)s::timestamptz, %(cursor_id)s::uuid)
-ORDER BY j.received_at, j.id
+  AND {cursor}
+ORDER BY {order}
 LIMIT %(limit)s + 1
 
 -- name: count_states

@@ -13,14 +13,14 @@ for anyone else)::
     POST /v1/admin/jobs/{action}     retry, cancel, delete or reschedule jobs by id and/or
                                      filter (a read-only operator: 403)
     GET  /v1/admin/workers           every registered worker and the jobs it runs now
-    GET  /v1/admin/charts            job_events over the last hour, day or week
+    GET  /v1/admin/charts            job_events over the last hour, day or week, split
+                                     by kind or queue (errands.charts' rollups)
     GET  /v1/admin/queues, POST /v1/admin/queues/{name}/{pause|resume}
                                      (errands.sync.console_queues)
 
 The page reads one page of jobs from here, and follows the jobs on it live through the
 operator's shapes (``/v1/shapes/background_jobs/stream``), like any client. The actions
-and reads are :mod:`errands.operations` and :mod:`errands.listing`; only the charts' SQL
-is the console's own (``sql/console.sql``).
+and reads are :mod:`errands.operations`, :mod:`errands.listing` and :mod:`errands.charts`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from psycopg.rows import class_row, dict_row
+from psycopg.rows import class_row
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
+from errands import charts as charts_
 from errands import listing, operations
 from errands.jobs import STATES
 from errands.protocol import MAX_KIND_LENGTH, ErrorResponse
@@ -300,18 +301,27 @@ async def me(operator: Reader) -> Me:
     return Me(user=operator.name, read_only=operator.caller.read_only)
 
 
-class ListQuery(Selection):
-    """A page of the list: the filter, and a cursor from an earlier page's ``older``
-    (``after``) or ``newer`` (``before``)."""
+SortName = Literal[
+    "-received", "received", "state", "-state", "kind", "-kind", "queue", "-queue",
+    "run_time", "-run_time",
+]
 
+
+class ListQuery(Selection):
+    """A page of the list: the filter, the order (``sort``: a key, ``-`` first for
+    descending; newest first by default), and a cursor from an earlier page's ``older``
+    (``after``) or ``newer`` (``before``) in the same order."""
+
+    sort: SortName = "-received"
     after: Annotated[str, Field(max_length=200)] | None = None
     before: Annotated[str, Field(max_length=200)] | None = None
     limit: Annotated[int, Field(ge=1, le=listing.MAX_PAGE_SIZE)] = listing.PAGE_SIZE
 
 
 class JobPage(BaseModel):
-    """Jobs newest first (by when the server received them), and the cursors of the
-    pages beside this one (null: none)."""
+    """Jobs in the order asked for (newest first by default, by when the server received
+    them), and the cursors of the pages beside this one (null: none): ``older`` the next
+    page along the order, ``newer`` the one before."""
 
     jobs: list[operations.JobRecord]
     older: str | None
@@ -331,13 +341,16 @@ class Counts(BaseModel):
 
 @router.get(f"{ADMIN}/jobs", response_model=JobPage, responses=_ERRORS)
 async def jobs(pool: OperatorPool, params: Annotated[ListQuery, Query()]) -> JobPage:
-    """One page of jobs matching the filter, newest first, read on an index from a
-    keyset cursor: every page costs the same, however many jobs there are."""
+    """One page of jobs matching the filter, newest first or in the order ``sort``
+    names (state, kind, queue or run time; run time lists the jobs that ran to an end),
+    from a keyset cursor: a page never skips or repeats a job however the table
+    changes, and one costs the same at any depth (docs/operators.md has the figures)."""
     try:
         async with pool.connection() as conn:
             found = await listing.page_async(
                 conn,
                 params.job_filter(),
+                sort=listing.Sort.parse(params.sort),
                 after=params.after,
                 before=params.before,
                 limit=params.limit,
@@ -396,9 +409,10 @@ async def workers(pool: OperatorPool) -> Workers:
 
 
 class ChartMinute(BaseModel):
-    """One minute: jobs that ended (by how; ``retried`` attempts went back to the
-    queue), jobs queued at its end, and the p50/p95/p99 pickup latency and run time in
-    seconds of the attempts that started / ended in it (null: none did)."""
+    """One bucket (a minute unless asked otherwise): jobs that ended (by how;
+    ``retried`` attempts went back to the queue), jobs queued at its end, and the
+    p50/p95/p99 pickup latency and run time in seconds of the attempts that started /
+    ended in it (null: none did), read from log-scale histograms (within 19%)."""
 
     minute: datetime
     completed: int
@@ -412,6 +426,16 @@ class ChartMinute(BaseModel):
     run_seconds: list[float] | None
 
 
+class GroupMinute(BaseModel):
+    """One kind's or queue's share of a bucket."""
+
+    completed: int
+    failed: int
+    cancelled: int
+    retried: int
+    queued: int
+
+
 class ChartTotals(BaseModel):
     """The pickup latency and run time percentiles (p50, p95, p99) over the window."""
 
@@ -422,28 +446,80 @@ class ChartTotals(BaseModel):
 
 
 class Charts(BaseModel):
-    """The last ``minutes`` minutes, oldest first, and totals over all of them."""
+    """The window's buckets, oldest first, totals over all of them, and with ``split``
+    each kind's or queue's share of every bucket (``groups``, by name)."""
 
     minutes: list[ChartMinute]
     totals: ChartTotals
+    split: Literal["kind", "queue"] | None = None
+    groups: dict[str, list[GroupMinute]] = Field(default_factory=dict)
+
+
+def _chart_minute(bucket: charts_.Bucket) -> ChartMinute:
+    return ChartMinute(
+        minute=bucket.minute,
+        completed=bucket.completed,
+        failed=bucket.failed,
+        cancelled=bucket.cancelled,
+        retried=bucket.retried,
+        queued=bucket.queued,
+        pickups=sum(bucket.pickups),
+        pickup_seconds=charts_.histogram_percentiles(bucket.pickups),
+        runs=sum(bucket.runs),
+        run_seconds=charts_.histogram_percentiles(bucket.runs),
+    )
 
 
 @router.get(f"{ADMIN}/charts", response_model=Charts, responses=_ERRORS)
 async def charts(
-    pool: OperatorPool,
+    operator: Reader,
     minutes: Annotated[int, Query(ge=1, le=MAX_CHART_MINUTES)] = CHART_MINUTES,
     bucket: Annotated[int, Query(ge=60, le=24 * 3600, description="seconds a bar covers")] = 60,
+    split: Annotated[
+        Literal["kind", "queue"] | None, Query(description="each kind's or queue's share")
+    ] = None,
+    kind: Annotated[Name | None, Query(description="only this kind's jobs")] = None,
+    queue: Annotated[Name | None, Query(description="only this queue's jobs")] = None,
 ) -> Charts:
     """Jobs finished per bucket (a minute unless ``bucket`` says otherwise) by state,
-    queue depth, pickup latency and run time percentiles, computed in SQL from
-    ``job_events``: the last hour per minute, a day per 15 minutes, a week per hour."""
-    if minutes * 60 % bucket or minutes * 60 // bucket > MAX_CHART_BUCKETS:
+    queue depth, pickup latency and run time percentiles, from per-minute rollups of
+    ``job_events`` (errands.charts): the last hour per minute, a day per 15 minutes, a
+    week per hour, in tens of milliseconds at any table size."""
+    if bucket % 60 or minutes * 60 % bucket or minutes * 60 // bucket > MAX_CHART_BUCKETS:
         raise BadRequest(
-            f"minutes * 60 must be a multiple of bucket, into at most {MAX_CHART_BUCKETS} "
-            "buckets (e.g. minutes=10080&bucket=3600 for a week per hour)"
+            f"bucket must be whole minutes, and minutes * 60 a multiple of it, into at most "
+            f"{MAX_CHART_BUCKETS} buckets (e.g. minutes=10080&bucket=3600 for a week per hour)"
         )
-    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
-        await cursor.execute(_query("charts"), {"minutes": minutes, "bucket": bucket})
-        result = await cursor.fetchall()
-    totals = result.pop()  # the row of the whole window comes last
-    return Charts(minutes=[ChartMinute(**row) for row in result], totals=ChartTotals(**totals))
+    async with operator.writing() as conn:
+        # The rollups are the service's bookkeeping, not a change of any job: a
+        # read-only operator's chart brings them up to date too.
+        await charts_.roll_up_async(conn)
+        chart = await charts_.read_async(
+            conn, minutes, bucket, split=split, kind=kind, queue=queue
+        )
+    every = chart.buckets
+    pickups = [sum(n) for n in zip(*(b.pickups for b in every), strict=True)]
+    runs = [sum(n) for n in zip(*(b.runs for b in every), strict=True)]
+    return Charts(
+        minutes=[_chart_minute(b) for b in every],
+        totals=ChartTotals(
+            pickups=sum(pickups),
+            pickup_seconds=charts_.histogram_percentiles(pickups),
+            runs=sum(runs),
+            run_seconds=charts_.histogram_percentiles(runs),
+        ),
+        split=split,
+        groups={
+            name: [
+                GroupMinute(
+                    completed=b.completed,
+                    failed=b.failed,
+                    cancelled=b.cancelled,
+                    retried=b.retried,
+                    queued=b.queued,
+                )
+                for b in buckets
+            ]
+            for name, buckets in sorted(chart.groups.items())
+        },
+    )

@@ -14,6 +14,11 @@ const RELATIVE_TIMES_MS = 15_000;
 const COUNTS_EVERY_MS = 1_000;
 const RANGES = { "15m": 15 * 60, "1h": 3600, "24h": 86400, "7d": 7 * 86400, all: null };
 export const DEFAULT_RANGE = "24h";
+// The list's orders (GET /v1/admin/jobs?sort=): "-" first is descending. A header's
+// first click gives its first order here, the next click the other way round.
+export const DEFAULT_SORT = "-received";
+const FIRST_ORDER = { received: "-received", state: "state", kind: "kind", queue: "queue", run_time: "-run_time" };
+const sortOf = (text) => (text && text.replace(/^-/, "") in FIRST_ORDER ? text : DEFAULT_SORT);
 
 /** A datetime-local value (the viewer's time zone) as an ISO timestamp. */
 const localToIso = (value) => (value ? new Date(value).toISOString() : null);
@@ -60,8 +65,9 @@ export function selectionOf(params, now = Date.now()) {
     for (const value of [values].flat()) if (value) query.append(name, value);
   }
   const cursor = { after: text("after"), before: text("before") };
-  const key = JSON.stringify([kind, queue, owner, state, search, range, text("from"), text("to")]);
-  return { key, state, range, kind, queue, owner, search, since, until, where, filter, query, cursor };
+  const sort = sortOf(text("sort"));
+  const key = JSON.stringify([kind, queue, owner, state, search, range, text("from"), text("to"), sort]);
+  return { key, state, range, kind, queue, owner, search, since, until, where, filter, query, cursor, sort };
 }
 
 /** The cells of a job's row, made once; `update` fills them from the row's latest state. */
@@ -155,6 +161,8 @@ export class JobsView {
       button.addEventListener("click", () => this.bulk(action));
       this.buttons[action] = button;
     }
+    this.sorts = [...root.querySelectorAll("button.sort")];
+    for (const button of this.sorts) button.addEventListener("click", () => this.sortBy(button.dataset.sort));
     this.all = root.querySelector("#select-page");
     this.all.addEventListener("change", () => this.choosePage(this.all.checked));
     root.querySelector("#page-newer").addEventListener("click", () => this.turn("before", this.page && this.page.newer));
@@ -225,6 +233,15 @@ export class JobsView {
     this.navigate({ after: direction === "after" ? cursor : null, before: direction === "before" ? cursor : null });
   }
 
+  /** Order the list by a column: its first order, or the other way round if it is the
+   * column the list is ordered by now. The first page of that order is read. */
+  sortBy(column) {
+    const now = this.selection ? this.selection.sort : DEFAULT_SORT;
+    let sort = FIRST_ORDER[column];
+    if (now.replace(/^-/, "") === column) sort = now.startsWith("-") ? column : `-${column}`;
+    this.navigate({ sort: sort === DEFAULT_SORT ? null : sort, after: null, before: null });
+  }
+
   filterChanged(event) {
     const target = event.target;
     if (!target.name) return;
@@ -246,6 +263,11 @@ export class JobsView {
     for (const [state, { chip }] of Object.entries(this.chips)) {
       setAttr(chip, "aria-pressed", String((this.selection.state || "") === state));
     }
+    const sort = this.selection.sort;
+    for (const button of this.sorts) {
+      const on = sort.replace(/^-/, "") === button.dataset.sort;
+      setAttr(button.parentElement, "aria-sort", on ? (sort.startsWith("-") ? "descending" : "ascending") : "none");
+    }
   }
 
   /** Read the page and the counts the address asks for, then follow the page live. */
@@ -257,6 +279,7 @@ export class JobsView {
     const { query, cursor } = this.selection;
     const pageQuery = new URLSearchParams(query);
     pageQuery.set("limit", String(PAGE_SIZE));
+    if (this.selection.sort !== DEFAULT_SORT) pageQuery.set("sort", this.selection.sort);
     if (cursor.after) pageQuery.set("after", cursor.after);
     if (cursor.before) pageQuery.set("before", cursor.before);
     let page;
@@ -308,7 +331,9 @@ export class JobsView {
     for (const shape of this.shapes) shape.close();
     this.shapes = [];
     const common = { onStatus: this.onStatus, onAuthError: this.onAuthError };
-    const newest = !this.selection.cursor.after && !this.selection.cursor.before;
+    // New jobs go on top only of the first page newest first; in another order they
+    // would belong anywhere, so that page follows only the rows it shows.
+    const newest = !this.selection.cursor.after && !this.selection.cursor.before && this.selection.sort === DEFAULT_SORT;
     if (newest && !this.selection.search) {
       const top = this.order.length ? this.rows.get(this.order[0]).job.received_at : new Date().toISOString();
       const where = [...this.selection.where, { column: "received_at", op: "gte", value: top }];
@@ -342,7 +367,7 @@ export class JobsView {
         moved = true;
       }
     }
-    if (moved) this.order.sort((a, b) => this.newestFirst(a, b));
+    if (moved && this.selection.sort === DEFAULT_SORT) this.order.sort((a, b) => this.newestFirst(a, b));
     const overflow = this.order.length > PAGE_SIZE;
     while (this.order.length > PAGE_SIZE) this.rows.delete(this.order.pop());
     this.scheduleDraw(moved);
