@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from cronsim import CronSim, CronSimError
 
+from errands.connector import connector
 from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.queries import query
@@ -138,7 +139,7 @@ async def run_schedules(
     cursors: dict[str, datetime] = {}  # per schedule: every tick up to here is settled
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            async with await connector().connect_async(database_url, autocommit=True) as conn:
                 if not cursors:
                     recorded = await last_ticks(conn, schedules)
                     started = clock()

@@ -31,6 +31,7 @@ from psycopg import AsyncConnection, IsolationLevel
 from pydantic import BaseModel
 
 from errands import __version__
+from errands.connector import connector
 from errands.exceptions import ConfigurationError
 from errands.metrics import instrument
 from errands.migrations import pending
@@ -216,7 +217,8 @@ async def _start(database_url: str, auth: Authenticator, settings: ServiceSettin
     if missing:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
         raise ConfigurationError(f"the database is not migrated ({names}); run errands migrate")
-    pool = DatabasePool(
+    pool = connector().pool(
+        DatabasePool,
         database_url,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,

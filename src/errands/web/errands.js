@@ -30,6 +30,8 @@ import {
 import { Replica } from "./replica.js";
 import { Session, sleep } from "./session.js";
 
+export { LiveShape } from "./session.js";
+
 export {
   ErrandsError,
   InvalidKind,
