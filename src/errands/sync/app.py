@@ -55,7 +55,7 @@ from errands.sync.errors import ERROR_RESPONSES, Forbidden, Unavailable, install
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
 from errands.sync.kinds import ClientKinds
-from errands.sync.limits import FairShare, Limits
+from errands.sync.limits import ROUTE_HEADER, FairShare, Limits, route_key
 from errands.sync.mutations import Door, apply_batch
 from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
 from errands.sync.web import allow_origins, web_router
@@ -316,8 +316,10 @@ def _routes(app: FastAPI) -> None:
     @app.get(f"{PREFIX}/me", response_model=WhoAmI, responses=_ERRORS)
     async def me(service: ServiceDep, caller: CallerDep, response: Response) -> WhoAmI:
         """Who the service takes the caller to be, and the database's generation. The
-        X-Errands-Segment header names the caller's HTTP cache segment (docs/deploy.md)."""
+        X-Errands-Segment header names the caller's HTTP cache segment, X-Errands-Route
+        the key a proxy keeps each user on one process by (docs/deploy.md)."""
         response.headers[SEGMENT_HEADER] = cache_segment(caller)
+        response.headers[ROUTE_HEADER] = route_key(caller)
         return WhoAmI(user=caller.user, operator=caller.operator, generation=service.generation)
 
     @app.get(f"{PREFIX}/shapes/{{table}}", response_model=ShapeResponse, responses=_SHAPE_ERRORS)
