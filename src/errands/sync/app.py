@@ -31,6 +31,7 @@ from psycopg import AsyncConnection, IsolationLevel
 from pydantic import BaseModel
 
 from errands import __version__
+from errands.connector import connector
 from errands.exceptions import ConfigurationError
 from errands.metrics import instrument
 from errands.migrations import pending
@@ -54,7 +55,7 @@ from errands.sync.errors import ERROR_RESPONSES, Forbidden, Unavailable, install
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
 from errands.sync.kinds import ClientKinds
-from errands.sync.limits import FairShare, Limits
+from errands.sync.limits import ROUTE_HEADER, FairShare, Limits, route_key
 from errands.sync.mutations import Door, apply_batch
 from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
 from errands.sync.web import allow_origins, web_router
@@ -216,7 +217,8 @@ async def _start(database_url: str, auth: Authenticator, settings: ServiceSettin
     if missing:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
         raise ConfigurationError(f"the database is not migrated ({names}); run errands migrate")
-    pool = DatabasePool(
+    pool = connector().pool(
+        DatabasePool,
         database_url,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
@@ -314,8 +316,10 @@ def _routes(app: FastAPI) -> None:
     @app.get(f"{PREFIX}/me", response_model=WhoAmI, responses=_ERRORS)
     async def me(service: ServiceDep, caller: CallerDep, response: Response) -> WhoAmI:
         """Who the service takes the caller to be, and the database's generation. The
-        X-Errands-Segment header names the caller's HTTP cache segment (docs/deploy.md)."""
+        X-Errands-Segment header names the caller's HTTP cache segment, X-Errands-Route
+        the key a proxy keeps each user on one process by (docs/deploy.md)."""
         response.headers[SEGMENT_HEADER] = cache_segment(caller)
+        response.headers[ROUTE_HEADER] = route_key(caller)
         return WhoAmI(user=caller.user, operator=caller.operator, generation=service.generation)
 
     @app.get(f"{PREFIX}/shapes/{{table}}", response_model=ShapeResponse, responses=_SHAPE_ERRORS)

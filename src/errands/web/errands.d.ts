@@ -127,6 +127,44 @@ export class Client {
   clearLocalData(): Promise<void>;
 }
 
+/** One shape filter: `{column, op, value}` (the service's shape filters). */
+export interface ShapeFilter {
+  column: string;
+  op: string;
+  value: unknown;
+}
+
+export interface LiveShapeOptions {
+  /** The service's base URL (its origin, and any path it is served under). */
+  server: string;
+  /** The token, or a function giving the token of each new connection. */
+  token?: string | null | (() => string | null);
+  /** The filters (all must hold); none: every job the token may read. */
+  where?: ShapeFilter[] | null;
+  /** "auto" (server-sent events, long polls where a proxy spoils them) or "long-poll". */
+  live?: "auto" | "long-poll";
+  /** The reconnection backoff, seconds: defaults {base: 0.5, cap: 15}. */
+  backoff?: { base?: number; cap?: number };
+  onBatch?: (upserted: Record<string, unknown>[], deleted: string[]) => void;
+  onChange?: (shape: LiveShape) => void;
+  onStatus?: (status: "connecting" | "live" | "offline") => void;
+  /** The service refused the token (401) or this reader (403): the shape has stopped. */
+  onFatal?: (error: SyncError & { status?: number }) => void;
+}
+
+/** The rows of one filtered shape of the jobs, live, in memory (no replica, no outbox):
+ * the Client's stream, long polls, must-refetch handling and backoff, for a page that
+ * follows a filter of its own (the operator console does). */
+export class LiveShape {
+  constructor(options: LiveShapeOptions);
+  /** The rows by key, as the service last sent them. */
+  readonly rows: Map<string, Record<string, unknown>>;
+  /** Whether the snapshot has been read in full. */
+  readonly upToDate: boolean;
+  readonly closed: boolean;
+  close(): void;
+}
+
 export class ErrandsError extends Error {}
 export class JobNotFound extends ErrandsError {}
 export class InvalidKind extends ErrandsError {}

@@ -30,6 +30,8 @@ import {
 import { Replica } from "./replica.js";
 import { Session, sleep } from "./session.js";
 
+export { LiveShape } from "./session.js";
+
 export {
   ErrandsError,
   InvalidKind,
@@ -46,6 +48,7 @@ export {
   WaitTimeout,
 } from "./model.js";
 
+const REFRESH_MAX_WAIT = 100; // ms: how stale a subscriber may be while writes go on
 const FATAL = [Unauthorized, ReplicaMismatch, ReplicaError]; // retrying cannot fix these: sync stops
 const CLEARED = "the local data was cleared (signed out?): open a new client";
 
@@ -285,6 +288,7 @@ export class Client {
   onTabMessage(message) {
     switch (message.type) {
       case "changed":
+        this.replica?.forgetCounts(); // that tab's write moved them
         this.changed(false);
         break;
       case "enabled":
@@ -322,6 +326,10 @@ export class Client {
   async refresh() {
     await this.ready;
     while (this.dirty && !this.closed) {
+      // Every subscriber's read competes with the next write for the same stores: while
+      // the page writes in a burst, read at most every REFRESH_MAX_WAIT ms.
+      await this.replica.whenIdle(REFRESH_MAX_WAIT);
+      if (this.closed) return;
       this.dirty = false;
       this.counts = await this.replica.counts();
       this.statusChanged();

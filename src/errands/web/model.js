@@ -395,7 +395,13 @@ export function clientAction(status, code) {
 
 /** The error for a failed answer: status, and the body's {"error": {code, message}}. */
 export function errorFor(status, code, message) {
-  switch (clientAction(status, code)) {
+  const error = errorOf(clientAction(status, code), status, code, message);
+  error.status = status; // a page may tell a 403 (not an operator, say) from a 503
+  return error;
+}
+
+function errorOf(action, status, code, message) {
+  switch (action) {
     case "unauthorized":
       return new Unauthorized(`the server refused the token: ${message}`, code);
     case "refused":

@@ -43,6 +43,10 @@ export class Replica {
     this.db = db;
     this.name = name;
     this.onChange = onChange;
+    this.known = null; // the counts, while no other tab has written since
+    this.version = 0; // counts kept or forgotten so far
+    this.writing = 0; // write transactions begun and not yet ended
+    this.idleWaiters = new Set();
   }
 
   /** Open (or create) the replica called `name`; `onChange()` runs after each write.
@@ -79,6 +83,34 @@ export class Replica {
 
   /** Run `body(stores)` in one transaction; resolve with its result once committed. */
   async transaction(names, mode, body) {
+    if (mode !== "readwrite") return this.run(names, mode, body);
+    this.writing += 1;
+    try {
+      return await this.run(names, mode, body);
+    } finally {
+      this.writing -= 1;
+      if (this.writing === 0) for (const waiter of [...this.idleWaiters]) waiter();
+    }
+  }
+
+  /** Resolve once no write is in flight here (looked at one task later, so that a caller
+   * writing in a loop has begun its next write), or after `maxMs` at the latest: the
+   * subscribers' reads wait for a burst of writes to pause rather than slow each write. */
+  whenIdle(maxMs) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(deadline);
+        this.idleWaiters.delete(look);
+        resolve();
+      };
+      const deadline = setTimeout(done, maxMs);
+      const look = () => setTimeout(() => this.writing === 0 && done(), 0);
+      this.idleWaiters.add(look);
+      look();
+    });
+  }
+
+  async run(names, mode, body) {
     const tx = this.db.transaction(names, mode, { durability: mode === "readwrite" ? "strict" : "default" });
     const committed = new Promise((resolve, reject) => {
       tx.oncomplete = resolve;
@@ -97,6 +129,7 @@ export class Replica {
       throw error;
     }
     await committed;
+    if (stores.counts) this.keepCounts(stores.counts);
     if (mode === "readwrite") this.onChange();
     return result;
   }
@@ -163,11 +196,11 @@ export class Replica {
   }
 
   /** Add an outbox entry, written by this client's owner, and count it pending. */
-  async addEntry({ outbox, meta }, jobId, op, values) {
+  async addEntry(stores, jobId, op, values) {
     const entry = { mutationId: uuid7(), jobId, op, values, status: "pending", txid: null, error: null, user: this.owner };
     if (op === "insert") entry.insertKey = [sortKey(values.timestamp), jobId];
-    outbox.add(entry);
-    await bump(meta, { pending: 1 });
+    stores.outbox.add(entry);
+    await bump(stores, { pending: 1 });
   }
 
   /** Follow the server's database into a new generation (restored from a dump): drop the
@@ -179,7 +212,7 @@ export class Replica {
       stores.shapes.clear();
       const acked = await request(stores.outbox.index("status").getAll("acked"));
       for (const entry of acked) stores.outbox.put({ ...entry, status: "pending", txid: null });
-      await bump(stores.meta, { pending: acked.length });
+      await bump(stores, { pending: acked.length });
       stores.meta.put(generation, "generation");
     });
   }
@@ -213,9 +246,26 @@ export class Replica {
     });
   }
 
-  /** How many outbox entries wait for upload, and how many were rejected. */
+  /** How many outbox entries wait for upload, and how many were rejected: as this
+   * replica's last write left them (no transaction), else read once. */
   async counts() {
-    return (await this.meta(COUNTS)) ?? NO_COUNTS;
+    if (this.known) return this.known;
+    const version = this.version;
+    const counts = (await this.meta(COUNTS)) ?? NO_COUNTS;
+    if (version === this.version) this.known = counts; // no write committed meanwhile
+    return counts;
+  }
+
+  /** The counts a committed write of this replica left. */
+  keepCounts(counts) {
+    this.version += 1;
+    this.known = counts;
+  }
+
+  /** Another tab wrote: the counts must be read again. */
+  forgetCounts() {
+    this.version += 1;
+    this.known = null;
   }
 
   // -- the write path --
@@ -233,7 +283,8 @@ export class Replica {
   /** Mark entries acknowledged (with the transaction that applied them) or rejected; settle
    * what the current offset already covers. */
   recordResults(results, txid) {
-    return this.transaction(["outbox", "shapes", "meta"], "readwrite", async ({ outbox, shapes, meta }) => {
+    return this.transaction(["outbox", "shapes", "meta"], "readwrite", async (stores) => {
+      const { outbox, shapes } = stores;
       const entries = await Promise.all(results.map((result) => request(outbox.index("mutation").get(result.id))));
       const change = { pending: 0, rejected: 0 };
       results.forEach((result, index) => {
@@ -248,7 +299,7 @@ export class Replica {
           change.rejected += 1;
         }
       });
-      await bump(meta, change);
+      await bump(stores, change);
       await settle(outbox, (await request(shapes.get(JOBS_TABLE))) ?? START);
     });
   }
@@ -346,11 +397,13 @@ function oldest(index, key, wanted, limit) {
   });
 }
 
-/** Add `change` ({pending, rejected}: differences) to the counts, in the caller's transaction. */
-async function bump(meta, change) {
-  const counts = { ...((await request(meta.get(COUNTS))) ?? NO_COUNTS) };
+/** Add `change` ({pending, rejected}: differences) to the counts, in the caller's
+ * transaction; `stores.counts` holds them for the replica to keep once it commits. */
+async function bump(stores, change) {
+  const counts = { ...((await request(stores.meta.get(COUNTS))) ?? NO_COUNTS) };
   for (const [name, difference] of Object.entries(change)) counts[name] += difference;
-  meta.put(counts, COUNTS);
+  stores.meta.put(counts, COUNTS);
+  stores.counts = Object.freeze(counts);
 }
 
 /** Drop acknowledged entries whose effect the synced rows now contain. */
