@@ -99,20 +99,27 @@ JOB_COLUMNS: tuple[str, ...] = (
     "finished_at",
     "unique_key",
     "traceparent",
+    "waiting_for",
 )
 """The columns of a job row as shapes deliver it (values as JSON: uuid and timestamps
-as strings, ISO 8601 with time zone)."""
+as strings, ISO 8601 with time zone). ``waiting_for`` is how many of the jobs it runs
+after have not ended yet (docs/workflows.md)."""
 
 TIMESTAMP_COLUMNS = ("timestamp", "run_at", "received_at", "started_at", "finished_at")
 """The columns that hold a timestamp (ISO 8601 with time zone on the wire)."""
 JSON_COLUMNS = ("payload", "result", "error")
 """The columns that hold any JSON."""
 
+DEPENDENCY_FIELDS = ("after", "on_failure")
+"""What a client's insert carries besides columns: the jobs the new job runs after (kept
+as edges in ``job_dependencies``, not in the row) and what becomes of it if one of them
+fails or is cancelled (:func:`check_dependencies`)."""
 CLIENT_INSERT_COLUMNS = frozenset(
     {"id", "timestamp", "kind", "payload", "cancelled", "priority", "queue", "run_at"}
-    | {"max_attempts", "unique_key", "traceparent"}
+    | {"max_attempts", "unique_key", "traceparent", *DEPENDENCY_FIELDS}
 )
-"""The columns a client may set when it inserts a job; the server sets the rest."""
+"""The values a client may set when it inserts a job (the columns, and
+:data:`DEPENDENCY_FIELDS`); the server sets the rest."""
 MAX_PRIORITY = 1000
 """A client may ask for a priority from -MAX_PRIORITY to MAX_PRIORITY."""
 MAX_ATTEMPTS = 100
@@ -140,6 +147,20 @@ JOB_OPTION_RULES: dict[str, dict[str, Any]] = {
 (whole numbers, not booleans, in ``min..max``), ``name`` (``min_length..max_length``
 printable characters: what Python's ``str.isprintable`` accepts), ``timestamp``
 (:func:`parse_timestamp`)."""
+
+MAX_DEPENDENCIES = 100
+"""The most jobs one job may run after, as a client submits it (server code is not
+limited): an upload stays small, and a fan-in wider than this is a group's ``then``."""
+DEPENDENCY_RULE: dict[str, Any] = {
+    "after": {"type": "job_ids", "max_items": MAX_DEPENDENCIES},
+    "on_failure": {"type": "choice", "choices": ["cancel", "run"], "default": "cancel"},
+}
+"""A new job's dependencies: ``after`` is a list of 0 to ``max_items`` job ids (UUIDs
+written 8-4-4-4-12 in hex digits, any case; an id named twice counts once), and
+``on_failure`` one of ``choices``. Whether each id is a job of the caller's, and that
+the graph has no cycle, only the service can tell (``unknown_dependency``,
+``dependency_cycle``)."""
+_JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 KIND_RULE: dict[str, Any] = {"type": "text", "min_length": 1, "max_length": MAX_KIND_LENGTH}
 """A job's kind: 1 to MAX_KIND_LENGTH characters, none of them NUL or a lone surrogate."""
@@ -170,6 +191,27 @@ def check_job_options(values: Mapping[str, Any]) -> None:
         value = values.get(name)
         if value is not None:
             _check_option(name, rule, value)
+
+
+def check_dependencies(after: Any, on_failure: Any = None) -> tuple[list[str], str]:
+    """``after`` as an insert carries it (lower-case ids, each once, in the order named)
+    and ``on_failure`` (None: the default), if they follow :data:`DEPENDENCY_RULE`;
+    ``ValueError`` saying why otherwise. Shared by the clients and the service."""
+    rule, choices = DEPENDENCY_RULE["after"], DEPENDENCY_RULE["on_failure"]
+    if on_failure is None:
+        on_failure = choices["default"]
+    if on_failure not in choices["choices"]:
+        raise ValueError(f"on_failure must be one of {choices['choices']}, not {on_failure!r:.80}")
+    if after is None:
+        return [], on_failure
+    if not isinstance(after, list | tuple) or len(after) > rule["max_items"]:
+        raise ValueError(f"after must be a list of at most {rule['max_items']} job ids")
+    ids: dict[str, None] = {}
+    for job_id in after:
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+            raise ValueError(f"after holds {job_id!r:.80}, which is not a job id (a UUID)")
+        ids[job_id.lower()] = None
+    return list(ids), on_failure
 
 
 def _check_option(name: str, rule: Mapping[str, Any], value: Any) -> None:
@@ -214,6 +256,11 @@ class ErrorCode(StrEnum):
     OPERATOR_REQUIRED = "operator_required"
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
+    UNKNOWN_DEPENDENCY = "unknown_dependency"
+    """A job the insert runs after is not one of the caller's (whether it is nobody's
+    or another user's is not said), or comes later in the same upload."""
+    DEPENDENCY_CYCLE = "dependency_cycle"
+    """The jobs of an upload run after one another in a circle (or one after itself)."""
     KIND_NOT_ALLOWED = "kind_not_allowed"
     """Clients may not submit this kind: it is not declared for clients."""
     QUOTA_EXCEEDED = "quota_exceeded"
@@ -559,6 +606,7 @@ def rules() -> dict[str, Any]:
         "unstorable_text": ["NUL", "lone surrogate"],
         "kind": KIND_RULE,
         "job_options": JOB_OPTION_RULES,
+        "dependencies": DEPENDENCY_RULE,
         "job_columns": list(JOB_COLUMNS),
         "timestamp_columns": list(TIMESTAMP_COLUMNS),
         "json_columns": list(JSON_COLUMNS),

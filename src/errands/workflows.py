@@ -158,6 +158,15 @@ def dependencies(conn: psycopg.Connection[Any], job_id: uuid.UUID | str) -> list
         return cur.execute(query("dependencies"), {"id": uuid.UUID(str(job_id))}).fetchall()
 
 
+async def dependencies_async(
+    conn: psycopg.AsyncConnection[Any], job_id: uuid.UUID | str
+) -> list[Dependency]:
+    """:func:`dependencies` for an asyncio connection."""
+    async with conn.cursor(row_factory=class_row(Dependency)) as cur:
+        await cur.execute(query("dependencies"), {"id": uuid.UUID(str(job_id))})
+        return await cur.fetchall()
+
+
 def answer(conn: psycopg.Connection[Any], job_id: uuid.UUID | str, value: Any) -> None:
     """Answer the question pending on a job (``ctx.ask``); the job then runs again and
     ``ctx.ask`` returns ``value``. ValueError if the job has no question waiting for an

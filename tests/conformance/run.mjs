@@ -13,6 +13,7 @@ import {
   checkKind,
   decodeOffset,
   errorFor,
+  jobDependencies,
   jobOptions,
   payloadJson,
 } from "../../src/errands/web/model.js";
@@ -25,6 +26,7 @@ function expand(value) {
   if (value === null || typeof value !== "object") return value;
   const keys = Object.keys(value);
   if (keys.length === 1 && keys[0] === "$repeat") return value.$repeat[0].repeat(value.$repeat[1]);
+  if (keys.length === 1 && keys[0] === "$list") return Array(value.$list[1]).fill(expand(value.$list[0]));
   if (keys.length === 1 && keys[0] === "$nest") {
     let nested = [];
     for (let i = 1; i < value.$nest; i++) nested = [nested];
@@ -60,6 +62,10 @@ const jobs = load("jobs").map(({ name, submit }) =>
   }),
 );
 
+const dependencies = load("dependencies").map(({ name, after, on_failure: onFailure }) =>
+  outcome(name, () => ({ after: jobDependencies(expand(after), onFailure).after ?? [] })),
+);
+
 const offsets = load("offsets").map(({ name, offset }) =>
   outcome(name, () => {
     try {
@@ -84,4 +90,4 @@ function action(status, code) {
 const answers = load("answers").map(({ name, status, code }) => ({ name, action: action(status, code) }));
 const exchanges = load("exchanges").map(({ name, expect }) => ({ name, action: action(expect.status, expect.code) }));
 
-console.log(JSON.stringify({ jobs, offsets, answers, exchanges }));
+console.log(JSON.stringify({ jobs, dependencies, offsets, answers, exchanges }));

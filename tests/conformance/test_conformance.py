@@ -29,6 +29,8 @@ from tests.conftest import create_database, drop_database
 
 Outcome = dict[str, Any]
 JOBS = cases("jobs")
+DEPENDENCIES = cases("dependencies")
+GRAPHS = cases("dependencies", "graphs")
 OFFSETS = cases("offsets")
 ANSWERS = cases("answers")
 FILTERS = cases("filters")
@@ -78,6 +80,22 @@ def python_job(replica: Replica, submit: dict[str, Any]) -> Outcome:
 @pytest.mark.parametrize("case", JOBS, ids=_ids)
 def test_python_client_jobs(replica: Replica, case: dict[str, Any]) -> None:
     check(python_job(replica, expand(case["submit"])), case["expect"])
+
+
+def python_dependencies(replica: Replica, case: dict[str, Any]) -> Outcome:
+    """What the Python client's insert carries for a job after ``case['after']``."""
+    options = {"after": case.get("after"), "on_failure": case.get("on_failure")}
+    try:
+        job_id = replica.insert_job("k", None, options)
+    except ValueError:
+        return {"refused": ErrorCode.VALIDATION_ERROR.value}
+    (values,) = [m.values for m in replica.pending_mutations(10_000) if m.key == job_id]
+    return {"accepted": True, "after": values.get("after", [])}
+
+
+@pytest.mark.parametrize("case", DEPENDENCIES, ids=_ids)
+def test_python_client_dependencies(replica: Replica, case: dict[str, Any]) -> None:
+    check(python_dependencies(replica, expand(case)), case["expect"])
 
 
 @pytest.mark.parametrize("case", OFFSETS, ids=_ids)
@@ -159,6 +177,13 @@ def test_errands_js_jobs(js_outcomes: dict[str, dict[str, Outcome]], case: dict[
     check(js_outcomes["jobs"][case["name"]], case["expect"])
 
 
+@pytest.mark.parametrize("case", DEPENDENCIES, ids=_ids)
+def test_errands_js_dependencies(
+    js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
+) -> None:
+    check(js_outcomes["dependencies"][case["name"]], case["expect"])
+
+
 @pytest.mark.parametrize("case", OFFSETS, ids=_ids)
 def test_errands_js_offsets(
     js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
@@ -202,6 +227,15 @@ def service(server_url: str, template_db: str) -> Iterator[httpx.Client]:
         drop_database(server_url, database)
 
 
+@pytest.fixture(scope="module")
+def other_user(service: httpx.Client) -> Iterator[httpx.Client]:
+    """Another user of the same service."""
+    token = make_token(SECRET, "someone-else")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with httpx.Client(base_url=str(service.base_url), headers=headers, timeout=30) as http:
+        yield http
+
+
 def service_job(http: httpx.Client, submit: dict[str, Any]) -> Outcome:
     """What the service makes of the insert a client would upload for a new job."""
     job_id = str(uuid.uuid4())
@@ -229,6 +263,66 @@ def service_job(http: httpx.Client, submit: dict[str, Any]) -> Outcome:
 @pytest.mark.parametrize("case", JOBS, ids=_ids)
 def test_service_jobs(service: httpx.Client, case: dict[str, Any]) -> None:
     check(service_job(service, expand(case["submit"])), case["expect"], values=False)
+
+
+def _insert(job_id: str, **values: Any) -> dict[str, Any]:
+    """A client's insert of a new job ``job_id``."""
+    values = {"id": job_id, "timestamp": datetime.now(UTC).isoformat(), "kind": "k"} | values
+    return {"id": str(uuid.uuid4()), "table": JOBS_TABLE, "op": "insert", "key": job_id} | {
+        "values": {k: v for k, v in values.items() if v is not None}
+    }
+
+
+def _upload(http: httpx.Client, *inserts: dict[str, Any]) -> list[dict[str, Any]]:
+    response = http.post(f"{PREFIX}/mutations", content=json.dumps({"mutations": list(inserts)}))
+    assert response.status_code == 200, response.text
+    return list(response.json()["results"])
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    return "applied" if result["status"] == "applied" else str(result["code"])
+
+
+@pytest.mark.parametrize("case", DEPENDENCIES, ids=_ids)
+def test_service_dependencies(service: httpx.Client, case: dict[str, Any]) -> None:
+    """The jobs named come earlier in the same upload (when they are ids at all)."""
+    case = expand(case)
+    after = case.get("after")
+    named = after if isinstance(after, list) else []
+    ids = {i.lower() for i in named if isinstance(i, str) and _is_uuid(i)}
+    # Jobs of earlier cases may have these ids already: they are the caller's all the same.
+    earlier = [_insert(job_id) for job_id in sorted(ids)]
+    job = _insert(str(uuid.uuid4()), after=after, on_failure=case.get("on_failure"))
+    result = _upload(service, *earlier, job)[-1]
+    outcome: Outcome = {"refused": result["code"]} if result["status"] == "rejected" else {}
+    check(outcome or {"accepted": True}, case["expect"], values=False)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text.lower()
+    except ValueError:
+        return False
+
+
+@pytest.mark.parametrize("case", GRAPHS, ids=_ids)
+def test_service_dependency_graphs(
+    service: httpx.Client, other_user: httpx.Client, case: dict[str, Any]
+) -> None:
+    letters = {job["job"] for job in case["upload"]} | set(case.get("earlier", []))
+    letters |= {a for job in case["upload"] for a in job.get("after", [])}
+    letters |= set(case.get("others", []))
+    ids = {letter: str(uuid.uuid4()) for letter in letters}
+    for user, named in ((other_user, case.get("others", [])), (service, case.get("earlier", []))):
+        if named:
+            assert {_outcome(r) for r in _upload(user, *(_insert(ids[n]) for n in named))} == {
+                "applied"
+            }
+    inserts = [
+        _insert(ids[job["job"]], kind=job.get("kind"), after=[ids[a] for a in job.get("after", [])])
+        for job in case["upload"]
+    ]
+    assert [_outcome(r) for r in _upload(service, *inserts)] == case["expect"]
 
 
 @pytest.mark.parametrize("case", OFFSETS, ids=_ids)
@@ -319,5 +413,5 @@ def test_service_exchanges(service: httpx.Client, case: dict[str, Any]) -> None:
 def test_every_vector_file_runs() -> None:
     """A new vector file is picked up here, or this fails."""
     found = sorted(path.stem for path in Path(HERE).glob("*.json"))
-    assert found == ["answers", "exchanges", "filters", "jobs", "offsets"]
+    assert found == ["answers", "dependencies", "exchanges", "filters", "jobs", "offsets"]
     assert set(SCENARIOS) == {case["name"] for case in EXCHANGES}

@@ -15,6 +15,7 @@ import {
   decodeOffset,
   errorFor,
   fitBatch,
+  jobDependencies,
   jobOptions,
   newestJobs,
   payloadJson,
@@ -170,6 +171,39 @@ describe("the view of a job: synced row with the outbox on top", () => {
   test("the page's job view matches errands/ui/views.py", () => {
     const view = jobView(viewJob({ ...ROW, id: "0190b4a1-2c3d-7e4f-8a9b-0c1d2e3f4a5b", state: "failed", error: "boom" }, []));
     assert.deepEqual([view.short_id, view.ended, view.cancel_requested, view.error], ["2e3f4a5b", true, false, { type: null, message: "boom", traceback: null }]);
+  });
+});
+
+describe("a workflow: the jobs a new job runs after", () => {
+  const A = "0190b4a1-2c3d-7e4f-8a9b-0c1d2e3f4a5b";
+  const B = "0190B4A1-2C3D-7E4F-8A9B-0C1D2E3F4A5C";
+
+  test("jobs or ids, lower-cased, each once, in order; on_failure defaults to cancel", () => {
+    assert.deepEqual(jobDependencies([{ id: A }, B, A]), { after: [A, B.toLowerCase()], on_failure: "cancel" });
+    assert.deepEqual(jobDependencies([A], "run"), { after: [A], on_failure: "run" });
+    assert.deepEqual(jobDependencies(undefined), {});
+    assert.deepEqual(jobDependencies([]), {});
+  });
+
+  test("refused as the service refuses them", () => {
+    assert.throws(() => jobDependencies(["nope"]), RangeError);
+    assert.throws(() => jobDependencies(A), RangeError); // one id, not a list
+    assert.throws(() => jobDependencies(Array(101).fill(A)), /at most 100/);
+    assert.throws(() => jobDependencies([A], "maybe"), /on_failure/);
+  });
+
+  test("a job not delivered yet waits for every job it runs after but the ended ones", () => {
+    const insert = pending("insert", { id: "c", timestamp: ROW.timestamp, kind: "k", payload: {}, after: [A, B], on_failure: "cancel" });
+    assert.equal(viewJob(null, [insert]).waiting_for, 2);
+    assert.equal(viewJob(null, [insert], 1).waiting_for, 1);
+    assert.equal(viewJob(null, [{ ...insert, status: "rejected", error: "unknown_dependency: no" }]).waiting_for, 0);
+  });
+
+  test("a synced job says what the service says; the page's view carries it", () => {
+    const job = viewJob({ ...ROW, state: "queued", waiting_for: 3 }, []);
+    assert.equal(job.waiting_for, 3);
+    assert.equal(jobView(job).waiting_for, 3);
+    assert.equal(viewJob(ROW, []).waiting_for, 0);
   });
 });
 

@@ -44,6 +44,8 @@ class Job:
     finished_at: datetime | None = None
     unique_key: str | None = None
     traceparent: str | None = None
+    waiting_for: int = 0
+    """How many of the jobs it runs after (``after``) have not ended yet."""
     pending: bool = False
     rejected: str | None = None
 
@@ -63,6 +65,7 @@ class Job:
         values["cancelled"] = bool(row.get("cancelled"))
         values["completed"] = bool(row.get("completed"))
         values["progress"] = float(row.get("progress") or 0.0)
+        values["waiting_for"] = int(row.get("waiting_for") or 0)
         values.setdefault("state", "queued")
         values.setdefault("kind", "default")
         values.setdefault("payload", None)

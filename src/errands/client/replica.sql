@@ -129,6 +129,12 @@ SELECT op, "values", status, error FROM outbox WHERE job_id = :job_id ORDER BY s
 SELECT job_id FROM outbox WHERE op = 'insert'
 ORDER BY sort_key DESC, job_id DESC LIMIT :limit;
 
+-- name: ended_of
+-- How many of the jobs :ids (a JSON array) have ended, as the synced rows say.
+SELECT count(*) FROM synced_jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND json_extract(row, '$.state') IN ('completed', 'failed', 'cancelled');
+
 -- name: get_synced
 SELECT row FROM synced_jobs WHERE id = :id;
 

@@ -20,7 +20,9 @@ What a caller may do:
   An id another user's job has is refused exactly like a malformed one: the answer
   reveals nothing of other users' jobs. A caller holding ``max_queued`` queued jobs
   gets 429 ``quota_exceeded`` for a batch that inserts any, and nothing of it is
-  applied (the client keeps it and retries);
+  applied (the client keeps it and retries). An insert may name the jobs it runs after
+  (``after``): jobs of the caller's, that exist or come earlier in the batch, in no
+  circle (:mod:`errands.sync.dependencies`);
 * update only ``cancelled``, only to true, only on its own jobs (an operator: any job);
 * delete: operators only (pruning the audit log is an operator's act); clients never.
 """
@@ -43,6 +45,7 @@ from errands.payloads import PayloadTooLarge, dump_json
 from errands.protocol import (
     CLIENT_INSERT_COLUMNS,
     CLIENT_UPDATE_COLUMNS,
+    DEPENDENCY_FIELDS,
     JOB_COLUMNS,
     JOBS_TABLE,
     MAX_KIND_LENGTH,
@@ -55,6 +58,7 @@ from errands.protocol import (
     parse_timestamp,
 )
 from errands.queries import query
+from errands.sync import dependencies
 from errands.sync.auth import Caller
 from errands.sync.errors import Conflict, Rejection, TooManyRequests
 from errands.sync.filters import check_text
@@ -107,7 +111,11 @@ async def _apply(
         assert row is not None
         txid = int(row[0])
         rules = await _client_rules(conn, caller, batch, door)
-        results = [await _apply_one(conn, caller, m, rules) for m in batch.mutations]
+        upload = dependencies.Upload(batch.mutations)
+        results = [
+            await _apply_one(conn, caller, m, rules, upload.at(i))
+            for i, m in enumerate(batch.mutations)
+        ]
     # Taken after the commit, so it covers the batch's transaction.
     position = await (await conn.execute(_q("current_position"))).fetchone()
     assert position is not None
@@ -167,7 +175,11 @@ def fingerprint(m: Mutation) -> str:
 
 
 async def _apply_one(
-    conn: AsyncConnection[Any], caller: Caller, m: Mutation, rules: _ClientRules | None
+    conn: AsyncConnection[Any],
+    caller: Caller,
+    m: Mutation,
+    rules: _ClientRules | None,
+    upload: dependencies.Place,
 ) -> MutationResult:
     ids = {"owner": caller.user, "id": m.id}
     digest = fingerprint(m)
@@ -186,7 +198,7 @@ async def _apply_one(
             )
         return MutationResult(id=m.id, status=status, replayed=True, code=code, message=message)
     try:
-        params = _check(caller, m, rules)
+        params = _check(caller, m, rules, upload)
         try:
             # The insert of a job submitted in a trace joins that trace.
             with job_span(f"errands.{m.op}", params.get("traceparent"), "server"):
@@ -206,7 +218,9 @@ async def _apply_one(
     return MutationResult(id=m.id, status="applied")
 
 
-def _check(caller: Caller, m: Mutation, rules: _ClientRules | None) -> dict[str, Any]:
+def _check(
+    caller: Caller, m: Mutation, rules: _ClientRules | None, upload: dependencies.Place
+) -> dict[str, Any]:
     """The query parameters of an allowed mutation; :class:`Rejection` otherwise."""
     if caller.read_only:
         raise Rejection(
@@ -218,12 +232,13 @@ def _check(caller: Caller, m: Mutation, rules: _ClientRules | None) -> dict[str,
         job_id = uuid.UUID(m.key)
     except ValueError:
         raise Rejection(ErrorCode.VALIDATION_ERROR, UNUSABLE_KEY) from None
-    unknown = sorted(set(m.values) - set(JOB_COLUMNS))
+    unknown = sorted(set(m.values) - set(JOB_COLUMNS) - set(DEPENDENCY_FIELDS))
     if unknown:
         raise Rejection(ErrorCode.UNKNOWN_COLUMN, f"unknown column(s): {', '.join(unknown)}")
     params: dict[str, Any] = {"id": job_id, "owner": caller.user, "operator": caller.operator}
     if m.op == "insert":
         values = params | _insert_values(job_id, m.values)
+        values["after"], values["on_failure"] = upload.check(m)
         if rules is None:
             return values | {"submitted_by": "operator"}
         kind = values["kind"] or "default"
@@ -327,6 +342,8 @@ async def _insert(conn: AsyncConnection[Any], params: dict[str, Any]) -> None:
     has its unique key. That job may finish in between: then the insert is tried again."""
     for _ in range(BATCH_ATTEMPTS):
         if await (await conn.execute(_q("insert_job"), params)).fetchone() is not None:
+            if params["after"]:
+                await dependencies.wait_for(conn, params)
             return
         existing = await (await conn.execute(_q("unfinished_with_key"), params)).fetchone()
         if existing is not None:

@@ -27,6 +27,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "rejected": job.rejected,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
+        "waiting_for": job.waiting_for,  # the page says "Waiting for N jobs"
         "pending": job.pending,
     }
 

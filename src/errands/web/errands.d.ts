@@ -27,6 +27,9 @@ export interface Job {
   readonly received_at: string | null;
   readonly started_at: string | null;
   readonly finished_at: string | null;
+  /** How many of the jobs it runs after (`after`) have not ended yet: while above 0,
+   * the job waits ("waiting for 2 jobs"). */
+  readonly waiting_for: number;
   /** A local change to this job is not yet acknowledged by the server. */
   readonly pending: boolean;
   /** Why the server refused a local change ("code: message"); a refused insert leaves the
@@ -63,6 +66,13 @@ export interface SubmitOptions {
   /** At most one unfinished job of yours per key: while one is queued or running,
    * submitting again returns it (1 to 200 characters). */
   unique_key?: string;
+  /** Jobs of yours (or their ids) this one runs after, at most 100, offline too: it waits
+   * until every one of them ended. The service refuses an id that is not a job of yours
+   * ("unknown_dependency") and a circle ("dependency_cycle"). */
+  after?: Array<Job | string>;
+  /** When a job it runs after fails or is cancelled: "cancel" (the default) ends this one
+   * as cancelled, its error naming the cause; "run" runs it all the same. */
+  on_failure?: "cancel" | "run";
 }
 
 export interface ClientOptions {

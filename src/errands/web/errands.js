@@ -142,7 +142,9 @@ export class Client {
   // -- reads and writes: local, instant, offline too --
 
   /** Create a job locally; it uploads when connected. `options`: priority, queue,
-   * run_at, max_attempts, unique_key (the Python client's names and rules). */
+   * run_at, max_attempts, unique_key (the Python client's names and rules), and `after`:
+   * jobs of yours (or their ids) it runs after, offline too, with `on_failure`
+   * ("cancel" or "run"); it waits, `waiting_for` counting those not ended. */
   async submit(kind, payload, options = {}) {
     await this.ready;
     return this.replica.insertJob(kind, payload, options);

@@ -242,6 +242,33 @@ export function jobOptions(options = {}) {
   return values;
 }
 
+const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A new job's dependencies as its insert carries them (protocol.check_dependencies, by
+ * RULES.dependencies): `after`, jobs (or their ids) it runs after, at most
+ * `max_items`, as lower-case ids, each once, in the order named; `on_failure`, "cancel"
+ * (the default) or "run". `{}` when it runs after nothing. RangeError if bad. */
+export function jobDependencies(after, onFailure) {
+  const { after: rule, on_failure: choices } = RULES.dependencies;
+  const failure = onFailure ?? choices.default;
+  if (!choices.choices.includes(failure)) {
+    throw new RangeError(`on_failure must be one of ${choices.choices.join(", ")}, not ${String(JSON.stringify(onFailure)).slice(0, 80)}`);
+  }
+  if (after === undefined || after === null) return {};
+  if (!Array.isArray(after) || after.length > rule.max_items) {
+    throw new RangeError(`after must be a list of at most ${rule.max_items} job ids`);
+  }
+  const ids = new Set();
+  for (const job of after) {
+    const id = job !== null && typeof job === "object" && typeof job.id === "string" ? job.id : job;
+    if (typeof id !== "string" || !JOB_ID.test(id)) {
+      throw new RangeError(`after holds ${String(JSON.stringify(id)).slice(0, 80)}, which is not a job id (a UUID)`);
+    }
+    ids.add(id.toLowerCase());
+  }
+  return ids.size ? { after: [...ids], on_failure: failure } : {};
+}
+
 /** A moment as ISO 8601 text in UTC: a Date, or an ISO 8601 text (without a time zone: UTC,
  * as protocol.parse_timestamp reads it), between RULES.earliest and RULES.latest. */
 function isoMoment(name, value) {
@@ -284,6 +311,8 @@ export function toJob(row, pending, rejected) {
     received_at: row.received_at ?? null,
     started_at: row.started_at ?? null,
     finished_at: row.finished_at ?? null,
+    // How many of the jobs it runs after have not ended yet.
+    waiting_for: Number(row.waiting_for || 0),
     pending,
     rejected,
   };
@@ -293,30 +322,34 @@ export function toJob(row, pending, rejected) {
 }
 
 /** The job the application sees: the synced row (or null) with the job's outbox entries
- * ({op, values, status, error}, in upload order) on top; null if there is no job. */
-export function viewJob(synced, entries) {
+ * ({op, values, status, error}, in upload order) on top; null if there is no job.
+ * `ended`: how many of the jobs a job not yet delivered runs after are known to have
+ * ended (it waits for the others). */
+export function viewJob(synced, entries, ended = 0) {
   let row = synced ? { ...synced } : null;
   let pending = false;
   let rejected = null;
   for (const entry of entries) {
     if (entry.status === "rejected") {
       rejected = entry.error;
-      if (entry.op === "insert" && row === null) row = { ...newRow(entry.values), state: "rejected" };
+      if (entry.op === "insert" && row === null) row = { ...newRow(entry.values), state: "rejected", waiting_for: 0 };
       continue;
     }
     pending ||= entry.status === "pending";
     if (row === null) {
       if (entry.op !== "insert") continue;
-      row = newRow(entry.values);
+      row = newRow(entry.values, ended);
     }
     Object.assign(row, entry.values);
   }
   return row === null ? null : toJob(row, pending, rejected);
 }
 
-/** A job the server has not delivered yet, as it will look once queued. */
-function newRow(values) {
-  return { state: "queued", completed: false, progress: 0, attempts: 0, ...values };
+/** A job the server has not delivered yet, as it will look once queued: waiting for
+ * the jobs it runs after, but the `ended` ones. */
+function newRow(values, ended = 0) {
+  const waiting = Math.max((values.after ?? []).length - ended, 0);
+  return { state: "queued", completed: false, progress: 0, attempts: 0, ...values, waiting_for: waiting };
 }
 
 /** The newest `limit` of `jobs` (as viewJob makes them), newest first; equal times by id. */

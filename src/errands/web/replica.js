@@ -13,6 +13,7 @@ import {
   checkKind,
   covers,
   decodeOffset,
+  jobDependencies,
   jobOptions,
   newestJobs,
   payloadJson,
@@ -24,6 +25,14 @@ import {
 const { START, JOBS_TABLE } = PROTOCOL;
 
 // -- the replica: IndexedDB ----------------------------------------------------------------
+
+const ENDED = new Set(["completed", "failed", "cancelled"]);
+
+/** How many of the jobs `ids` have ended, as their synced rows say. */
+async function endedOf(synced, ids) {
+  const rows = await Promise.all(ids.map((id) => request(synced.get(id))));
+  return rows.filter((stored) => ENDED.has(stored?.row?.state)).length;
+}
 
 const DB_VERSION = 2;
 const COUNTS = "counts"; // meta: {pending, rejected}, kept by every write that changes them
@@ -151,13 +160,15 @@ export class Replica {
    * returned and nothing is recorded (as the Python client does). */
   async insertJob(kind, payload, options = {}) {
     checkKind(kind);
+    const { after, on_failure: onFailure, ...rest } = options ?? {};
     const values = {
       id: uuid7(),
       timestamp: new Date().toISOString(),
       kind,
       payload: JSON.parse(payloadJson(payload)),
       cancelled: false,
-      ...jobOptions(options),
+      ...jobOptions(rest),
+      ...jobDependencies(after, onFailure), // the service adds the edges, or refuses it
     };
     return this.transaction(["synced", "outbox", "meta"], "readwrite", async (stores) => {
       if (values.unique_key !== undefined) {
@@ -165,7 +176,8 @@ export class Replica {
         if (existing !== null) return existing;
       }
       await this.addEntry(stores, values.id, "insert", values);
-      return viewJob(null, [{ op: "insert", values, status: "pending", error: null }]);
+      const ended = await endedOf(stores.synced, values.after ?? []);
+      return viewJob(null, [{ op: "insert", values, status: "pending", error: null }], ended);
     });
   }
 
@@ -229,7 +241,9 @@ export class Replica {
       request(outbox.index("job").getAll(jobId)),
     ]);
     entries.sort((a, b) => a.seq - b.seq);
-    return viewJob(stored?.row ?? null, entries);
+    // Not delivered yet: it waits for what it runs after, as far as this replica knows.
+    const after = stored ? [] : (entries.find((entry) => entry.op === "insert")?.values.after ?? []);
+    return viewJob(stored?.row ?? null, entries, await endedOf(synced, after));
   }
 
   /** The newest `limit` jobs, pending ones included: the newest synced rows and the

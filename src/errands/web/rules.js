@@ -47,6 +47,20 @@ const RULES = {
       "type": "timestamp"
     }
   },
+  "dependencies": {
+    "after": {
+      "type": "job_ids",
+      "max_items": 100
+    },
+    "on_failure": {
+      "type": "choice",
+      "choices": [
+        "cancel",
+        "run"
+      ],
+      "default": "cancel"
+    }
+  },
   "job_columns": [
     "id",
     "timestamp",
@@ -69,7 +83,8 @@ const RULES = {
     "started_at",
     "finished_at",
     "unique_key",
-    "traceparent"
+    "traceparent",
+    "waiting_for"
   ],
   "timestamp_columns": [
     "timestamp",
@@ -84,10 +99,12 @@ const RULES = {
     "error"
   ],
   "client_insert_columns": [
+    "after",
     "cancelled",
     "id",
     "kind",
     "max_attempts",
+    "on_failure",
     "payload",
     "priority",
     "queue",
@@ -126,6 +143,8 @@ const RULES = {
     "operator_required": "operator_required",
     "not_found": "not_found",
     "already_exists": "already_exists",
+    "unknown_dependency": "unknown_dependency",
+    "dependency_cycle": "dependency_cycle",
     "kind_not_allowed": "kind_not_allowed",
     "quota_exceeded": "quota_exceeded",
     "too_many_requests": "too_many_requests",

@@ -272,7 +272,9 @@ function progressHtml(job) {
         const of = job.max_attempts ? ` of ${job.max_attempts}` : "";
         return `<span class="state state-retrying">${ICONS.retry}<span>Retrying<span class="state-sub">attempt ${job.attempts}${of} failed</span></span></span>`;
       }
-      const label = job.pending ? "Waiting to upload" : job.cancel_requested ? "Cancelling…" : "Queued";
+      const label = job.cancel_requested ? (job.pending ? "Waiting to upload" : "Cancelling…")
+        : job.waiting_for > 0 ? `Waiting for ${job.waiting_for} ${job.waiting_for === 1 ? "job" : "jobs"}`
+        : job.pending ? "Waiting to upload" : "Queued";
       return `<span class="state state-waiting">${ICONS.clock}${label}</span>`;
     }
   }
@@ -418,6 +420,7 @@ export function jobView(job) {
     rejected: job.rejected,
     attempts: job.attempts,
     max_attempts: job.max_attempts,
+    waiting_for: job.waiting_for,
     pending: job.pending,
   };
 }
