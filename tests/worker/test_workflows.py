@@ -449,7 +449,7 @@ def test_a_question_frees_the_slot_until_answered_then_the_job_resumes(
     other = errands.enqueue(conn, "record", {"name": "other"})
     assert wait_for_state(conn, other, "completed")["state"] == "completed"
     assert job(conn, job_id)["state"] == "queued"
-    with pytest.raises(ValueError, match="not one of its choices"):
+    with pytest.raises(ValueError, match="not one of the question's choices"):
         errands.answer(conn, job_id, "maybe")
     errands.answer(conn, job_id, "yes")
     with pytest.raises(ValueError, match="no question waiting"):
@@ -467,6 +467,6 @@ def test_a_plain_handler_asks_too(conn: psycopg.Connection[Any], start: StartWor
     job_id = errands.enqueue(conn, "approve_sync", None)
     wait_for(lambda: job(conn, job_id)["question"] is not None, 60, what="the question")
     wait_for_state(conn, job_id, "queued")
-    errands.answer(conn, job_id, {"name": "Ada"})
+    errands.answer(conn, job_id, "Ada")
     row = wait_for_state(conn, job_id, "completed", "failed", timeout=60)
-    assert row["result"] == {"name": "Ada"}
+    assert row["result"] == "Ada"

@@ -69,7 +69,9 @@ const RULES = {
     "started_at",
     "finished_at",
     "unique_key",
-    "traceparent"
+    "traceparent",
+    "question",
+    "answer"
   ],
   "timestamp_columns": [
     "timestamp",
@@ -81,7 +83,9 @@ const RULES = {
   "json_columns": [
     "payload",
     "result",
-    "error"
+    "error",
+    "question",
+    "answer"
   ],
   "client_insert_columns": [
     "cancelled",
@@ -97,8 +101,13 @@ const RULES = {
     "unique_key"
   ],
   "client_update_columns": [
+    "answer",
     "cancelled"
   ],
+  "question_answer": {
+    "type": "text",
+    "max_length": 10000
+  },
   "filter_ops": [
     "eq",
     "ne",
@@ -141,6 +150,7 @@ const RULES = {
     "not_allowed": "method_not_allowed",
     "unavailable": "unavailable",
     "database_unavailable": "database_unavailable",
+    "question_closed": "question_closed",
     "internal": "internal_error"
   },
   "answers": [
