@@ -10,6 +10,7 @@ Routes::
                                     "run_at" (ISO 8601 with a time zone), "max_attempts",
                                     "unique_key"} -> 201 the new job
     POST /api/jobs/{id}/cancel      -> the job, its cancellation requested
+    POST /api/jobs/{id}/answer      {"value": ...} -> the job, its question answered
     GET  /api/status                connectivity and uploads waiting
     PUT  /api/connectivity          {"online": bool} -> the status
     GET  /api/events                server-sent events: the jobs and status, on every change
@@ -65,6 +66,10 @@ class ApiError(Exception):
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class AnswerRequest(_Body):
+    value: Any
 
 
 class SubmitRequest(_Body):
@@ -198,6 +203,17 @@ def create_app(
             return job_view(client.cancel(str(job_id)))
         except JobNotFound:
             raise ApiError(404, ErrorCode.NOT_FOUND, f"no job {job_id} in this replica") from None
+
+    @app.post("/api/jobs/{job_id}/answer")
+    def answer(job_id: uuid.UUID, request: AnswerRequest) -> dict[str, Any]:
+        try:
+            return job_view(client.answer(str(job_id), request.value))
+        except JobNotFound:
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"no job {job_id} in this replica") from None
+        except QuestionClosed as exc:
+            raise ApiError(409, ErrorCode.QUESTION_CLOSED, str(exc)) from None
+        except (ValueError, ErrandsError) as exc:
+            raise ApiError(400, ErrorCode.VALIDATION_ERROR, str(exc)) from None
 
     @app.get("/api/status")
     def get_status() -> dict[str, Any]:

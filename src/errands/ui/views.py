@@ -28,6 +28,21 @@ def job_view(job: Job) -> dict[str, Any]:
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
         "pending": job.pending,
+        "question": _question_view(job),
+        "answer": job.answer,
+    }
+
+
+def _question_view(job: Job) -> dict[str, Any] | None:
+    """The question the job waits on its owner for: its text, and its choices (None:
+    any text)."""
+    if not job.asking:
+        return None
+    choices = job.question.get("choices")
+    return {
+        "text": str(job.question.get("text", "")),
+        "choices": choices if isinstance(choices, list) else None,
+        "deadline": job.question.get("deadline"),
     }
 
 
