@@ -350,7 +350,12 @@ async def _answer(
     users' jobs."""
     owner = None if caller.operator else caller.user
     answer = params | {"owner": owner, "max_length": MAX_ANSWER_LENGTH}
-    if await (await conn.execute(query("answer"), answer)).fetchone() is not None:
+    # An operator's answer is recorded under the operator's name (job_events 'answered').
+    who = {"operator": caller.user if caller.operator else ""}
+    await conn.execute(query("set_operator", "operations.sql"), who)
+    applied = await (await conn.execute(query("answer"), answer)).fetchone() is not None
+    await conn.execute(query("set_operator", "operations.sql"), {"operator": ""})
+    if applied:
         return
     row = await (await conn.execute(query("question_of"), params)).fetchone()
     if row is None or (owner is not None and row[0] != owner):
