@@ -6,6 +6,7 @@ real HTTP."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -242,3 +243,47 @@ def test_a_replica_answers_only_what_it_can_see(tmp_path: Path) -> None:
         assert replica.questions() == []
     finally:
         replica.close()
+
+
+def test_the_command_line_shows_and_answers_a_question(
+    tmp_path: Path, server: SyncServer, worker: ErrandsProcess
+) -> None:
+    log = tmp_path / "log"
+    server.start()
+    env = {
+        "ERRANDS_SERVER": server.url,
+        "ERRANDS_REPLICA": str(tmp_path / "cli.db"),
+        "ERRANDS_TOKEN": token("carol"),
+        "COLUMNS": "200",
+    }
+
+    def run(*args: str) -> tuple[int, str]:
+        process = ErrandsProcess(*args, env=env)
+        try:
+            return process.process.wait(90), process.output()
+        finally:
+            process.close()
+
+    code, output = run("submit", "charge", "--payload", json.dumps({"log": str(log)}))
+    assert code == 0, output
+    match = re.search(r"submitted (\S+)", output)
+    assert match is not None, output
+    job_id = match.group(1)
+
+    def listed() -> str:
+        code, output = run("jobs")
+        assert code == 0, output
+        return output if "waiting for your answer" in output else ""
+
+    output = wait_for(listed, timeout=60, what="the question in `errands jobs`")
+    assert 'Charge 40 EUR? ("yes" / "no")' in output
+    short = job_id[-8:]
+    code, output = run("answer", short, "maybe")
+    assert code == 1
+    assert "not one of the question's choices" in output
+    assert "Traceback" not in output
+    code, output = run("answer", short, "yes")
+    assert code == 0, output
+    assert "answered" in output
+    wait_for(lambda: row(server.database_url, job_id)["state"] == "completed", timeout=60)
+    assert row(server.database_url, job_id)["result"] == {"quote": 40, "answer": "yes"}
