@@ -107,15 +107,15 @@ def main() -> None:
             fill(conn, args.jobs)
             conn.execute("VACUUM ANALYZE background_jobs")
             for round_number in range(args.rounds):
-                for setup in found:
+                for setup, times in found.items():
                     conn.execute(old if setup == "0010" else new)
                     if setup == "0014+questions":
                         ask(conn, args.questions)
                         conn.execute("ANALYZE background_jobs")
-                    found[setup].append(time_claims(conn, args.claims))
+                    times.append(time_claims(conn, args.claims))
                     if setup == "0014+questions":
                         forget_questions(conn)
-                    lines.append(f"round {round_number} {setup}: {found[setup][-1] * 1e3:.3f} ms")
+                    lines.append(f"round {round_number} {setup}: {times[-1] * 1e3:.3f} ms")
                     print(lines[-1], file=sys.stderr)
     finally:
         with psycopg.connect(args.server, autocommit=True) as admin:
