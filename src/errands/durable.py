@@ -174,10 +174,13 @@ class Durable:
         found, value = await self._lookup(name)
         if found:
             return value
+        listed = None if choices is None else list(choices)
+        if listed is not None and (not listed or any(c is None for c in listed)):
+            raise ValueError("a question's choices are at least one, none of them None")
         asked = Question(
             name,
             printable(str(question)),
-            None if choices is None else dump_json(list(choices), "choices"),
+            None if listed is None else dump_json(listed, "choices"),
             None if timeout is None else _seconds(timeout),
             None if default is NO_DEFAULT else dump_json(default, "default"),
         )

@@ -186,3 +186,12 @@ def test_a_question_past_its_timeout_returns_its_default_or_fails_the_job() -> N
     assert issubclass(errands.QuestionTimedOut, errands.Permanent)  # no retries
     with pytest.raises(ValueError, match="negative"):
         asyncio.run(attempt(timeout=-1))
+
+
+def test_a_question_without_choices_that_can_be_answered_is_refused() -> None:
+    async def attempt(choices: list[Any]) -> Any:
+        return await context(MemorySteps()).ask("Which?", choices=choices)
+
+    for choices in ([], [None, "no"]):
+        with pytest.raises(ValueError, match="at least one, none of them None"):
+            asyncio.run(attempt(choices))
