@@ -14,7 +14,11 @@ back, so every call sees the same queue of ``--jobs`` runnable jobs without ques
 * ``0014+questions``: the same, with ``--questions`` jobs waiting for answers whose
   deadline is an hour away (the index then holds them all).
 
-Printed: the median claim per set-up (median of the rounds' medians) and the ratios to
+Then the staging alone, where the difference lives, called alternately (0010's under
+another name, then 0014's, ``--claims`` times each per round, so that the machine's
+drift hits both alike), with and without ``--questions`` waiting.
+
+Printed: the median per set-up (median of the rounds' medians) and the ratios to
 ``0010``. Raw output goes to bench/results/.
 """
 
@@ -79,6 +83,18 @@ def forget_questions(conn: psycopg.Connection[Any]) -> None:
     conn.execute("DELETE FROM background_jobs WHERE kind = 'q'")
 
 
+def time_staging(conn: psycopg.Connection[Any], calls: int) -> tuple[float, float]:
+    """The median seconds of one call of 0010's staging and of 0014's, alternated."""
+    old: list[float] = []
+    new: list[float] = []
+    for _ in range(calls):
+        for name, times in (("errands_stage_due_0010", old), ("errands_stage_due", new)):
+            started = time.perf_counter()
+            conn.execute(f"SELECT {name}(100)")
+            times.append(time.perf_counter() - started)
+    return statistics.median(old), statistics.median(new)
+
+
 def time_claims(conn: psycopg.Connection[Any], claims: int) -> float:
     """The median seconds of one claim of 16 jobs, rolled back."""
     times = []
@@ -88,6 +104,28 @@ def time_claims(conn: psycopg.Connection[Any], claims: int) -> float:
             conn.execute("SELECT count(*) FROM errands_claim('bench', ARRAY['k'], NULL, 16)")
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def stage_alone(url: str, old: str, new: str, args: argparse.Namespace) -> list[str]:
+    """The staging alone, 0010's and 0014's alternated, without and with questions."""
+    lines = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(new)
+        conn.execute(old.replace("errands_stage_due(", "errands_stage_due_0010(", 1))
+        for questions in (0, args.questions):
+            if questions:
+                ask(conn, questions)
+                conn.execute("ANALYZE background_jobs")
+            pairs = [time_staging(conn, args.claims) for _ in range(args.rounds)]
+            old_median = statistics.median(p[0] for p in pairs)
+            new_median = statistics.median(p[1] for p in pairs)
+            lines.append(
+                f"staging alone, {questions} questions waiting: 0010 {old_median * 1e6:.1f} us,"
+                f" 0014 {new_median * 1e6:.1f} us ({new_median / old_median:.3f}x,"
+                f" {(new_median - old_median) * 1e6:+.1f} us a claim)"
+            )
+            print(lines[-1], file=sys.stderr)
+    return lines
 
 
 def main() -> None:
@@ -117,15 +155,17 @@ def main() -> None:
                         forget_questions(conn)
                     lines.append(f"round {round_number} {setup}: {times[-1] * 1e3:.3f} ms")
                     print(lines[-1], file=sys.stderr)
+        staged = stage_alone(url, old, new, args)
     finally:
         with psycopg.connect(args.server, autocommit=True) as admin:
             name = conninfo_to_dict(url)["dbname"]
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    lines.extend(staged)
     base = statistics.median(found["0010"])
     for setup, times in found.items():
         median = statistics.median(times)
         lines.append(f"{setup:>16}: median claim {median * 1e3:.3f} ms, {median / base:.3f}x 0010")
-    print("\n".join(lines[-3:]))
+    print("\n".join(lines[-5:]))
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"questions_bench-{stamp}.txt").write_text("\n".join(lines) + "\n")
