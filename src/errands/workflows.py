@@ -173,8 +173,8 @@ def answer(
     client's answer (:func:`errands.protocol.check_answer`): one of the question's
     choices, or a text for a question without any; ValueError saying why otherwise
     (``errands.protocol.QuestionClosed`` when no question waits). ``job_events`` records
-    it under ``operator`` (default: the local user and host). Commits on an autocommit
-    connection, else joins the caller's transaction."""
+    it under ``operator`` (default: the local user and host). Joins the caller's open
+    transaction, if there is one; else commits at once."""
     params = _answer_params(job_id, value, operator)
     with conn.transaction():
         conn.execute(query("set_operator", "operations.sql"), params)
