@@ -5,6 +5,7 @@ real HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import uuid
@@ -18,9 +19,16 @@ import pytest
 
 import errands
 from errands.client.replica import Replica
-from errands.protocol import JOBS_TABLE, PREFIX, QuestionClosed
+from errands.protocol import (
+    JOBS_TABLE,
+    PREFIX,
+    START,
+    QuestionClosed,
+    ShapeResponse,
+    UpsertMessage,
+)
 from errands.sync.auth import make_token
-from tests.client.processes import SECRET, SyncServer, token
+from tests.client.processes import SECRET, SyncServer, free_port, token
 from tests.helpers import ErrandsProcess, wait_for
 
 
@@ -287,3 +295,29 @@ def test_the_command_line_shows_and_answers_a_question(
     assert "answered" in output
     wait_for(lambda: row(server.database_url, job_id)["state"] == "completed", timeout=60)
     assert row(server.database_url, job_id)["result"] == {"quote": 40, "answer": "yes"}
+
+
+def test_the_async_client_lists_and_answers_questions(tmp_path: Path) -> None:
+    dead_server = f"http://127.0.0.1:{free_port()}"  # offline: everything here is local
+    job_id = str(uuid.uuid4())
+    question = {"name": "ask 1", "text": "Go?", "choices": None, "asked_at": "2026-12-04T10:00:00Z"}
+    row = {"id": job_id, "timestamp": "2026-12-04T10:00:00+00:00", "question": question}
+
+    async def main() -> None:
+        async with errands.AsyncClient(replica=tmp_path / "r.db", server=dead_server) as client:
+            response = ShapeResponse(messages=[UpsertMessage(key=job_id, row=row)], offset="g_5_5_")
+            client.replica.apply(response, START)
+            [asked] = await client.questions()
+            assert (asked.job, asked.text, asked.choices, asked.deadline) == (
+                job_id,
+                "Go?",
+                None,
+                None,
+            )
+            with pytest.raises(ValueError, match="a text of at most 10000 characters"):
+                await client.answer(job_id, 42)
+            answered = await client.answer(job_id, "Ada")
+            assert (answered.answer, answered.pending) == ("Ada", True)
+            assert await client.questions() == []
+
+    asyncio.run(main())
