@@ -100,14 +100,22 @@ class Question(NamedTuple):
         """The question ``job`` asks."""
         question = job.question
         choices = question.get("choices")
-        asked_at, deadline = question.get("asked_at"), question.get("deadline")
         return cls(
             job.id,
             str(question.get("text", "")),
             list(choices) if isinstance(choices, list) else None,
-            None if asked_at is None else parse_time(asked_at),
-            None if deadline is None else parse_time(deadline),
+            _time_or_none(question.get("asked_at")),
+            _time_or_none(question.get("deadline")),
         )
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    """A time of the question (None if absent, or unreadable: a row written by hand must
+    not break the list of questions)."""
+    try:
+        return None if value is None else parse_time(value)
+    except (TypeError, ValueError):
+        return None
 
 
 _TIMES = ("timestamp", "run_at", "received_at", "started_at", "finished_at")
