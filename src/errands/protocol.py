@@ -100,6 +100,8 @@ JOB_COLUMNS: tuple[str, ...] = (
     "unique_key",
     "traceparent",
     "waiting_for",
+    "question",
+    "answer",
 )
 """The columns of a job row as shapes deliver it (values as JSON: uuid and timestamps
 as strings, ISO 8601 with time zone). ``waiting_for`` is how many of the jobs it runs
@@ -107,7 +109,7 @@ after have not ended yet (docs/workflows.md)."""
 
 TIMESTAMP_COLUMNS = ("timestamp", "run_at", "received_at", "started_at", "finished_at")
 """The columns that hold a timestamp (ISO 8601 with time zone on the wire)."""
-JSON_COLUMNS = ("payload", "result", "error")
+JSON_COLUMNS = ("payload", "result", "error", "question", "answer")
 """The columns that hold any JSON."""
 
 DEPENDENCY_FIELDS = ("after", "on_failure")
@@ -234,8 +236,75 @@ def _check_option(name: str, rule: Mapping[str, Any], value: Any) -> None:
             ) from None
 
 
-CLIENT_UPDATE_COLUMNS = frozenset({"cancelled"})
-"""The columns a client may update (and ``cancelled`` only to true)."""
+CLIENT_UPDATE_COLUMNS = frozenset({"cancelled", "answer"})
+"""The columns a client may update, one per update: ``cancelled`` only to true, and
+``answer`` only as :func:`check_answer` allows."""
+
+MAX_ANSWER_LENGTH = 10_000
+"""The longest answer, in characters, to a question asked without choices."""
+QUESTION_ANSWER_RULE: dict[str, Any] = {"type": "text", "max_length": MAX_ANSWER_LENGTH}
+"""What answers a question (``ctx.ask``) that is pending (asked, not answered, not
+timed out: the question has no ``timed_out``): one of its ``choices``, equal as JSON
+(a boolean is never a number); without choices, a text of at most ``max_length``
+characters. The service applies the same rule as it writes the answer (SQL
+``errands_answers``, given ``max_length``)."""
+
+
+ANSWERABLE_STATES = ("queued", "running")
+"""The states of a job whose question can be answered."""
+
+
+class QuestionClosed(ValueError):
+    """The job has no question waiting for an answer: answered already, timed out, or
+    never asked (or the job has ended)."""
+
+
+def question_pending(question: Any, answer: Any) -> bool:
+    """Whether ``question`` (a job's ``question`` column, as synced) waits for an
+    answer: asked, not answered (``answer`` is None) and not timed out."""
+    return isinstance(question, dict) and answer is None and "timed_out" not in question
+
+
+def check_answer(state: Any, question: Any, answer: Any, value: Any) -> Any:
+    """``value`` if it answers the job's pending ``question`` (:data:`QUESTION_ANSWER_RULE`;
+    ``state``, ``question`` and ``answer`` are the job's columns); :class:`QuestionClosed`
+    if none is pending, ``ValueError`` saying why for another wrong value. The client's
+    check before it records an answer, and the service's explanation of a refusal (it
+    checks the same in SQL as it writes)."""
+    if state not in ANSWERABLE_STATES or not question_pending(question, answer):
+        raise QuestionClosed(
+            "the job has no question waiting for an answer (answered already, timed out, "
+            "or never asked)"
+        )
+    if value is None:
+        raise ValueError("an answer is not null")
+    choices = question.get("choices")
+    if isinstance(choices, list):
+        if not any(same_json(value, choice) for choice in choices):
+            listed = ", ".join(repr(c) for c in choices)
+            raise ValueError(f"{value!r:.80} is not one of the question's choices: {listed:.300}")
+        return value
+    longest = QUESTION_ANSWER_RULE["max_length"]
+    if not isinstance(value, str) or len(value) > longest or UNSTORABLE_CHARACTERS.search(value):
+        raise ValueError(
+            f"the question has no choices: its answer is a text of at most {longest} "
+            "characters, without NUL or lone surrogates"
+        )
+    return value
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are equal as JSON (Postgres ``jsonb =``): numbers by
+    value, and a boolean never equal to a number (unlike Python's ``True == 1``)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
 
 
 class ErrorCode(StrEnum):
@@ -281,6 +350,9 @@ class ErrorCode(StrEnum):
     NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
     DATABASE_UNAVAILABLE = "database_unavailable"
+    QUESTION_CLOSED = "question_closed"
+    """An answer to a job that has no question waiting for one: answered already (by
+    another replica of the owner, or an operator), timed out, or never asked."""
     INTERNAL = "internal_error"
 
 
@@ -612,6 +684,7 @@ def rules() -> dict[str, Any]:
         "json_columns": list(JSON_COLUMNS),
         "client_insert_columns": sorted(CLIENT_INSERT_COLUMNS),
         "client_update_columns": sorted(CLIENT_UPDATE_COLUMNS),
+        "question_answer": QUESTION_ANSWER_RULE,
         "filter_ops": list(get_args(FilterOp)),
         "error_codes": {code.name.lower(): code.value for code in ErrorCode},
         "answers": list(ANSWER_RULES),

@@ -9,13 +9,16 @@ import {
   Refused,
   Unauthorized,
   PayloadTooLarge,
+  QuestionClosed,
   RULES,
+  checkAnswer,
   checkKind,
   decodeOffset,
   errorFor,
   jobDependencies,
   jobOptions,
   payloadJson,
+  viewJob,
 } from "../../src/errands/web/model.js";
 
 const CODES = RULES.error_codes;
@@ -38,6 +41,7 @@ function expand(value) {
 /** The code the service answers for what a client refused with `error`. */
 function codeOf(error) {
   if (error instanceof PayloadTooLarge) return CODES.payload_too_large;
+  if (error instanceof QuestionClosed) return CODES.question_closed;
   if (error instanceof InvalidKind || error instanceof RangeError || error?.name === "PayloadError") return CODES.validation_error;
   throw error; // not a refusal: a bug
 }
@@ -90,4 +94,12 @@ function action(status, code) {
 const answers = load("answers").map(({ name, status, code }) => ({ name, action: action(status, code) }));
 const exchanges = load("exchanges").map(({ name, expect }) => ({ name, action: action(expect.status, expect.code) }));
 
-console.log(JSON.stringify({ jobs, dependencies, offsets, answers, exchanges }));
+const questions = load("questions").map(({ name, job, value }) =>
+  outcome(name, () => {
+    const synced = { id: "a", timestamp: "2026-12-04T10:00:00+00:00", kind: "charge", payload: {}, ...job };
+    checkAnswer(viewJob(synced, []), expand(value));
+    return {};
+  }),
+);
+
+console.log(JSON.stringify({ jobs, dependencies, offsets, answers, exchanges, questions }));

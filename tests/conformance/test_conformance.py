@@ -15,13 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from errands.client.replica import Replica
 from errands.client.sync import Refused, SyncSession
 from errands.exceptions import ErrandsError, ServerUnreachable, Unauthorized
 from errands.payloads import PayloadTooLarge
-from errands.protocol import JOBS_TABLE, PREFIX, ErrorCode, Offset, rules
+from errands.protocol import (
+    JOBS_TABLE,
+    PREFIX,
+    ErrorCode,
+    Offset,
+    QuestionClosed,
+    ShapeResponse,
+    UpsertMessage,
+    rules,
+)
 from errands.sync.auth import make_token
 from tests.client.processes import SECRET, SyncServer
 from tests.conformance.vectors import HERE, cases, expand
@@ -35,6 +46,7 @@ OFFSETS = cases("offsets")
 ANSWERS = cases("answers")
 FILTERS = cases("filters")
 EXCHANGES = cases("exchanges")
+QUESTIONS = cases("questions")
 
 
 def _ids(case: dict[str, Any]) -> str:
@@ -158,6 +170,38 @@ def test_python_client_exchanges(replica: Replica, case: dict[str, Any]) -> None
     assert python_action(replica, expect["status"], expect["code"]) == expect["action"]
 
 
+def python_answer(replica: Replica, case: dict[str, Any]) -> Outcome:
+    """What the Python client makes of an answer (Client.answer's local part) to a job
+    synced with the case's state, question and answer."""
+    job_id = str(uuid.uuid4())
+    row = {
+        "id": job_id,
+        "timestamp": datetime.now(UTC).isoformat(),
+        "kind": "charge",
+        "payload": {},
+        "cancelled": False,
+        "completed": False,
+        "progress": 0.0,
+        **case["job"],
+    }
+    offset = Offset("conformance", 1, 1).encode()
+    response = ShapeResponse(messages=[UpsertMessage(key=job_id, row=row)], offset=offset)
+    assert replica.apply(response, replica.offset())
+    try:
+        job = replica.answer(job_id, expand(case["value"]))
+    except QuestionClosed:
+        return {"refused": ErrorCode.QUESTION_CLOSED.value}
+    except (ErrandsError, ValueError):
+        return {"refused": ErrorCode.VALIDATION_ERROR.value}
+    assert not job.asking
+    return {"accepted": True}
+
+
+@pytest.mark.parametrize("case", QUESTIONS, ids=_ids)
+def test_python_client_questions(replica: Replica, case: dict[str, Any]) -> None:
+    check(python_answer(replica, case), case["expect"])
+
+
 # -- errands.js -------------------------------------------------------------------------
 
 
@@ -205,15 +249,30 @@ def test_errands_js_exchanges(
     assert js_outcomes["exchanges"][case["name"]]["action"] == case["expect"]["action"]
 
 
+@pytest.mark.parametrize("case", QUESTIONS, ids=_ids)
+def test_errands_js_questions(
+    js_outcomes: dict[str, dict[str, Outcome]], case: dict[str, Any]
+) -> None:
+    check(js_outcomes["questions"][case["name"]], case["expect"])
+
+
 # -- the service ------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def service(server_url: str, template_db: str) -> Iterator[httpx.Client]:
+def service_database(server_url: str, template_db: str) -> Iterator[str]:
+    """The service's database."""
+    database = create_database(server_url, template_db)
+    yield database
+    drop_database(server_url, database)
+
+
+@pytest.fixture(scope="module")
+def service(service_database: str) -> Iterator[httpx.Client]:
     """``errands server`` on a database of its own, and an HTTP client signed in. Every
     kind is open to clients (``ERRANDS_CLIENT_KINDS=*``, where the service knows it): the
     vectors test the rules every client shares, not which kinds a deployment offers."""
-    database = create_database(server_url, template_db)
+    database = service_database
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ERRANDS_CLIENT_KINDS", "*")
         server = SyncServer(database).start()
@@ -224,7 +283,6 @@ def service(server_url: str, template_db: str) -> Iterator[httpx.Client]:
             yield http
     finally:
         server.stop()
-        drop_database(server_url, database)
 
 
 @pytest.fixture(scope="module")
@@ -354,6 +412,41 @@ def test_every_exported_operator_and_no_other_is_a_filter_vector() -> None:
     assert accepted == set(rules()["filter_ops"])
 
 
+def _jsonb(value: Any) -> Jsonb | None:
+    return None if value is None else Jsonb(value)  # SQL NULL, not JSON null
+
+
+def service_answer(http: httpx.Client, database: str, case: dict[str, Any]) -> Outcome:
+    """What the service makes of the update a client would upload for the answer, to a
+    job of the caller's in the case's state, with its question and answer."""
+    job_id = str(uuid.uuid4())
+    job = case["job"]
+    waits = job["question"] is not None and job["answer"] is None  # as ctx.ask leaves it
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO background_jobs (id, kind, owner, state, question, answer, waiting_for)"
+            " VALUES (%s, 'charge', 'conformance', %s, %s, %s, %s)",
+            (job_id, job["state"], _jsonb(job["question"]), _jsonb(job["answer"]), int(waits)),
+        )
+    values = {"answer": expand(case["value"])}
+    mutation = {"id": str(uuid.uuid4()), "table": JOBS_TABLE, "op": "update", "key": job_id}
+    body = json.dumps({"mutations": [mutation | {"values": values}]})
+    response = http.post(f"{PREFIX}/mutations", content=body)
+    if response.status_code != 200:
+        return {"refused": response.json()["error"]["code"]}
+    (result,) = response.json()["results"]
+    if result["status"] == "rejected":
+        return {"refused": result["code"]}
+    return {"accepted": True}
+
+
+@pytest.mark.parametrize("case", QUESTIONS, ids=_ids)
+def test_service_questions(
+    service: httpx.Client, service_database: str, case: dict[str, Any]
+) -> None:
+    check(service_answer(service, service_database, case), case["expect"], values=False)
+
+
 def _reused_id(http: httpx.Client) -> httpx.Response:
     mutation_id = str(uuid.uuid4())
     responses = []
@@ -413,5 +506,5 @@ def test_service_exchanges(service: httpx.Client, case: dict[str, Any]) -> None:
 def test_every_vector_file_runs() -> None:
     """A new vector file is picked up here, or this fails."""
     found = sorted(path.stem for path in Path(HERE).glob("*.json"))
-    assert found == ["answers", "dependencies", "exchanges", "filters", "jobs", "offsets"]
+    assert found == ["answers", "dependencies", "exchanges", "filters", "jobs", "offsets", "questions"]
     assert set(SCENARIOS) == {case["name"] for case in EXCHANGES}

@@ -8,8 +8,10 @@ import {
   EventStreamParser,
   InvalidKind,
   PayloadError,
+  QuestionClosed,
   ServerUnreachable,
   Unauthorized,
+  checkAnswer,
   checkKind,
   covers,
   decodeOffset,
@@ -20,6 +22,7 @@ import {
   newestJobs,
   payloadJson,
   replicaName,
+  sameJson,
   sortKey,
   tokenUser,
   uuid7,
@@ -204,6 +207,46 @@ describe("a workflow: the jobs a new job runs after", () => {
     assert.equal(job.waiting_for, 3);
     assert.equal(jobView(job).waiting_for, 3);
     assert.equal(viewJob(ROW, []).waiting_for, 0);
+  });
+});
+
+describe("questions: protocol.check_answer's rules", () => {
+  const asking = { ...ROW, state: "queued", question: { name: "ask 1", text: "Charge 40 EUR?", choices: ["yes", "no"], asked_at: "2026-12-01T10:00:01+00:00" } };
+
+  test("a job with a pending question is asking; answered locally, it is not", () => {
+    const job = viewJob(asking, []);
+    assert.equal(job.asking, true);
+    assert.equal(checkAnswer(job, "yes"), "yes");
+    const answered = viewJob(asking, [pending("update", { answer: "yes" })]);
+    assert.deepEqual([answered.asking, answered.answer, answered.pending], [false, "yes", true]);
+    assert.throws(() => checkAnswer(answered, "no"), QuestionClosed);
+    assert.deepEqual(jobView(job).question, { text: "Charge 40 EUR?", choices: ["yes", "no"], deadline: null });
+    assert.equal(jobView(answered).question, null);
+  });
+
+  test("only one of the choices; without choices, a bounded text; never null", () => {
+    const job = viewJob(asking, []);
+    assert.throws(() => checkAnswer(job, "maybe"), RangeError);
+    assert.throws(() => checkAnswer(job, null), RangeError);
+    const open = viewJob({ ...asking, question: { ...asking.question, choices: null } }, []);
+    assert.equal(checkAnswer(open, "Ada"), "Ada");
+    assert.throws(() => checkAnswer(open, { name: "Ada" }), RangeError);
+    assert.throws(() => checkAnswer(open, "x".repeat(10_001)), RangeError);
+  });
+
+  test("no question, a timed out one, or an ended job: closed", () => {
+    assert.throws(() => checkAnswer(viewJob(ROW, []), "yes"), QuestionClosed);
+    const late = viewJob({ ...asking, question: { ...asking.question, timed_out: true } }, []);
+    assert.throws(() => checkAnswer(late, "yes"), QuestionClosed);
+    assert.throws(() => checkAnswer(viewJob({ ...asking, state: "cancelled" }, []), "yes"), QuestionClosed);
+  });
+
+  test("JSON equality: a boolean is not a number, keys in any order", () => {
+    assert.equal(sameJson(1, 1.0), true);
+    assert.equal(sameJson(true, 1), false);
+    assert.equal(sameJson({ a: 1, b: [2] }, { b: [2], a: 1 }), true);
+    assert.equal(sameJson({ a: 1 }, { a: 1, b: 2 }), false);
+    assert.equal(sameJson([1], 1), false);
   });
 });
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -302,6 +303,10 @@ def outcome(job: Job) -> str:
         return f"error: {error}"
     if job.state == "completed":
         return json.dumps(job.result)[:80]
+    if job.asking:  # ctx.ask: answer with `errands answer ID VALUE`
+        choices = job.question.get("choices")
+        listed = f" ({' / '.join(json.dumps(c) for c in choices)})" if choices else ""
+        return escape(f"waiting for your answer: {job.question.get('text', '')}{listed}"[:160])
     return ""
 
 

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any, Literal, TypedDict, Unpack
 
 from errands.client.connection import CLIENT_BACKOFF, Connection, Status
-from errands.client.job import Job
+from errands.client.job import Job, Question
 from errands.client.live import Callback, LiveQueries
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession, make_http
@@ -232,6 +232,19 @@ class Client(ClientBase):
     def jobs(self, limit: int = 10) -> list[Job]:
         """The newest jobs first, pending ones included."""
         return self.replica.jobs(limit)
+
+    def questions(self) -> list[Question]:
+        """The questions my jobs ask me and wait for (``ctx.ask``), oldest first; local
+        answers not uploaded yet are taken into account."""
+        return [Question.of(job) for job in self.replica.questions()]
+
+    def answer(self, job_id: str, value: Any) -> Job:
+        """Answer the job's question, locally first (offline too): it shows answered at
+        once and uploads when connected; the job then runs on with ``value``.
+        JobNotFound if unknown; ``errands.protocol.QuestionClosed`` (a ValueError) if
+        the job asks nothing now; ValueError if ``value`` is not one of the question's
+        choices (or, without choices, not a text of at most 10,000 characters)."""
+        return self.replica.answer(str(job_id), value)
 
     def get(self, job_id: str) -> Job | None:
         """One job, or None."""

@@ -34,6 +34,7 @@ from errands.protocol import (
     ShapeResponse,
     UpsertMessage,
     check_dependencies,
+    check_answer,
     check_job_options,
     check_kind,
 )
@@ -133,6 +134,7 @@ class Replica:
                 key = sort_key(json.loads(values)["timestamp"])
                 db.execute(_q("set_sort_key"), {"seq": seq, "sort_key": key})
             db.execute(_q("outbox_newest"))
+            db.execute(_q("asking_index"))
 
     def close(self) -> None:
         """Close the file. Safe to call twice."""
@@ -257,6 +259,22 @@ class Replica:
         assert cancelled is not None
         return cancelled
 
+    def answer(self, job_id: str, value: Any) -> Job:
+        """Record the answer to the job's question, checked as the service will
+        (``protocol.check_answer``: ``QuestionClosed`` if none waits, ValueError for a
+        value it does not take); return the job as it now looks (answered)."""
+        dump_json(value, "answer")  # PayloadError now, rather than a rejection
+        with self._write() as db:
+            job = self._job(db, job_id)
+            if job is None:
+                raise JobNotFound(f"the replica has no job {job_id!r}")
+            check_answer(job.state, job.question, job.answer, value)
+            self._insert_entry(db, job_id, "update", {"answer": value})
+            answered = self._job(db, job_id)
+        self.notify()
+        assert answered is not None
+        return answered
+
     @staticmethod
     def _insert_entry(db: sqlite3.Connection, job_id: str, op: str, values: dict[str, Any]) -> None:
         db.execute(
@@ -301,6 +319,15 @@ class Replica:
         jobs = [job for job in found if job is not None]
         jobs.sort(key=lambda job: (sort_key(job.timestamp), job.id), reverse=True)
         return jobs[:limit]
+
+    def questions(self) -> list[Job]:
+        """The jobs waiting for their owner's answer, pending local answers applied,
+        oldest question first."""
+        with self._lock:
+            ids = [job_id for (job_id,) in self._db.execute(_q("asking_ids"))]
+            found = [self._job(self._db, job_id) for job_id in ids]
+        asking = [job for job in found if job is not None and job.asking]
+        return sorted(asking, key=lambda job: (str(job.question.get("asked_at")), job.id))
 
     def find(self, short_id: str) -> Job:
         """The one job whose id ends with ``short_id``; JobNotFound if none or several."""

@@ -43,7 +43,7 @@ events AS (
            lead(e.at) OVER history AS next_at
     FROM job_events e
     WHERE e.job_id IN (SELECT job_id FROM jobs)
-      AND e.type NOT IN ('cancel_requested', 'rescheduled')  -- an operator's notes
+      AND e.type NOT IN ('cancel_requested', 'rescheduled', 'answered')  -- notes
     WINDOW history AS (PARTITION BY e.job_id ORDER BY e.id)
 ),
 -- Pickup latency: from when the attempt could run to its start. The latest attempt

@@ -50,6 +50,7 @@ from errands.queries import query
 from errands.sync.auth import Authenticator, Caller
 from errands.sync.caching import SEGMENT_HEADER, cache_segment, shape_answer
 from errands.sync.console import router as console_router
+from errands.sync.console_answers import router as answers_router
 from errands.sync.database import DatabasePool
 from errands.sync.errors import ERROR_RESPONSES, Forbidden, Unavailable, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
@@ -191,6 +192,7 @@ def create_app(
     if settings.cors_origins:
         allow_origins(app, settings.cors_origins)
     app.include_router(console_router)  # /console and /v1/admin, for operators
+    app.include_router(answers_router)  # /v1/admin/jobs/{id}/answer
     return app
 
 

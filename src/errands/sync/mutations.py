@@ -24,6 +24,11 @@ What a caller may do:
   (``after``): jobs of the caller's, that exist or come earlier in the batch, in no
   circle (:mod:`errands.sync.dependencies`);
 * update only ``cancelled``, only to true, only on its own jobs (an operator: any job);
+* or answer the question pending on one of its own jobs (``answer``; an operator: any
+  job's): only while the question waits, and only with one of its choices (a text of
+  bounded length if it has none; ``protocol.check_answer``). The ``answer`` query checks
+  the same again as it writes, so an answer racing another or the question's deadline
+  applies at most once; another user's job is refused as an unknown one is;
 * delete: operators only (pruning the audit log is an operator's act); clients never.
 """
 
@@ -48,12 +53,15 @@ from errands.protocol import (
     DEPENDENCY_FIELDS,
     JOB_COLUMNS,
     JOBS_TABLE,
+    MAX_ANSWER_LENGTH,
     MAX_KIND_LENGTH,
     ErrorCode,
     Mutation,
     MutationBatch,
     MutationResponse,
     MutationResult,
+    QuestionClosed,
+    check_answer,
     check_job_options,
     parse_timestamp,
 )
@@ -245,8 +253,7 @@ def _check(
         priority = rules.admit(kind, m.values.get("payload"), values["priority"])
         return values | {"submitted_by": "client", "priority": priority}
     if m.op == "update":
-        _check_update(m.values)
-        return params
+        return params | _update_values(m.values)
     if not caller.operator:
         raise Rejection(
             ErrorCode.FORBIDDEN_OPERATION,
@@ -315,12 +322,22 @@ def _payload(payload: Any) -> Jsonb:
     return Jsonb(payload, dumps=lambda _: text)  # the checked text, not a second dump
 
 
-def _check_update(values: dict[str, Any]) -> None:
+def _update_values(values: dict[str, Any]) -> dict[str, Any]:
+    """An update cancels (``cancelled``: true) or answers (``answer``), one at a time."""
     _forbid_columns(values, CLIENT_UPDATE_COLUMNS)
-    if values.get("cancelled") is not True:
+    if set(values) == {"answer"}:
+        try:
+            return {"answer": dump_json(values["answer"], "answer")}
+        except PayloadTooLarge as exc:
+            raise Rejection(ErrorCode.PAYLOAD_TOO_LARGE, exc.message) from None
+        except PayloadError as exc:
+            raise Rejection(ErrorCode.VALIDATION_ERROR, exc.message) from None
+    if values != {"cancelled": True}:
         raise Rejection(
-            ErrorCode.FORBIDDEN_OPERATION, "the only update allowed is cancelled set to true"
+            ErrorCode.FORBIDDEN_OPERATION,
+            "an update either sets cancelled to true or gives an answer, one at a time",
         )
+    return {}
 
 
 async def _write(
@@ -329,12 +346,44 @@ async def _write(
     if m.op == "insert":
         await _insert(conn, params)
         return
+    if "answer" in params:
+        await _answer(conn, caller, m.key, params)
+        return
     name = {"update": "cancel_job", "delete": "delete_job"}[m.op]
     row = await (await conn.execute(_q(name), params)).fetchone()
     if row is not None:
         return
     whose = "" if caller.operator else " of yours"
     raise Rejection(ErrorCode.NOT_FOUND, f"no job{whose} with id {m.key}")
+
+
+async def _answer(
+    conn: AsyncConnection[Any], caller: Caller, key: str, params: dict[str, Any]
+) -> None:
+    """Answer the job's question with the same query as server code (``answer``), as
+    the owner (an operator: any job's); else say why not, revealing nothing of other
+    users' jobs."""
+    owner = None if caller.operator else caller.user
+    answer = params | {"owner": owner, "max_length": MAX_ANSWER_LENGTH}
+    # An operator's answer is recorded under the operator's name (job_events 'answered').
+    who = {"operator": caller.user if caller.operator else ""}
+    await conn.execute(query("set_operator", "operations.sql"), who)
+    applied = await (await conn.execute(query("answer"), answer)).fetchone() is not None
+    await conn.execute(query("set_operator", "operations.sql"), {"operator": ""})
+    if applied:
+        return
+    row = await (await conn.execute(query("question_of"), params)).fetchone()
+    if row is None or (owner is not None and row[0] != owner):
+        whose = "" if owner is None else " of yours"
+        raise Rejection(ErrorCode.NOT_FOUND, f"no job{whose} with id {key}")
+    _, state, question, current = row
+    try:
+        check_answer(state, question, current, json.loads(params["answer"]))
+    except QuestionClosed as exc:
+        raise Rejection(ErrorCode.QUESTION_CLOSED, f"job {key}: {exc}") from None
+    except ValueError as exc:
+        raise Rejection(ErrorCode.VALIDATION_ERROR, f"job {key}: {exc}") from None
+    raise Rejection(ErrorCode.QUESTION_CLOSED, f"job {key}: its question changed meanwhile")
 
 
 async def _insert(conn: AsyncConnection[Any], params: dict[str, Any]) -> None:

@@ -30,6 +30,22 @@ export interface Job {
   /** How many of the jobs it runs after (`after`) have not ended yet: while above 0,
    * the job waits ("waiting for 2 jobs"). */
   readonly waiting_for: number;
+  /** The question the job asks its owner (ctx.ask): name, text, choices (absent or null:
+   * any text), asked_at, and deadline / default if the handler gave them; timed_out once
+   * its deadline passed. Null if it asks none. */
+  readonly question: {
+    readonly name: string;
+    readonly text: string;
+    readonly choices?: readonly unknown[] | null;
+    readonly asked_at: string;
+    readonly deadline?: string;
+    readonly default?: unknown;
+    readonly timed_out?: boolean;
+  } | null;
+  /** The answer given to `question`, until the job runs on with it. */
+  readonly answer: unknown;
+  /** The job waits for its owner's answer to `question`. */
+  readonly asking: boolean;
   /** A local change to this job is not yet acknowledged by the server. */
   readonly pending: boolean;
   /** Why the server refused a local change ("code: message"); a refused insert leaves the
@@ -75,6 +91,18 @@ export interface SubmitOptions {
   on_failure?: "cancel" | "run";
 }
 
+/** A question one of my jobs asks me (Client.questions()). */
+export interface Question {
+  /** The job's id: answer with client.answer(job, value). */
+  readonly job: string;
+  readonly text: string;
+  /** The answers it takes; null: any text. */
+  readonly choices: readonly unknown[] | null;
+  readonly asked_at: string | null;
+  /** When it stops waiting (the job goes on without an answer); null: never. */
+  readonly deadline: string | null;
+}
+
 export interface ClientOptions {
   /** The sync service's URL; default: the page's origin. */
   server?: string;
@@ -110,6 +138,12 @@ export class Client {
   /** Request the job's cancellation, locally first; JobNotFound if unknown. Nothing
    * happens to a job that has ended. */
   cancel(jobId: string): Promise<Job>;
+  /** The questions my jobs ask me and wait for, oldest first, local answers applied. */
+  questions(): Promise<Question[]>;
+  /** Answer the job's question, locally first (offline too); it uploads when connected.
+   * JobNotFound if unknown; QuestionClosed if it asks nothing now; RangeError for a value
+   * the question does not take (not one of its choices; without choices, not a text). */
+  answer(jobId: string, value: unknown): Promise<Job>;
   /** The newest jobs first, pending ones included. */
   jobs(options?: { limit?: number }): Promise<Job[]>;
   /** One job, or null. */
@@ -181,6 +215,7 @@ export class InvalidKind extends ErrandsError {}
 export class PayloadError extends ErrandsError {}
 export class PayloadTooLarge extends PayloadError {}
 export class WaitTimeout extends ErrandsError {}
+export class QuestionClosed extends ErrandsError {}
 export class ReplicaError extends ErrandsError {}
 export class ReplicaMismatch extends ReplicaError {}
 export class SyncError extends ErrandsError {}

@@ -39,6 +39,7 @@ export {
   PROTOCOL,
   PayloadError,
   PayloadTooLarge,
+  QuestionClosed,
   RULES,
   ReplicaError,
   ReplicaMismatch,
@@ -56,6 +57,18 @@ const CLEARED = "the local data was cleared (signed out?): open a new client";
 function fatalError({ name, message }) {
   const kind = FATAL.find((error) => error.name === name) ?? SyncError;
   return new kind(message);
+}
+
+/** The question a job asks, as questions() lists it. */
+function questionOf(job) {
+  const { text, choices, asked_at: askedAt, deadline } = job.question;
+  return Object.freeze({
+    job: job.id,
+    text: String(text ?? ""),
+    choices: Array.isArray(choices) ? choices : null,
+    asked_at: askedAt ?? null,
+    deadline: deadline ?? null,
+  });
 }
 
 // -- tabs ----------------------------------------------------------------------------------
@@ -154,6 +167,21 @@ export class Client {
   async cancel(jobId) {
     await this.ready;
     return this.replica.requestCancel(String(jobId));
+  }
+
+  /** The questions my jobs ask me and wait for (ctx.ask), oldest first, local answers
+   * applied: [{job, text, choices (null: any text), asked_at, deadline}]. */
+  async questions() {
+    await this.ready;
+    return (await this.replica.questions()).map(questionOf);
+  }
+
+  /** Answer the job's question, locally first (offline too): it shows answered at once
+   * and uploads when connected. JobNotFound if unknown; QuestionClosed if it asks nothing
+   * now; RangeError for a value the question does not take. Resolves with the job. */
+  async answer(jobId, value) {
+    await this.ready;
+    return this.replica.answer(String(jobId), value);
   }
 
   /** The newest jobs first, pending ones included. */

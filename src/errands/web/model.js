@@ -24,6 +24,7 @@ export const PROTOCOL = Object.freeze({
 
 const BATCH_BYTES = PROTOCOL.MAX_BODY_BYTES / 2; // JSON overhead varies: stay well under
 const FINAL_STATES = new Set(["completed", "failed", "cancelled", "rejected"]);
+const ANSWERABLE_STATES = new Set(["queued", "running"]);
 const TIMES = ["timestamp", "run_at", "received_at", "started_at", "finished_at"];
 
 // -- errors (the Python client's tree: errands/exceptions.py) ------------------------------
@@ -61,6 +62,10 @@ export class Unauthorized extends SyncError {
     this.code = code;
   }
 }
+
+/** The job has no question waiting for an answer: answered already, timed out, or never
+ * asked (protocol.QuestionClosed). */
+export class QuestionClosed extends ErrandsError {}
 
 /** The server refused a request as wrong (RULES.answers: "refused"): its mutations are rejected. */
 export class Refused extends SyncError {
@@ -286,6 +291,52 @@ function isoMoment(name, value) {
   return moment.toISOString();
 }
 
+// -- questions (protocol.py's QUESTION_ANSWER_RULE and check_answer) ------------------------
+
+/** Whether `question` (a job's question column) waits for an answer: asked, not
+ * answered, not timed out. */
+export function questionPending(question, answer) {
+  return question !== null && typeof question === "object" && !Array.isArray(question)
+    && (answer === null || answer === undefined) && !("timed_out" in question);
+}
+
+/** Whether two JSON values are equal as JSON (Postgres jsonb =): numbers by value, a
+ * boolean never a number, objects whatever their keys' order. */
+export function sameJson(a, b) {
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((item, i) => sameJson(item, b[i]));
+  }
+  if (a !== null && b !== null && typeof a === "object" && typeof b === "object") {
+    const keys = Object.keys(a);
+    return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && sameJson(a[key], b[key]));
+  }
+  return a === b;
+}
+
+/** `value` if it answers the job's pending question (`job`: {state, question, answer}),
+ * checked as the service will: QuestionClosed if none waits; RangeError if the value is
+ * not one of its choices (or, without choices, not a text of at most
+ * RULES.question_answer.max_length characters); PayloadError if it is not JSON. */
+export function checkAnswer(job, value) {
+  if (!ANSWERABLE_STATES.has(job.state) || !questionPending(job.question, job.answer)) {
+    throw new QuestionClosed("the job has no question waiting for an answer (answered already, timed out, or never asked)");
+  }
+  if (value === null || value === undefined) throw new RangeError("an answer is not null");
+  checkJson(value, "answer");
+  const { choices } = job.question;
+  if (Array.isArray(choices)) {
+    if (!choices.some((choice) => sameJson(value, choice))) {
+      throw new RangeError(`${JSON.stringify(value).slice(0, 80)} is not one of the question's choices: ${choices.map((c) => JSON.stringify(c)).join(", ").slice(0, 300)}`);
+    }
+    return value;
+  }
+  const longest = RULES.question_answer.max_length;
+  if (typeof value !== "string" || textLength(value) > longest) {
+    throw new RangeError(`the question has no choices: its answer is a text of at most ${longest} characters, without NUL or lone surrogates`);
+  }
+  return value;
+}
+
 /** A job as the application sees it: the row's columns, `pending` (a local change not yet
  * acknowledged), `rejected` (why the server refused one) and `done`. */
 export function toJob(row, pending, rejected) {
@@ -313,10 +364,13 @@ export function toJob(row, pending, rejected) {
     finished_at: row.finished_at ?? null,
     // How many of the jobs it runs after have not ended yet.
     waiting_for: Number(row.waiting_for || 0),
+    question: row.question ?? null,
+    answer: row.answer ?? null,
     pending,
     rejected,
   };
   job.done = FINAL_STATES.has(job.state);
+  job.asking = ANSWERABLE_STATES.has(job.state) && questionPending(job.question, job.answer);
   for (const name of TIMES) if (job[name] !== null && job[name] !== undefined) job[name] = String(job[name]);
   return Object.freeze(job);
 }

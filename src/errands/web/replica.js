@@ -10,6 +10,7 @@ import {
   JobNotFound,
   PROTOCOL,
   ReplicaError,
+  checkAnswer,
   checkKind,
   covers,
   decodeOffset,
@@ -34,7 +35,7 @@ async function endedOf(synced, ids) {
   return rows.filter((stored) => ENDED.has(stored?.row?.state)).length;
 }
 
-const DB_VERSION = 2;
+const DB_VERSION = 3;
 const COUNTS = "counts"; // meta: {pending, rejected}, kept by every write that changes them
 const NO_COUNTS = Object.freeze({ pending: 0, rejected: 0 });
 
@@ -207,6 +208,19 @@ export class Replica {
     });
   }
 
+  /** Record the answer to the job's question, checked as the service will (checkAnswer:
+   * QuestionClosed, RangeError); return the job as it now looks (answered). JobNotFound
+   * if the replica has no such job. */
+  answer(jobId, value) {
+    return this.transaction(["synced", "outbox", "meta"], "readwrite", async (stores) => {
+      const job = await this.jobIn(stores, jobId);
+      if (job === null) throw new JobNotFound(`the replica has no job ${JSON.stringify(jobId)}`);
+      checkAnswer(job, value);
+      await this.addEntry(stores, jobId, "update", { answer: value });
+      return this.jobIn(stores, jobId);
+    });
+  }
+
   /** Add an outbox entry, written by this client's owner, and count it pending. */
   async addEntry(stores, jobId, op, values) {
     const entry = { mutationId: uuid7(), jobId, op, values, status: "pending", txid: null, error: null, user: this.owner };
@@ -257,6 +271,16 @@ export class Replica {
       const ids = new Set([...synced.map((stored) => stored.id), ...inserted.map((entry) => entry.jobId)]);
       const jobs = await Promise.all([...ids].map((id) => this.jobIn(stores, id)));
       return newestJobs(jobs.filter(Boolean), limit);
+    });
+  }
+
+  /** The jobs waiting for their owner's answer, local answers applied, oldest question
+   * first: read on the index of synced rows that hold a question (few of many). */
+  questions() {
+    return this.transaction(["synced", "outbox"], "readonly", async (stores) => {
+      const ids = await request(stores.synced.index("asking").getAllKeys());
+      const jobs = await Promise.all(ids.map((id) => this.jobIn(stores, id)));
+      return jobs.filter((job) => job?.asking);
     });
   }
 
@@ -378,6 +402,10 @@ function upgrade(db, tx, oldVersion) {
       if (entry.op === "insert") at.update({ ...entry, insertKey: [sortKey(entry.values.timestamp), entry.jobId] });
       at.continue();
     };
+  }
+  if (oldVersion < 3) {
+    // Only rows with a question have this key path: the index holds them alone.
+    tx.objectStore("synced").createIndex("asking", "row.question.asked_at");
   }
 }
 

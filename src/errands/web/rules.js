@@ -84,7 +84,9 @@ const RULES = {
     "finished_at",
     "unique_key",
     "traceparent",
-    "waiting_for"
+    "waiting_for",
+    "question",
+    "answer"
   ],
   "timestamp_columns": [
     "timestamp",
@@ -96,7 +98,9 @@ const RULES = {
   "json_columns": [
     "payload",
     "result",
-    "error"
+    "error",
+    "question",
+    "answer"
   ],
   "client_insert_columns": [
     "after",
@@ -114,8 +118,13 @@ const RULES = {
     "unique_key"
   ],
   "client_update_columns": [
+    "answer",
     "cancelled"
   ],
+  "question_answer": {
+    "type": "text",
+    "max_length": 10000
+  },
   "filter_ops": [
     "eq",
     "ne",
@@ -160,6 +169,7 @@ const RULES = {
     "not_allowed": "method_not_allowed",
     "unavailable": "unavailable",
     "database_unavailable": "database_unavailable",
+    "question_closed": "question_closed",
     "internal": "internal_error"
   },
   "answers": [
