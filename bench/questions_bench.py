@@ -3,19 +3,19 @@
     .venv/bin/python bench/questions_bench.py [--jobs 20000] [--questions 10000]
         [--claims 1000] [--rounds 5]
 
-Migration 0014 makes the claim's staging (``errands_stage_due``, run by every claim)
+Migration 0013 makes the claim's staging (``errands_stage_due``, run by every claim)
 look first for questions past their deadline, on an index that holds only questions with
 a deadline. This times one claim of 16 jobs (``errands_claim``, in a transaction rolled
 back, so every call sees the same queue of ``--jobs`` runnable jobs without questions),
 ``--claims`` times per round, in three set-ups taken in turn, ``--rounds`` times:
 
 * ``0010``: the staging as migration 0010 left it (no deadline probe);
-* ``0014``: the staging of 0014, no question waiting;
-* ``0014+questions``: the same, with ``--questions`` jobs waiting for answers whose
+* ``0013``: the staging of 0013, no question waiting;
+* ``0013+questions``: the same, with ``--questions`` jobs waiting for answers whose
   deadline is an hour away (the index then holds them all).
 
 Then the staging alone, where the difference lives, called alternately (0010's under
-another name, then 0014's, ``--claims`` times each per round, so that the machine's
+another name, then 0013's, ``--claims`` times each per round, so that the machine's
 drift hits both alike), with and without ``--questions`` waiting.
 
 Printed: the median per set-up (median of the rounds' medians) and the ratios to
@@ -84,7 +84,7 @@ def forget_questions(conn: psycopg.Connection[Any]) -> None:
 
 
 def time_staging(conn: psycopg.Connection[Any], calls: int) -> tuple[float, float]:
-    """The median seconds of one call of 0010's staging and of 0014's, alternated."""
+    """The median seconds of one call of 0010's staging and of 0013's, alternated."""
     old: list[float] = []
     new: list[float] = []
     for _ in range(calls):
@@ -107,7 +107,7 @@ def time_claims(conn: psycopg.Connection[Any], claims: int) -> float:
 
 
 def stage_alone(url: str, old: str, new: str, args: argparse.Namespace) -> list[str]:
-    """The staging alone, 0010's and 0014's alternated, without and with questions."""
+    """The staging alone, 0010's and 0013's alternated, without and with questions."""
     lines = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(new)
@@ -121,7 +121,7 @@ def stage_alone(url: str, old: str, new: str, args: argparse.Namespace) -> list[
             new_median = statistics.median(p[1] for p in pairs)
             lines.append(
                 f"staging alone, {questions} questions waiting: 0010 {old_median * 1e6:.1f} us,"
-                f" 0014 {new_median * 1e6:.1f} us ({new_median / old_median:.3f}x,"
+                f" 0013 {new_median * 1e6:.1f} us ({new_median / old_median:.3f}x,"
                 f" {(new_median - old_median) * 1e6:+.1f} us a claim)"
             )
             print(lines[-1], file=sys.stderr)
@@ -137,8 +137,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     url = fresh_database(args.server)
-    old, new = staging_of("0010_workflows.sql"), staging_of("0014_questions.sql")
-    found: dict[str, list[float]] = {"0010": [], "0014": [], "0014+questions": []}
+    old, new = staging_of("0010_workflows.sql"), staging_of("0013_questions.sql")
+    found: dict[str, list[float]] = {"0010": [], "0013": [], "0013+questions": []}
     lines = [f"questions_bench {datetime.now(UTC).isoformat()} {vars(args)}"]
     try:
         with psycopg.connect(url, autocommit=True) as conn:
@@ -147,11 +147,11 @@ def main() -> None:
             for round_number in range(args.rounds):
                 for setup, times in found.items():
                     conn.execute(old if setup == "0010" else new)
-                    if setup == "0014+questions":
+                    if setup == "0013+questions":
                         ask(conn, args.questions)
                         conn.execute("ANALYZE background_jobs")
                     times.append(time_claims(conn, args.claims))
-                    if setup == "0014+questions":
+                    if setup == "0013+questions":
                         forget_questions(conn)
                     lines.append(f"round {round_number} {setup}: {times[-1] * 1e3:.3f} ms")
                     print(lines[-1], file=sys.stderr)

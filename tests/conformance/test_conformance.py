@@ -506,5 +506,13 @@ def test_service_exchanges(service: httpx.Client, case: dict[str, Any]) -> None:
 def test_every_vector_file_runs() -> None:
     """A new vector file is picked up here, or this fails."""
     found = sorted(path.stem for path in Path(HERE).glob("*.json"))
-    assert found == ["answers", "dependencies", "exchanges", "filters", "jobs", "offsets", "questions"]
+    assert found == [
+        "answers",
+        "dependencies",
+        "exchanges",
+        "filters",
+        "jobs",
+        "offsets",
+        "questions",
+    ]
     assert set(SCENARIOS) == {case["name"] for case in EXCHANGES}

@@ -33,8 +33,8 @@ from errands.protocol import (
     Offset,
     ShapeResponse,
     UpsertMessage,
-    check_dependencies,
     check_answer,
+    check_dependencies,
     check_job_options,
     check_kind,
 )
