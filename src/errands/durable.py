@@ -111,6 +111,9 @@ class Durable:
 
     # -- steps -----------------------------------------------------------------------
 
+    def _step_starts(self, name: str) -> None:
+        """A step that has not run yet is about to run (the job's side reports it)."""
+
     async def step(
         self, name: str, function: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any
     ) -> Any:
@@ -124,6 +127,7 @@ class Durable:
         found, value = await self._lookup(name)
         if found:
             return value
+        self._step_starts(name)
         result = function(*args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
@@ -134,6 +138,7 @@ class Durable:
         found, value = self._call(self._lookup(name))
         if found:
             return value
+        self._step_starts(name)
         return self._call(self._record(name, function(*args, **kwargs)))
 
     async def sleep(self, delay: timedelta | float, *, name: str | None = None) -> None:

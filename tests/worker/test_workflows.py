@@ -253,6 +253,28 @@ def test_a_worker_killed_between_steps_runs_no_finished_step_twice(
     ]  # fmt: skip
 
 
+def test_the_running_step_shows_as_progress_and_a_cancel_stops_between_steps(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "steps"
+    start()
+    job_id = errands.enqueue(conn, "steps_sync", {"steps": 8, "gap": 1.5, "log": str(log)})
+    seen = wait_for(
+        lambda: (
+            (message := job(conn, job_id)["progress_message"]) in ("step s1", "step s2") and message
+        ),
+        60,
+        what="a later step as the progress message",
+    )
+    assert seen in ("step s1", "step s2")  # what the owner's client shows
+    errands.operations.cancel(conn, job_id)
+    row = wait_for_state(conn, job_id, "cancelled", "completed", "failed", timeout=60)
+    assert row["state"] == "cancelled"
+    runs = [line.split()[0] for line in lines(log) if not line.startswith("stored")]
+    assert runs == [f"s{i}" for i in range(len(runs))]  # each step once, in order
+    assert len(runs) < 8  # stopped between steps, not run to the end
+
+
 def test_a_failed_attempt_keeps_its_finished_steps(
     conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
 ) -> None:
