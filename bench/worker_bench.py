@@ -113,8 +113,9 @@ class ErrandsEnqueuer:
     async def batch(self, seqs: list[int], kind: str = KIND) -> None:
         import errands  # noqa: PLC0415
 
-        async with self.conn.transaction():
-            await errands.enqueue_many_async(self.conn, kind, [{"seq": s} for s in seqs])
+        # One statement on an autocommit connection is its own transaction, as the
+        # peers' batch calls are (a transaction block would add BEGIN and COMMIT).
+        await errands.enqueue_many_async(self.conn, kind, [{"seq": s} for s in seqs])
 
     async def close(self) -> None:
         await self.conn.close()
