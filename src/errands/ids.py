@@ -26,6 +26,6 @@ def uuid7_many(count: int) -> list[uuid.UUID]:
     stamp = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80
     noise = os.urandom(10 * count)
     return [
-        uuid.UUID(int=(stamp | int.from_bytes(noise[i : i + 10], "big")) & _KEEP | _VERSION_AND_VARIANT)
+        uuid.UUID(int=(stamp | int.from_bytes(noise[i : i + 10])) & _KEEP | _VERSION_AND_VARIANT)
         for i in range(0, 10 * count, 10)
     ]
