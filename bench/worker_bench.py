@@ -149,7 +149,10 @@ class ErrandsContender:
         async def noop(ctx: errands.JobContext, payload: dict[str, int]) -> None:
             on_job(payload["seq"])
 
-        worker = errands.Worker(registry, url, errands.WorkerSettings(concurrency=concurrency))
+        # The lanes workload sets this in the child's environment (an A/B of the setting).
+        lanes = int(os.environ.get("ERRANDS_BENCH_CLAIM_LANES", "1"))
+        settings = errands.WorkerSettings(concurrency=concurrency, claim_lanes=lanes)
+        worker = errands.Worker(registry, url, settings)
         await _until(worker.run(), stop, worker.stop)
 
 
@@ -754,6 +757,7 @@ class Recorder:
 WORKLOADS = (
     "drain1",
     "drain16",
+    "lanes2",
     "history",
     "backlog",
     "cli",
@@ -794,6 +798,14 @@ async def _drains(
                 record(label, "bytes", False, c.name, result.bytes_per_job)
                 label = "WAL per job, batched enqueue + drain c=16 (server-wide)"
                 record(label, "bytes", False, c.name, result.wal_per_job)
+    if "lanes2" in args.workloads and "errands" in args.libraries:
+        os.environ["ERRANDS_BENCH_CLAIM_LANES"] = "2"  # the child inherits it
+        try:
+            result = await drain(CONTENDERS["errands"], server, args, 16)
+        finally:
+            del os.environ["ERRANDS_BENCH_CLAIM_LANES"]
+        label = "drain c=16, WorkerSettings(claim_lanes=2)"
+        record(label, "jobs/s", True, "errands", result.drain_rate)
     if "backlog" in args.workloads:
         for c in order:
             result = await drain(c, server, args, 16, backlog=args.backlog)
