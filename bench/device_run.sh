@@ -59,7 +59,7 @@ with psycopg.connect(sys.argv[1]) as conn:
         print(f"   {name} = {conn.execute(f'SHOW {name}').fetchone()[0]}")
 EOF
 
-workloads="drain16 cli cli_asyncio processes pickup"
+workloads="drain16 lanes2 cli cli_asyncio processes pickup"
 [ "$HISTORY" -gt 0 ] && workloads="$workloads history"
 cd "$DIR/bench" || exit 1
 # shellcheck disable=SC2086 -- the lists are meant to split
@@ -71,8 +71,9 @@ status=$?
 echo "== benchmark exit status $status after $((SECONDS - started)) s"
 # The sync benchmark too, while time is left (SYNC_UNTIL: seconds since the start).
 if [ "$((SECONDS - started))" -lt "${SYNC_UNTIL:-0}" ]; then
-    timeout --signal=INT 90 "$PY" sync_bench.py --database-url "$url" --clients 1000 \
-        --users all --mode sse --seconds 30 2>&1 | tee "$OUT/sync_bench.txt"
+    timeout --signal=INT 100 "$PY" sync_bench.py --database-url "$url" \
+        --clients "${SYNC_CLIENTS:-1000}" --users all --mode sse \
+        --seconds "${SYNC_SECONDS:-30}" 2>&1 | tee "$OUT/sync_bench.txt"
 fi
 report=$(ls -t "$OUT"/worker_bench-*.txt 2>/dev/null | head -1)
 if [ -n "$report" ]; then
