@@ -121,7 +121,8 @@ def test_two_claim_lanes_run_every_job_exactly_once(
     assert sorted(seen) == list(range(400))
     counts = conn.execute(
         "SELECT count(*) FILTER (WHERE type = 'started'),"
-        " count(*) FILTER (WHERE type = 'completed') FROM job_events WHERE job_id = ANY(%s) GROUP BY job_id",
+        " count(*) FILTER (WHERE type = 'completed')"
+        " FROM job_events WHERE job_id = ANY(%s) GROUP BY job_id",
         (ids,),
     ).fetchall()
     assert counts == [(1, 1)] * 400
