@@ -52,7 +52,9 @@ LIMIT 1
 -- one owner takes consecutive turns from the owner's next one (errands_take_turn gives
 -- each row one past the owner's last queued turn, which is the row before it: the same
 -- turns, without three lookups per row). The payloads come as one JSON array (json, not
--- jsonb: its 1 GB limit, not jsonb's 256 MB), in the ids' order.
+-- jsonb: its 1 GB limit, not jsonb's 256 MB), in the ids' order. The ids are new (made
+-- by enqueue_many), so no ON CONFLICT: its speculative insertion cost a WAL record and
+-- a check per row.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
      priority, queue, waiting_for, turn)
@@ -69,7 +71,6 @@ FROM ROWS FROM (unnest(%(ids)s::uuid[]), json_array_elements(%(payloads)s::json)
      WITH ORDINALITY AS batch (id, payload, n)
 LEFT JOIN errands_kinds AS registered ON registered.kind = %(kind)s
 CROSS JOIN (SELECT errands_next_turn(%(owner)s) AS turn) AS next
-ON CONFLICT (id) DO NOTHING
 
 -- name: register_kinds
 -- What this worker's registry says about its kinds; the newest registration wins.
