@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 REACT := tests/react/node_modules/.package-lock.json
+# Tests run in this many processes (each test has its own database and ports); 1 = serial.
+TEST_PROCESSES ?= 2
 
 .PHONY: test browser lint types unit demo bench clean rules
 
@@ -15,7 +17,7 @@ $(STAMP): pyproject.toml
 
 ## test: lint, types and every test (unit, integration, end-to-end, browser)
 test: browser $(STAMP) $(REACT) lint types
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES)
 
 # React for errands-react.js's tests only (tests/react/package-lock.json, from npm)
 $(REACT): tests/react/package-lock.json

@@ -102,6 +102,13 @@ def fresh_database(admin_url: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _python_path() -> str:
+    """The checkout's src first, then whatever this process was given (errands' wheel
+    installed with ``--target`` on a machine without a checkout)."""
+    given = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(ROOT / "src"), *([given] if given else [])])
+
+
 @contextlib.contextmanager
 def sync_server(database_url: str) -> Iterator[tuple[str, int]]:
     """``errands server`` on a free loopback port; its base URL and process id."""
@@ -111,7 +118,7 @@ def sync_server(database_url: str) -> Iterator[tuple[str, int]]:
     command = ["server", "--database-url", database_url, "--port", "0", *limits]
     process = subprocess.Popen(
         [sys.executable, "-m", "errands", *command],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "ERRANDS_SECRET": SECRET},
+        env={**os.environ, "PYTHONPATH": _python_path(), "ERRANDS_SECRET": SECRET},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -113,8 +114,9 @@ class ErrandsEnqueuer:
     async def batch(self, seqs: list[int], kind: str = KIND) -> None:
         import errands  # noqa: PLC0415
 
-        async with self.conn.transaction():
-            await errands.enqueue_many_async(self.conn, kind, [{"seq": s} for s in seqs])
+        # One statement on an autocommit connection is its own transaction, as the
+        # peers' batch calls are (a transaction block would add BEGIN and COMMIT).
+        await errands.enqueue_many_async(self.conn, kind, [{"seq": s} for s in seqs])
 
     async def close(self) -> None:
         await self.conn.close()
@@ -147,7 +149,10 @@ class ErrandsContender:
         async def noop(ctx: errands.JobContext, payload: dict[str, int]) -> None:
             on_job(payload["seq"])
 
-        worker = errands.Worker(registry, url, errands.WorkerSettings(concurrency=concurrency))
+        # The lanes workload sets this in the child's environment (an A/B of the setting).
+        lanes = int(os.environ.get("ERRANDS_BENCH_CLAIM_LANES", "1"))
+        settings = errands.WorkerSettings(concurrency=concurrency, claim_lanes=lanes)
+        worker = errands.Worker(registry, url, settings)
         await _until(worker.run(), stop, worker.stop)
 
 
@@ -509,6 +514,7 @@ class DrainResult:
     startup: float
     drain_rate: float
     bytes_per_job: float = 0.0
+    wal_per_job: float = 0.0
 
 
 async def fill(enqueuer: Enqueuer, jobs: int, batch: int, kind: str = KIND) -> float:
@@ -535,6 +541,9 @@ async def drain(
         if template is None:
             await contender.install(db.url)
         enqueuer = await contender.enqueuer(db.url)
+        # The WAL the server wrote from the first insert to the last finish: every
+        # database's, so on a shared server it counts others' writes too.
+        wal_start = db.scalar("SELECT pg_current_wal_insert_lsn()::text")
         if backlog:
             await fill(enqueuer, backlog, args.batch_size, OTHER)
         enqueue_rate = await fill(enqueuer, jobs, args.batch_size)
@@ -548,6 +557,7 @@ async def drain(
         }
         with spawn_child(spec) as process:
             result = child_result(process, CHILD_TIMEOUT)
+        wal = db.scalar(f"SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{wal_start}')")
         finished = db.scalar(contender.finished_sql)
         if finished != jobs or result["handled"] != jobs:
             raise RuntimeError(
@@ -559,14 +569,26 @@ async def drain(
             result["first"] - result["begin"],
             jobs / (result["last"] - result["first"]),
             db.scalar(STORED_SQL) / (jobs + backlog),
+            float(wal) / (jobs + backlog),
         )
 
 
-async def drain_with_cli(server: str, args: argparse.Namespace, processes: int = 1) -> DrainResult:
+def errands_command() -> list[str]:
+    """The ``errands`` command beside this Python, else on the PATH, else ``python -m
+    errands`` (a machine where errands' wheel was installed with ``--target``)."""
+    beside = Path(sys.executable).with_name("errands")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("errands")
+    return [found] if found else [sys.executable, "-m", "errands"]
+
+
+async def drain_with_cli(
+    server: str, args: argparse.Namespace, processes: int = 1, loop: str = "auto"
+) -> DrainResult:
     """errands' drain at concurrency 16 (per process) through the ``errands worker``
     command, timed in the database: start-up from the command's start to the first
     claim, the drain from the first claim to the last finish."""
-    errands_command = Path(sys.executable).with_name("errands")
     contender = CONTENDERS["errands"]
     with fresh_database(server, "errands_cli") as db:
         await contender.install(db.url)
@@ -577,9 +599,9 @@ async def drain_with_cli(server: str, args: argparse.Namespace, processes: int =
         begin = time.time()
         process = subprocess.Popen(  # noqa: ASYNC220 -- started once, before the timing
             [
-                str(errands_command),
+                *errands_command(),
                 *("worker", "worker_bench_jobs:registry", "--concurrency", "16"),
-                *("--processes", str(processes)),
+                *("--processes", str(processes), "--loop", loop),
             ],
             cwd=BENCH_DIR,
             env={**os.environ, "ERRANDS_DATABASE_URL": db.url},
@@ -732,7 +754,18 @@ class Recorder:
         print(f"  {name:<14} {label}: {_fmt(value)} {unit}", flush=True)
 
 
-WORKLOADS = ("drain1", "drain16", "history", "backlog", "cli", "processes", "pickup", "enqueue1")
+WORKLOADS = (
+    "drain1",
+    "drain16",
+    "lanes2",
+    "history",
+    "backlog",
+    "cli",
+    "cli_asyncio",
+    "processes",
+    "pickup",
+    "enqueue1",
+)
 """What ``--workloads`` can pick (the batched enqueue is timed while filling drain16)."""
 
 
@@ -763,6 +796,16 @@ async def _drains(
                 record(label, "jobs/s", True, c.name, result.enqueue_rate)
                 label = "tables + indexes per job after the drain c=16"
                 record(label, "bytes", False, c.name, result.bytes_per_job)
+                label = "WAL per job, batched enqueue + drain c=16 (server-wide)"
+                record(label, "bytes", False, c.name, result.wal_per_job)
+    if "lanes2" in args.workloads and "errands" in args.libraries:
+        os.environ["ERRANDS_BENCH_CLAIM_LANES"] = "2"  # the child inherits it
+        try:
+            result = await drain(CONTENDERS["errands"], server, args, 16)
+        finally:
+            del os.environ["ERRANDS_BENCH_CLAIM_LANES"]
+        label = "drain c=16, WorkerSettings(claim_lanes=2)"
+        record(label, "jobs/s", True, "errands", result.drain_rate)
     if "backlog" in args.workloads:
         for c in order:
             result = await drain(c, server, args, 16, backlog=args.backlog)
@@ -782,6 +825,10 @@ async def _errands_only(
         result = await drain_with_cli(server, args)
         record("drain c=16, `errands worker` command", "jobs/s", True, "errands", result.drain_rate)
         record("start-up, `errands worker` command", "s", False, "errands", result.startup)
+    if "cli_asyncio" in args.workloads:
+        result = await drain_with_cli(server, args, loop="asyncio")
+        label = "drain c=16, `errands worker --loop asyncio` command"
+        record(label, "jobs/s", True, "errands", result.drain_rate)
     if "processes" in args.workloads:
         for processes in args.processes:
             result = await drain_with_cli(server, args, processes)

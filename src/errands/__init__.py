@@ -10,6 +10,7 @@ command line (tests/unit/test_imports.py checks it at run time).
 """
 
 import importlib as _importlib
+import importlib.util as _importlib_util
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
@@ -25,6 +26,7 @@ if _typing.TYPE_CHECKING:
         MigrationError,
         PayloadError,
         Permanent,
+        QuestionTimedOut,
         ReplicaError,
         ReplicaMismatch,
         ServerUnreachable,
@@ -87,6 +89,7 @@ _WHERE: dict[str, str] = {
     "MigrationError": "errands.exceptions",
     "PayloadError": "errands.exceptions",
     "Permanent": "errands.exceptions",
+    "QuestionTimedOut": "errands.exceptions",
     "Registry": "errands.registry",
     "ReplicaError": "errands.exceptions",
     "ReplicaMismatch": "errands.exceptions",
@@ -135,6 +138,10 @@ def __getattr__(name: str) -> _typing.Any:
     """A public name, imported from its module at first use, then kept here."""
     module = _WHERE.get(name)
     if module is None:
+        # A submodule (``errands.workflows.steps(...)``), as a plain package offers once
+        # something imported it: here too before anything has.
+        if not name.startswith("_") and _importlib_util.find_spec(f"errands.{name}"):
+            return _importlib.import_module(f"errands.{name}")
         raise AttributeError(f"module 'errands' has no attribute {name!r}")
     value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
@@ -163,6 +170,7 @@ __all__ = [
     "MigrationError",
     "PayloadError",
     "Permanent",
+    "QuestionTimedOut",
     "Registry",
     "ReplicaError",
     "ReplicaMismatch",

@@ -1,6 +1,7 @@
 """How long to wait before trying again: one policy object for every retry loop (the
-worker's, the service's listener, the Python client's reconnection; errands.js has its
-own twin, ``Backoff`` in web/model.js)."""
+worker's, the service's listener, the scheduler's, the Python client's reconnection,
+the connector's attempts to open a connection; errands.js has its own twin, ``Backoff``
+in web/model.js, used by its Client and by every LiveShape, the console's included)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, NamedTuple, Protocol, TypeVar
 
-from errands.exceptions import ConfigurationError
+from errands.exceptions import ConfigurationError, QuestionTimedOut
 from errands.payloads import dump_json, printable
 
 T = TypeVar("T")
@@ -61,10 +61,25 @@ class StepStore(Protocol):
     async def dependencies(self, job_id: Any) -> list[Dependency]:
         """The job's dependencies, in the order they were named."""
 
-    async def ask(
-        self, job_id: Any, attempt: int, name: str, text: str, choices: str | None
-    ) -> tuple[bool, Any]:
-        """Ask the question (once) unless it was answered; whether it was, and the answer."""
+    async def ask(self, job_id: Any, attempt: int, question: Question) -> tuple[bool, bool, Any]:
+        """Ask the question (once) unless it was answered or timed out: whether it was
+        answered (a timeout with a default counts), whether it timed out without a
+        default, and the answer."""
+
+
+class Question(NamedTuple):
+    """A question as the worker stores it: choices and default as JSON text (None: not
+    given), the timeout in seconds (None: none)."""
+
+    name: str
+    text: str
+    choices: str | None
+    timeout: float | None
+    default: str | None
+
+
+NO_DEFAULT: Any = object()
+"""``ctx.ask``'s default ``default``: a question that times out fails the job."""
 
 
 class Suspended(BaseException):
@@ -96,6 +111,9 @@ class Durable:
 
     # -- steps -----------------------------------------------------------------------
 
+    def _step_starts(self, name: str) -> None:
+        """A step that has not run yet is about to run (the job's side reports it)."""
+
     async def step(
         self, name: str, function: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any
     ) -> Any:
@@ -109,6 +127,7 @@ class Durable:
         found, value = await self._lookup(name)
         if found:
             return value
+        self._step_starts(name)
         result = function(*args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
@@ -119,6 +138,7 @@ class Durable:
         found, value = self._call(self._lookup(name))
         if found:
             return value
+        self._step_starts(name)
         return self._call(self._record(name, function(*args, **kwargs)))
 
     async def sleep(self, delay: timedelta | float, *, name: str | None = None) -> None:
@@ -136,23 +156,45 @@ class Durable:
         self._call(self.sleep(delay, name=name))
 
     async def ask(
-        self, question: str, choices: Sequence[Any] | None = None, *, name: str | None = None
+        self,
+        question: str,
+        choices: Sequence[Any] | None = None,
+        *,
+        timeout: timedelta | float | None = None,
+        default: Any = NO_DEFAULT,
+        name: str | None = None,
     ) -> Any:
-        """Ask the job's owner ``question`` (one of ``choices``, if given) and return the
-        answer. The first time, the question is stored on the job and the attempt ends
-        (uncounted, the slot freed); the job waits, without a turn, until it is
-        answered (``errands.answer``), then runs again from the start, its finished
-        steps skipped, and this call returns the answer. Questions are numbered in call
-        order unless named."""
+        """Ask the job's owner ``question`` (one of ``choices``, if given; else a text)
+        and return the answer. The first time, the question is stored on the job and the
+        attempt ends (uncounted, the slot freed); the job waits, without a turn, until it
+        is answered (the owner's client, or ``errands.answer``), then runs again from the
+        start, its finished steps skipped, and this call returns the answer.
+
+        With a ``timeout`` (a timedelta or seconds), a question still unanswered then
+        stops waiting: the job runs again and this call returns ``default``, or raises
+        :class:`~errands.QuestionTimedOut` (the job fails, without retries) if no default
+        was given. Questions are numbered in call order unless named."""
         self._asks += 1
         name = name if name is not None else f"ask {self._asks}"
         found, value = await self._lookup(name)
         if found:
             return value
-        listed = None if choices is None else dump_json(list(choices), "choices")
-        answered, answer = await self._need_store().ask(
-            self.job_id, self.attempt, name, printable(str(question)), listed
+        listed = None if choices is None else list(choices)
+        if listed is not None and (not listed or any(c is None for c in listed)):
+            raise ValueError("a question's choices are at least one, none of them None")
+        asked = Question(
+            name,
+            printable(str(question)),
+            None if listed is None else dump_json(listed, "choices"),
+            None if timeout is None else _seconds(timeout),
+            None if default is NO_DEFAULT else dump_json(default, "default"),
         )
+        answered, timed_out, answer = await self._need_store().ask(self.job_id, self.attempt, asked)
+        if timed_out:
+            raise QuestionTimedOut(
+                f"question {name!r} ({asked.text:.80}) got no answer within its timeout of "
+                f"{asked.timeout or 0:g}s"
+            )
         if not answered:
             raise Suspended(0.0)
         if self._done is not None:
@@ -160,10 +202,16 @@ class Durable:
         return answer
 
     def ask_sync(
-        self, question: str, choices: Sequence[Any] | None = None, *, name: str | None = None
+        self,
+        question: str,
+        choices: Sequence[Any] | None = None,
+        *,
+        timeout: timedelta | float | None = None,
+        default: Any = NO_DEFAULT,
+        name: str | None = None,
     ) -> Any:
         """:meth:`ask` for plain handlers."""
-        return self._call(self.ask(question, choices, name=name))
+        return self._call(self.ask(question, choices, timeout=timeout, default=default, name=name))
 
     # -- dependencies ----------------------------------------------------------------
 
@@ -247,5 +295,5 @@ def _no_store() -> ConfigurationError:
 def _seconds(delay: timedelta | float) -> float:
     seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
     if seconds < 0:
-        raise ValueError(f"cannot sleep for a negative time ({seconds}s)")
+        raise ValueError(f"a negative time ({seconds}s) is not a delay")
     return seconds

@@ -11,6 +11,7 @@ is the default message, so ``raise ConfigurationError()`` still says something u
     * JobCancelled -- raised inside a handler once its job's cancellation was requested.
     * JobTimeout -- a handler ran past its job's timeout.
     * Permanent -- raised by a handler: the job fails at once, without retries.
+        * QuestionTimedOut -- ``ctx.ask``'s question got no answer before its timeout.
     * JobNotFound -- the client's replica has no job with this id.
     * InvalidKind (also a ValueError) -- a job kind the sync service would refuse.
     * WaitTimeout (also a TimeoutError) -- ``Client.wait`` gave up before the job ended.
@@ -67,6 +68,12 @@ class Permanent(ErrandsError):
     Raise it from a handler (``raise errands.Permanent("no such user") from exc``); the
     job's error records its message and the exception it was raised from.
     """
+
+
+class QuestionTimedOut(Permanent):
+    """The job's question (``ctx.ask(..., timeout=...)``) got no answer before its
+    timeout, and the handler gave no ``default``: the job fails, without retries (an
+    operator's retry asks the question again)."""
 
 
 class JobNotFound(ErrandsError):

@@ -12,7 +12,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from errands.exceptions import JobNotFound
-from errands.ids import uuid7
+from errands.ids import uuid7, uuid7_many
 from errands.payloads import dump_json
 from errands.protocol import MAX_NAME_LENGTH
 from errands.queries import query
@@ -174,10 +174,15 @@ async def _insert_async(
 def _batch(
     kind: str, payloads: Iterable[Any], options: BatchOptions
 ) -> tuple[list[uuid.UUID], dict[str, Any]]:
-    """New ids for a batch, and the enqueue_many query's parameters."""
+    """New ids for a batch, and the enqueue_many query's parameters. The payloads go as
+    one JSON array: a list of strings would be quoted and escaped element by element as
+    a Postgres array (a third of the batch's time in Python)."""
     batch = [dump_json(payload) for payload in payloads]
-    ids = [uuid7() for _ in batch]
-    return ids, _params(kind, options, BatchOptions.__optional_keys__, ids=ids, payloads=batch)
+    ids = uuid7_many(len(batch))
+    payloads_json = "[" + ",".join(batch) + "]"
+    return ids, _params(
+        kind, options, BatchOptions.__optional_keys__, ids=ids, payloads=payloads_json
+    )
 
 
 def enqueue_many(

@@ -35,6 +35,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from errands.connector import connector
 from errands.operations import QueueDepth, queues
 from errands.protocol import MutationResponse
 from errands.queries import query
@@ -372,7 +373,7 @@ class _QueueCollector(Collector):
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=5)
+                    self._conn = connector().connect(self._url, autocommit=True, connect_timeout=5)
                 rows = queues(self._conn)
                 served = self._conn.execute(query("served_queues"), {"limit": MAX_QUEUE_LABELS})
                 names = {name for (name,) in served.fetchall()}

@@ -14,6 +14,7 @@ from importlib import resources
 
 import psycopg
 
+from errands.connector import connector
 from errands.exceptions import ConfigurationError, MigrationError
 from errands.queries import query, read_sql
 
@@ -49,7 +50,7 @@ def available() -> list[Migration]:
 def migrate(conninfo: str) -> list[Migration]:
     """Bring the database at ``conninfo`` up to date; return the migrations applied."""
     try:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
+        with connector().connect(conninfo, autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
             try:
                 return _apply_missing(conn)
@@ -75,7 +76,7 @@ def _apply_missing(conn: psycopg.Connection) -> list[Migration]:
 
 def pending(conninfo: str) -> list[Migration]:
     """The migrations not yet applied to the database at ``conninfo``."""
-    with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+    with connector().connect(conninfo, autocommit=True, connect_timeout=10) as conn:
         exists = conn.execute(query("migrations_table_exists")).fetchone()
         done = set()
         if exists and exists[0]:

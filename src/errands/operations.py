@@ -50,9 +50,9 @@ PRUNE_BATCH_SIZE = 1000
 ACTION_ATTEMPTS = 3
 """How often an action is tried when a concurrent insert takes a unique key it was
 about to give back (the next try sees that job and holds the retry back)."""
-OPERATOR_NOTES = frozenset({"cancel_requested", "rescheduled"})
-"""Event types an operator's action records without a state change; they are not part
-of any attempt."""
+OPERATOR_NOTES = frozenset({"cancel_requested", "rescheduled", "answered"})
+"""Event types recorded without a state change -- an operator's action, or an answer to
+the job's question (by its owner, or an operator); they are not part of any attempt."""
 ACTIONS = ("retry", "cancel", "delete", "reschedule")
 
 JobId = uuid.UUID | str

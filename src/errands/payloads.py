@@ -14,6 +14,10 @@ from typing import Any
 from errands.exceptions import PayloadError
 from errands.protocol import MAX_PAYLOAD_BYTES, json_depth_problem
 
+# One encoder for every call: json.dumps with options builds a new one each time, a
+# third of the cost of dumping a small payload (enqueue_many dumps thousands at once).
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
 
 class PayloadTooLarge(PayloadError):
     """The value's JSON is larger than the limit; send a reference to the data instead."""
@@ -31,9 +35,11 @@ def dump_json(value: Any, what: str = "payload", *, max_bytes: int = MAX_PAYLOAD
     if problem is not None:
         raise PayloadError(f"the {what} cannot be stored: {problem}")
     try:
-        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"the {what} is not JSON-serialisable: {exc}") from exc
+    if len(text) * 4 <= max_bytes:  # no character takes more than 4 bytes of UTF-8
+        return text
     size = len(text.encode())
     if size > max_bytes:
         raise PayloadTooLarge(f"the {what} is {size} bytes of JSON; the limit is {max_bytes}")

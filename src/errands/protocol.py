@@ -99,20 +99,29 @@ JOB_COLUMNS: tuple[str, ...] = (
     "finished_at",
     "unique_key",
     "traceparent",
+    "waiting_for",
+    "question",
+    "answer",
 )
 """The columns of a job row as shapes deliver it (values as JSON: uuid and timestamps
-as strings, ISO 8601 with time zone)."""
+as strings, ISO 8601 with time zone). ``waiting_for`` is how many of the jobs it runs
+after have not ended yet (docs/workflows.md)."""
 
 TIMESTAMP_COLUMNS = ("timestamp", "run_at", "received_at", "started_at", "finished_at")
 """The columns that hold a timestamp (ISO 8601 with time zone on the wire)."""
-JSON_COLUMNS = ("payload", "result", "error")
+JSON_COLUMNS = ("payload", "result", "error", "question", "answer")
 """The columns that hold any JSON."""
 
+DEPENDENCY_FIELDS = ("after", "on_failure")
+"""What a client's insert carries besides columns: the jobs the new job runs after (kept
+as edges in ``job_dependencies``, not in the row) and what becomes of it if one of them
+fails or is cancelled (:func:`check_dependencies`)."""
 CLIENT_INSERT_COLUMNS = frozenset(
     {"id", "timestamp", "kind", "payload", "cancelled", "priority", "queue", "run_at"}
-    | {"max_attempts", "unique_key", "traceparent"}
+    | {"max_attempts", "unique_key", "traceparent", *DEPENDENCY_FIELDS}
 )
-"""The columns a client may set when it inserts a job; the server sets the rest."""
+"""The values a client may set when it inserts a job (the columns, and
+:data:`DEPENDENCY_FIELDS`); the server sets the rest."""
 MAX_PRIORITY = 1000
 """A client may ask for a priority from -MAX_PRIORITY to MAX_PRIORITY."""
 MAX_ATTEMPTS = 100
@@ -140,6 +149,20 @@ JOB_OPTION_RULES: dict[str, dict[str, Any]] = {
 (whole numbers, not booleans, in ``min..max``), ``name`` (``min_length..max_length``
 printable characters: what Python's ``str.isprintable`` accepts), ``timestamp``
 (:func:`parse_timestamp`)."""
+
+MAX_DEPENDENCIES = 100
+"""The most jobs one job may run after, as a client submits it (server code is not
+limited): an upload stays small, and a fan-in wider than this is a group's ``then``."""
+DEPENDENCY_RULE: dict[str, Any] = {
+    "after": {"type": "job_ids", "max_items": MAX_DEPENDENCIES},
+    "on_failure": {"type": "choice", "choices": ["cancel", "run"], "default": "cancel"},
+}
+"""A new job's dependencies: ``after`` is a list of 0 to ``max_items`` job ids (UUIDs
+written 8-4-4-4-12 in hex digits, any case; an id named twice counts once), and
+``on_failure`` one of ``choices``. Whether each id is a job of the caller's, and that
+the graph has no cycle, only the service can tell (``unknown_dependency``,
+``dependency_cycle``)."""
+_JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 KIND_RULE: dict[str, Any] = {"type": "text", "min_length": 1, "max_length": MAX_KIND_LENGTH}
 """A job's kind: 1 to MAX_KIND_LENGTH characters, none of them NUL or a lone surrogate."""
@@ -172,6 +195,27 @@ def check_job_options(values: Mapping[str, Any]) -> None:
             _check_option(name, rule, value)
 
 
+def check_dependencies(after: Any, on_failure: Any = None) -> tuple[list[str], str]:
+    """``after`` as an insert carries it (lower-case ids, each once, in the order named)
+    and ``on_failure`` (None: the default), if they follow :data:`DEPENDENCY_RULE`;
+    ``ValueError`` saying why otherwise. Shared by the clients and the service."""
+    rule, choices = DEPENDENCY_RULE["after"], DEPENDENCY_RULE["on_failure"]
+    if on_failure is None:
+        on_failure = choices["default"]
+    if on_failure not in choices["choices"]:
+        raise ValueError(f"on_failure must be one of {choices['choices']}, not {on_failure!r:.80}")
+    if after is None:
+        return [], on_failure
+    if not isinstance(after, list | tuple) or len(after) > rule["max_items"]:
+        raise ValueError(f"after must be a list of at most {rule['max_items']} job ids")
+    ids: dict[str, None] = {}
+    for job_id in after:
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
+            raise ValueError(f"after holds {job_id!r:.80}, which is not a job id (a UUID)")
+        ids[job_id.lower()] = None
+    return list(ids), on_failure
+
+
 def _check_option(name: str, rule: Mapping[str, Any], value: Any) -> None:
     if rule["type"] == "integer":
         low, high = rule["min"], rule["max"]
@@ -192,8 +236,75 @@ def _check_option(name: str, rule: Mapping[str, Any], value: Any) -> None:
             ) from None
 
 
-CLIENT_UPDATE_COLUMNS = frozenset({"cancelled"})
-"""The columns a client may update (and ``cancelled`` only to true)."""
+CLIENT_UPDATE_COLUMNS = frozenset({"cancelled", "answer"})
+"""The columns a client may update, one per update: ``cancelled`` only to true, and
+``answer`` only as :func:`check_answer` allows."""
+
+MAX_ANSWER_LENGTH = 10_000
+"""The longest answer, in characters, to a question asked without choices."""
+QUESTION_ANSWER_RULE: dict[str, Any] = {"type": "text", "max_length": MAX_ANSWER_LENGTH}
+"""What answers a question (``ctx.ask``) that is pending (asked, not answered, not
+timed out: the question has no ``timed_out``): one of its ``choices``, equal as JSON
+(a boolean is never a number); without choices, a text of at most ``max_length``
+characters. The service applies the same rule as it writes the answer (SQL
+``errands_answers``, given ``max_length``)."""
+
+
+ANSWERABLE_STATES = ("queued", "running")
+"""The states of a job whose question can be answered."""
+
+
+class QuestionClosed(ValueError):
+    """The job has no question waiting for an answer: answered already, timed out, or
+    never asked (or the job has ended)."""
+
+
+def question_pending(question: Any, answer: Any) -> bool:
+    """Whether ``question`` (a job's ``question`` column, as synced) waits for an
+    answer: asked, not answered (``answer`` is None) and not timed out."""
+    return isinstance(question, dict) and answer is None and "timed_out" not in question
+
+
+def check_answer(state: Any, question: Any, answer: Any, value: Any) -> Any:
+    """``value`` if it answers the job's pending ``question`` (:data:`QUESTION_ANSWER_RULE`;
+    ``state``, ``question`` and ``answer`` are the job's columns); :class:`QuestionClosed`
+    if none is pending, ``ValueError`` saying why for another wrong value. The client's
+    check before it records an answer, and the service's explanation of a refusal (it
+    checks the same in SQL as it writes)."""
+    if state not in ANSWERABLE_STATES or not question_pending(question, answer):
+        raise QuestionClosed(
+            "the job has no question waiting for an answer (answered already, timed out, "
+            "or never asked)"
+        )
+    if value is None:
+        raise ValueError("an answer is not null")
+    choices = question.get("choices")
+    if isinstance(choices, list):
+        if not any(same_json(value, choice) for choice in choices):
+            listed = ", ".join(repr(c) for c in choices)
+            raise ValueError(f"{value!r:.80} is not one of the question's choices: {listed:.300}")
+        return value
+    longest = QUESTION_ANSWER_RULE["max_length"]
+    if not isinstance(value, str) or len(value) > longest or UNSTORABLE_CHARACTERS.search(value):
+        raise ValueError(
+            f"the question has no choices: its answer is a text of at most {longest} "
+            "characters, without NUL or lone surrogates"
+        )
+    return value
+
+
+def same_json(a: Any, b: Any) -> bool:
+    """Whether two JSON values are equal as JSON (Postgres ``jsonb =``): numbers by
+    value, and a boolean never equal to a number (unlike Python's ``True == 1``)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
 
 
 class ErrorCode(StrEnum):
@@ -214,6 +325,11 @@ class ErrorCode(StrEnum):
     OPERATOR_REQUIRED = "operator_required"
     NOT_FOUND = "not_found"
     ALREADY_EXISTS = "already_exists"
+    UNKNOWN_DEPENDENCY = "unknown_dependency"
+    """A job the insert runs after is not one of the caller's (whether it is nobody's
+    or another user's is not said), or comes later in the same upload."""
+    DEPENDENCY_CYCLE = "dependency_cycle"
+    """The jobs of an upload run after one another in a circle (or one after itself)."""
     KIND_NOT_ALLOWED = "kind_not_allowed"
     """Clients may not submit this kind: it is not declared for clients."""
     QUOTA_EXCEEDED = "quota_exceeded"
@@ -234,6 +350,9 @@ class ErrorCode(StrEnum):
     NOT_ALLOWED = "method_not_allowed"
     UNAVAILABLE = "unavailable"
     DATABASE_UNAVAILABLE = "database_unavailable"
+    QUESTION_CLOSED = "question_closed"
+    """An answer to a job that has no question waiting for one: answered already (by
+    another replica of the owner, or an operator), timed out, or never asked."""
     INTERNAL = "internal_error"
 
 
@@ -559,11 +678,13 @@ def rules() -> dict[str, Any]:
         "unstorable_text": ["NUL", "lone surrogate"],
         "kind": KIND_RULE,
         "job_options": JOB_OPTION_RULES,
+        "dependencies": DEPENDENCY_RULE,
         "job_columns": list(JOB_COLUMNS),
         "timestamp_columns": list(TIMESTAMP_COLUMNS),
         "json_columns": list(JSON_COLUMNS),
         "client_insert_columns": sorted(CLIENT_INSERT_COLUMNS),
         "client_update_columns": sorted(CLIENT_UPDATE_COLUMNS),
+        "question_answer": QUESTION_ANSWER_RULE,
         "filter_ops": list(get_args(FilterOp)),
         "error_codes": {code.name.lower(): code.value for code in ErrorCode},
         "answers": list(ANSWER_RULES),

@@ -55,6 +55,7 @@ class JobContext(Durable):
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._reported: tuple[float, str | None] | None = None
+        self._fraction = 0.0
 
     @property
     def cancelled(self) -> bool:
@@ -70,8 +71,16 @@ class JobContext(Durable):
         self.check()
         value = min(1.0, max(0.0, float(fraction)))
         with self._lock:
+            self._fraction = value
             self._reported = (value, None if message is None else printable(str(message)))
         return _Checkpoint()
+
+    def _step_starts(self, name: str) -> None:
+        # A cancelled job stops between steps; the owner sees which step runs (as the
+        # progress message, the fraction as the handler last left it).
+        self.check()
+        with self._lock:
+            self._reported = (self._fraction, printable(f"step {name}"))
 
     def check(self) -> None:
         """Raise :class:`~errands.JobCancelled` if cancellation was requested."""

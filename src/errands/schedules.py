@@ -30,6 +30,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from cronsim import CronSim, CronSimError
 
+from errands.backoff import Backoff, Retries
+from errands.connector import connector
 from errands.ids import uuid7
 from errands.payloads import dump_json
 from errands.queries import query
@@ -39,8 +41,9 @@ log = logging.getLogger("errands.schedules")
 MAX_SLEEP = 60.0
 """The longest the scheduler sleeps between two looks at the clock (it also notices a
 suspended machine waking up)."""
-RECONNECT_DELAY = 1.0
-"""Seconds between attempts to reach the database again after an error."""
+RECONNECT = Backoff(first=0.5, cap=5.0)
+"""Waits between attempts to reach the database again after an error (the one retry
+policy, :mod:`errands.backoff`)."""
 
 
 @dataclass(frozen=True)
@@ -136,13 +139,15 @@ async def run_schedules(
     if not schedules:
         return
     cursors: dict[str, datetime] = {}  # per schedule: every tick up to here is settled
+    retries = Retries(RECONNECT)
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            async with await connector().connect_async(database_url, autocommit=True) as conn:
                 if not cursors:
                     recorded = await last_ticks(conn, schedules)
                     started = clock()
                     cursors = {s.name: recorded.get(s.name, started) for s in schedules}
+                retries.succeeded()
                 while True:
                     await _enqueue_due(conn, schedules, cursors, clock())
                     now = clock()
@@ -150,7 +155,7 @@ async def run_schedules(
                     await asyncio.sleep(min(max_sleep, max(0.0, (wake - now).total_seconds())))
         except psycopg.Error as exc:
             log.warning("schedules: the database failed (%s); retrying", exc)
-            await asyncio.sleep(RECONNECT_DELAY)
+            await asyncio.sleep(retries.failed())
 
 
 async def _enqueue_due(

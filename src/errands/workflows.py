@@ -21,9 +21,12 @@ import psycopg
 from psycopg.rows import class_row
 
 from errands.durable import Dependency
+from errands.exceptions import JobNotFound
 from errands.ids import uuid7
 from errands.jobs import BatchOptions, atomic, atomic_async, enqueue, enqueue_async
+from errands.operations import default_operator
 from errands.payloads import dump_json
+from errands.protocol import MAX_ANSWER_LENGTH, QuestionClosed, check_answer
 from errands.queries import query
 
 JobSpec = tuple[str, Any]
@@ -158,27 +161,72 @@ def dependencies(conn: psycopg.Connection[Any], job_id: uuid.UUID | str) -> list
         return cur.execute(query("dependencies"), {"id": uuid.UUID(str(job_id))}).fetchall()
 
 
-def answer(conn: psycopg.Connection[Any], job_id: uuid.UUID | str, value: Any) -> None:
-    """Answer the question pending on a job (``ctx.ask``); the job then runs again and
-    ``ctx.ask`` returns ``value``. ValueError if the job has no question waiting for an
-    answer, or ``value`` is not one of its choices. For server code and operators: the
-    owner's own answer, through the client, is not built yet (docs/workflows.md)."""
-    params = {"id": uuid.UUID(str(job_id)), "answer": dump_json(value, "answer")}
-    if conn.execute(query("answer"), params).fetchone() is None:
-        raise _unanswerable(job_id, value)
+async def dependencies_async(
+    conn: psycopg.AsyncConnection[Any], job_id: uuid.UUID | str
+) -> list[Dependency]:
+    """:func:`dependencies` for an asyncio connection."""
+    async with conn.cursor(row_factory=class_row(Dependency)) as cur:
+        await cur.execute(query("dependencies"), {"id": uuid.UUID(str(job_id))})
+        return await cur.fetchall()
+
+
+def answer(
+    conn: psycopg.Connection[Any],
+    job_id: uuid.UUID | str,
+    value: Any,
+    *,
+    operator: str | None = None,
+) -> None:
+    """Answer the question pending on a job (``ctx.ask``) as an operator (or server
+    code): the job then runs again and ``ctx.ask`` returns ``value``. The same rule as a
+    client's answer (:func:`errands.protocol.check_answer`): one of the question's
+    choices, or a text for a question without any; ValueError saying why otherwise
+    (``errands.protocol.QuestionClosed`` when no question waits). ``job_events`` records
+    it under ``operator`` (default: the local user and host). Joins the caller's open
+    transaction, if there is one; else commits at once."""
+    params = _answer_params(job_id, value, operator)
+    with conn.transaction():
+        conn.execute(query("set_operator", "operations.sql"), params)
+        applied = conn.execute(query("answer"), params).fetchone() is not None
+        conn.execute(query("set_operator", "operations.sql"), {"operator": ""})
+        if not applied:
+            _refuse(conn.execute(query("question_of"), params).fetchone(), job_id, value)
 
 
 async def answer_async(
-    conn: psycopg.AsyncConnection[Any], job_id: uuid.UUID | str, value: Any
+    conn: psycopg.AsyncConnection[Any],
+    job_id: uuid.UUID | str,
+    value: Any,
+    *,
+    operator: str | None = None,
 ) -> None:
     """:func:`answer` for an asyncio connection."""
-    params = {"id": uuid.UUID(str(job_id)), "answer": dump_json(value, "answer")}
-    if await (await conn.execute(query("answer"), params)).fetchone() is None:
-        raise _unanswerable(job_id, value)
+    params = _answer_params(job_id, value, operator)
+    async with conn.transaction():
+        await conn.execute(query("set_operator", "operations.sql"), params)
+        applied = await (await conn.execute(query("answer"), params)).fetchone() is not None
+        await conn.execute(query("set_operator", "operations.sql"), {"operator": ""})
+        if not applied:
+            row = await (await conn.execute(query("question_of"), params)).fetchone()
+            _refuse(row, job_id, value)
 
 
-def _unanswerable(job_id: uuid.UUID | str, value: Any) -> ValueError:
-    return ValueError(
-        f"job {job_id} has no question waiting for an answer, or {value!r:.80} is not one "
-        "of its choices"
-    )
+def _answer_params(job_id: uuid.UUID | str, value: Any, operator: str | None) -> dict[str, Any]:
+    return {
+        "id": uuid.UUID(str(job_id)),
+        "answer": dump_json(value, "answer"),
+        "owner": None,
+        "max_length": MAX_ANSWER_LENGTH,
+        "operator": operator or default_operator(),
+    }
+
+
+def _refuse(row: Sequence[Any] | None, job_id: uuid.UUID | str, value: Any) -> None:
+    """Raise why an answer did not apply (the row is `question_of`'s)."""
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    try:
+        check_answer(row[1], row[2], row[3], value)
+    except ValueError as exc:
+        raise type(exc)(f"job {job_id}: {exc}") from None
+    raise QuestionClosed(f"job {job_id}: its question changed meanwhile; look again")

@@ -58,3 +58,38 @@ def test_a_submit_reads_as_much_after_600_waiting_as_after_60(session: Session) 
     late = page.evaluate(SUBMIT, 540)
     assert early > 0
     assert late <= early * 1.1, (early, late)
+
+
+BURST = """async (times) => {
+    let deliveries = 0;
+    let newest = null;
+    const unsubscribe = window.errands.subscribe((jobs) => {
+        deliveries += 1;
+        newest = jobs[0]?.id;
+    }, { limit: 10 });
+    while (window.errands.refreshing) await window.errands.refreshing;
+    deliveries = 0;
+    const started = performance.now();
+    let job;
+    for (let i = 0; i < times; i++) job = await window.errands.submit("primes", { n: i });
+    const elapsed = performance.now() - started;
+    while (window.errands.refreshing) await window.errands.refreshing;
+    unsubscribe();
+    return { deliveries, elapsed, newest, last: job.id };
+}"""
+"""Subscribe, submit ``times`` jobs one after another, and count the deliveries."""
+
+
+def test_a_burst_of_submits_reads_for_the_subscriber_once_per_pause_not_per_write(
+    session: Session,
+) -> None:
+    """A subscriber's read holds up the next write (same stores): during a burst the
+    client reads for it at most every 100 ms (REFRESH_MAX_WAIT), and once the burst ends,
+    with the newest job."""
+    page = session.open()
+    page.get_by_role("switch").click()
+    expect(page.locator("#connectivity-state")).to_have_text("Offline")
+    burst = page.evaluate(BURST, 300)
+    assert burst["newest"] == burst["last"]  # the subscriber saw the end of the burst
+    windows = burst["elapsed"] / 100
+    assert 1 <= burst["deliveries"] <= windows + 3, burst  # before: one per ~2 submits

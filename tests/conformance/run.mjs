@@ -9,12 +9,16 @@ import {
   Refused,
   Unauthorized,
   PayloadTooLarge,
+  QuestionClosed,
   RULES,
+  checkAnswer,
   checkKind,
   decodeOffset,
   errorFor,
+  jobDependencies,
   jobOptions,
   payloadJson,
+  viewJob,
 } from "../../src/errands/web/model.js";
 
 const CODES = RULES.error_codes;
@@ -25,6 +29,7 @@ function expand(value) {
   if (value === null || typeof value !== "object") return value;
   const keys = Object.keys(value);
   if (keys.length === 1 && keys[0] === "$repeat") return value.$repeat[0].repeat(value.$repeat[1]);
+  if (keys.length === 1 && keys[0] === "$list") return Array(value.$list[1]).fill(expand(value.$list[0]));
   if (keys.length === 1 && keys[0] === "$nest") {
     let nested = [];
     for (let i = 1; i < value.$nest; i++) nested = [nested];
@@ -36,6 +41,7 @@ function expand(value) {
 /** The code the service answers for what a client refused with `error`. */
 function codeOf(error) {
   if (error instanceof PayloadTooLarge) return CODES.payload_too_large;
+  if (error instanceof QuestionClosed) return CODES.question_closed;
   if (error instanceof InvalidKind || error instanceof RangeError || error?.name === "PayloadError") return CODES.validation_error;
   throw error; // not a refusal: a bug
 }
@@ -58,6 +64,10 @@ const jobs = load("jobs").map(({ name, submit }) =>
     jobOptions(options ?? {});
     return { payload: JSON.parse(text) };
   }),
+);
+
+const dependencies = load("dependencies").map(({ name, after, on_failure: onFailure }) =>
+  outcome(name, () => ({ after: jobDependencies(expand(after), onFailure).after ?? [] })),
 );
 
 const offsets = load("offsets").map(({ name, offset }) =>
@@ -84,4 +94,12 @@ function action(status, code) {
 const answers = load("answers").map(({ name, status, code }) => ({ name, action: action(status, code) }));
 const exchanges = load("exchanges").map(({ name, expect }) => ({ name, action: action(expect.status, expect.code) }));
 
-console.log(JSON.stringify({ jobs, offsets, answers, exchanges }));
+const questions = load("questions").map(({ name, job, value }) =>
+  outcome(name, () => {
+    const synced = { id: "a", timestamp: "2026-12-04T10:00:00+00:00", kind: "charge", payload: {}, ...job };
+    checkAnswer(viewJob(synced, []), expand(value));
+    return {};
+  }),
+);
+
+console.log(JSON.stringify({ jobs, dependencies, offsets, answers, exchanges, questions }));

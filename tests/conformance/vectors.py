@@ -10,12 +10,15 @@ HERE = Path(__file__).parent
 
 
 def expand(value: Any) -> Any:
-    """``value`` with the macros written out: ``{"$repeat": [TEXT, N]}`` and
-    ``{"$nest": N}``."""
+    """``value`` with the macros written out: ``{"$repeat": [TEXT, N]}``,
+    ``{"$list": [VALUE, N]}`` and ``{"$nest": N}``."""
     if isinstance(value, dict):
         if set(value) == {"$repeat"}:
             text, times = value["$repeat"]
             return text * times
+        if set(value) == {"$list"}:
+            item, count = value["$list"]
+            return [expand(item)] * count
         if set(value) == {"$nest"}:
             nested: list[Any] = []
             for _ in range(value["$nest"] - 1):
@@ -27,7 +30,8 @@ def expand(value: Any) -> Any:
     return value
 
 
-def cases(name: str) -> list[dict[str, Any]]:
-    """The cases of ``NAME.json``, as written (run.mjs expands them its own way)."""
+def cases(name: str, part: str = "cases") -> list[dict[str, Any]]:
+    """The cases of ``NAME.json`` (or another ``part`` of it), as written (run.mjs
+    expands them its own way)."""
     data = json.loads((HERE / f"{name}.json").read_text("utf-8"))
-    return list(data["cases"])
+    return list(data[part])

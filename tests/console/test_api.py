@@ -21,12 +21,14 @@ from tests.console.conftest import errands_token
 from tests.helpers import ErrandsProcess
 from tests.operations.jobs import end, start
 
+# A fixed id: pytest-xdist needs the same parameters in every worker.
+SOME_JOB = uuid.UUID("6f1d3c52-2b8e-4a57-9a43-0c3e8f1b2d10")
 ADMIN_ROUTES = [
     ("GET", "/v1/admin/workers", None),
     ("GET", "/v1/admin/charts", None),
-    ("GET", f"/v1/admin/jobs/{uuid.uuid4()}", None),
-    ("POST", "/v1/admin/jobs/retry", {"ids": [str(uuid.uuid4())]}),
-    ("POST", "/v1/admin/jobs/cancel", {"ids": [str(uuid.uuid4())]}),
+    ("GET", f"/v1/admin/jobs/{SOME_JOB}", None),
+    ("POST", "/v1/admin/jobs/retry", {"ids": [str(SOME_JOB)]}),
+    ("POST", "/v1/admin/jobs/cancel", {"ids": [str(SOME_JOB)]}),
     ("POST", "/v1/admin/jobs/delete", {"where": {}}),
     ("POST", "/v1/admin/jobs/delete", {"where": {}, "all": True}),
     ("GET", "/v1/admin/jobs", None),

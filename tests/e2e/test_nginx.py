@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import signal
 import time
 import uuid
@@ -114,6 +115,62 @@ def test_a_users_limits_hold_across_two_processes_behind_nginx(
     assert held == [200, 200]
     served_by = {line.split()[1] for line in nginx.access_log()}
     assert len(served_by) == 1  # one token, one process
+
+
+def test_every_token_of_a_user_lands_on_one_process_and_the_limits_hold(
+    start_servers: StartServers, start_nginx: StartNginx
+) -> None:
+    """nginx routes shape reads, event streams and uploads by the user the service
+    verified (X-Errands-Route from /v1/me), not by the token: alice's eight tokens all
+    reach one process (hashing the tokens would spread them: the chance that eight land
+    on one of two processes is 1 in 128), so her third distinct shape, on yet another
+    token, is refused; ten users do spread over both processes."""
+    servers = start_servers(2, "--max-shapes", "2", "--live-hold", "5")
+    nginx = start_nginx([server.port for server in servers])
+    tokens = [make_token(SECRET, "alice", expires_in=3600 + n) for n in range(8)]
+    assert len(set(tokens)) == 8
+
+    def upstreams() -> set[str]:
+        """The processes nginx sent requests to (a cache hit names none)."""
+        return {m for line in nginx.access_log() for m in re.findall(r"127\.0\.0\.1:\d+", line)}
+
+    for n, alices in enumerate(tokens):
+        with httpx.Client(base_url=nginx.url, timeout=30) as web:
+            headers = {"Authorization": f"Bearer {alices}"}
+            assert web.get(JOBS, params={"offset": "-1"}, headers=headers).status_code == 200
+            values = {"kind": "test", "payload": {"n": n}}
+            upload = {"mutations": [mutation("insert", str(uuid.uuid4()), values)]}
+            assert web.post("/v1/mutations", json=upload, headers=headers).status_code == 200
+            stream = web.build_request(
+                "GET", f"{JOBS}/stream", params={"offset": "-1"}, headers=headers
+            )
+            answer = web.send(stream, stream=True)
+            assert answer.status_code == 200
+            answer.close()
+    assert len(upstreams()) == 1, nginx.access_log()
+
+    async def three_shapes_on_three_tokens() -> list[int]:
+        async def live(token_: str, queue: str) -> int:
+            where = json.dumps([{"column": "queue", "op": "eq", "value": queue}])
+            headers = {"Authorization": f"Bearer {token_}"}
+            async with httpx.AsyncClient(base_url=nginx.url, headers=headers, timeout=30) as web:
+                first = await web.get(JOBS, params={"offset": "-1", "where": where})
+                params = {"offset": first.json()["offset"], "where": where, "live": "true"}
+                return (await web.get(JOBS, params=params)).status_code
+
+        held = [asyncio.create_task(live(tokens[n], f"q{n}")) for n in (0, 1)]
+        await asyncio.sleep(1.0)  # both held by now (the service holds up to 5 s)
+        third = await live(tokens[2], "q3")
+        return [third, *await asyncio.gather(*held)]
+
+    third, *held = asyncio.run(three_shapes_on_three_tokens())
+    assert third == 429
+    assert held == [200, 200]
+
+    for user in (f"user{n}" for n in range(10)):
+        with http(nginx.url, user) as web:
+            assert web.get(JOBS, params={"offset": "-1"}).status_code == 200
+    assert len(upstreams()) == 2, nginx.access_log()
 
 
 def test_an_offset_issued_by_one_server_is_honoured_by_the_other(
@@ -246,3 +303,24 @@ def test_500_clients_of_one_user_cost_the_origins_one_query_per_page_then_per_ch
     )
     assert refused.status_code == 401
     assert json.loads(refused.text)["error"]["code"] == "unauthorized"
+
+
+def test_a_cors_preflight_passes_nginxs_token_check(
+    start_servers: StartServers, start_nginx: StartNginx
+) -> None:
+    """A preflight carries no token: nginx's auth_request lets it through to the service
+    (which answers it) on the routes it checks tokens on."""
+    servers = start_servers(2, "--cors-origin", "https://app.example")
+    nginx = start_nginx([server.port for server in servers])
+    ask = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    for path in ("/v1/mutations", JOBS, f"{JOBS}/stream"):
+        answer = httpx.options(nginx.url + path, headers=ask, timeout=10)
+        assert answer.status_code == 200, (path, answer.status_code, answer.text)
+        assert answer.headers["access-control-allow-origin"] == "https://app.example"
+    refused = httpx.post(f"{nginx.url}/v1/mutations", json={"mutations": []}, timeout=10)
+    assert refused.status_code == 401
+    assert refused.json()["error"]["code"] == "unauthorized"

@@ -8,17 +8,21 @@ import {
   EventStreamParser,
   InvalidKind,
   PayloadError,
+  QuestionClosed,
   ServerUnreachable,
   Unauthorized,
+  checkAnswer,
   checkKind,
   covers,
   decodeOffset,
   errorFor,
   fitBatch,
+  jobDependencies,
   jobOptions,
   newestJobs,
   payloadJson,
   replicaName,
+  sameJson,
   sortKey,
   tokenUser,
   uuid7,
@@ -170,6 +174,79 @@ describe("the view of a job: synced row with the outbox on top", () => {
   test("the page's job view matches errands/ui/views.py", () => {
     const view = jobView(viewJob({ ...ROW, id: "0190b4a1-2c3d-7e4f-8a9b-0c1d2e3f4a5b", state: "failed", error: "boom" }, []));
     assert.deepEqual([view.short_id, view.ended, view.cancel_requested, view.error], ["2e3f4a5b", true, false, { type: null, message: "boom", traceback: null }]);
+  });
+});
+
+describe("a workflow: the jobs a new job runs after", () => {
+  const A = "0190b4a1-2c3d-7e4f-8a9b-0c1d2e3f4a5b";
+  const B = "0190B4A1-2C3D-7E4F-8A9B-0C1D2E3F4A5C";
+
+  test("jobs or ids, lower-cased, each once, in order; on_failure defaults to cancel", () => {
+    assert.deepEqual(jobDependencies([{ id: A }, B, A]), { after: [A, B.toLowerCase()], on_failure: "cancel" });
+    assert.deepEqual(jobDependencies([A], "run"), { after: [A], on_failure: "run" });
+    assert.deepEqual(jobDependencies(undefined), {});
+    assert.deepEqual(jobDependencies([]), {});
+  });
+
+  test("refused as the service refuses them", () => {
+    assert.throws(() => jobDependencies(["nope"]), RangeError);
+    assert.throws(() => jobDependencies(A), RangeError); // one id, not a list
+    assert.throws(() => jobDependencies(Array(101).fill(A)), /at most 100/);
+    assert.throws(() => jobDependencies([A], "maybe"), /on_failure/);
+  });
+
+  test("a job not delivered yet waits for every job it runs after but the ended ones", () => {
+    const insert = pending("insert", { id: "c", timestamp: ROW.timestamp, kind: "k", payload: {}, after: [A, B], on_failure: "cancel" });
+    assert.equal(viewJob(null, [insert]).waiting_for, 2);
+    assert.equal(viewJob(null, [insert], 1).waiting_for, 1);
+    assert.equal(viewJob(null, [{ ...insert, status: "rejected", error: "unknown_dependency: no" }]).waiting_for, 0);
+  });
+
+  test("a synced job says what the service says; the page's view carries it", () => {
+    const job = viewJob({ ...ROW, state: "queued", waiting_for: 3 }, []);
+    assert.equal(job.waiting_for, 3);
+    assert.equal(jobView(job).waiting_for, 3);
+    assert.equal(viewJob(ROW, []).waiting_for, 0);
+  });
+});
+
+describe("questions: protocol.check_answer's rules", () => {
+  const asking = { ...ROW, state: "queued", question: { name: "ask 1", text: "Charge 40 EUR?", choices: ["yes", "no"], asked_at: "2026-12-01T10:00:01+00:00" } };
+
+  test("a job with a pending question is asking; answered locally, it is not", () => {
+    const job = viewJob(asking, []);
+    assert.equal(job.asking, true);
+    assert.equal(checkAnswer(job, "yes"), "yes");
+    const answered = viewJob(asking, [pending("update", { answer: "yes" })]);
+    assert.deepEqual([answered.asking, answered.answer, answered.pending], [false, "yes", true]);
+    assert.throws(() => checkAnswer(answered, "no"), QuestionClosed);
+    assert.deepEqual(jobView(job).question, { text: "Charge 40 EUR?", choices: ["yes", "no"], deadline: null });
+    assert.equal(jobView(answered).question, null);
+  });
+
+  test("only one of the choices; without choices, a bounded text; never null", () => {
+    const job = viewJob(asking, []);
+    assert.throws(() => checkAnswer(job, "maybe"), RangeError);
+    assert.throws(() => checkAnswer(job, null), RangeError);
+    const open = viewJob({ ...asking, question: { ...asking.question, choices: null } }, []);
+    assert.equal(checkAnswer(open, "Ada"), "Ada");
+    assert.throws(() => checkAnswer(open, { name: "Ada" }), RangeError);
+    assert.throws(() => checkAnswer(open, "x".repeat(10_001)), RangeError);
+  });
+
+  test("no question, a timed out one, or an ended job: closed", () => {
+    assert.throws(() => checkAnswer(viewJob(ROW, []), "yes"), QuestionClosed);
+    const late = viewJob({ ...asking, question: { ...asking.question, timed_out: true } }, []);
+    assert.throws(() => checkAnswer(late, "yes"), QuestionClosed);
+    assert.throws(() => checkAnswer(viewJob({ ...asking, state: "cancelled" }, []), "yes"), QuestionClosed);
+  });
+
+  test("JSON equality: a boolean is not a number, keys in any order", () => {
+    assert.equal(sameJson(1, 1.0), true);
+    assert.equal(sameJson(true, 1), false);
+    assert.equal(sameJson({ a: 1, b: [2] }, { b: [2], a: 1 }), true);
+    assert.equal(sameJson({ a: 1 }, { a: 1, b: 2 }), false);
+    assert.equal(sameJson([1], 1), false);
   });
 });
 

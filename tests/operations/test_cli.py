@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 import errands
+from errands.operations import default_operator
 from tests.helpers import ErrandsProcess
 from tests.operations.jobs import make_job
 
@@ -198,3 +199,33 @@ def test_the_client_and_operator_forms_are_told_apart(
     code, output = run("cancel", "aaaa", "bbbb", *client)
     assert code == 2, output
     assert "several need --database-url" in output
+
+
+def test_answer_gives_an_operators_answer_once(conn: Conn, db: dict[str, str]) -> None:
+    job_id = make_job(conn, "queued", "charge")
+    question = {"name": "ask 1", "text": "Go?", "choices": ["yes", "no"], "asked_at": "2026"}
+    conn.execute(  # as ctx.ask leaves a job that waits for its answer
+        "UPDATE background_jobs SET question = %s, waiting_for = 1 WHERE id = %s",
+        (psycopg.types.json.Jsonb(question), job_id),
+    )
+    code, output = run("answer", str(job_id)[-8:], "maybe", env=db)
+    assert code == 1
+    assert "not one of the question's choices" in output
+    assert "Traceback" not in output
+    code, output = run("answer", str(job_id)[-8:], "yes", "--env-operator-is-ignored", env=db)
+    assert code == 2  # an unknown option: a usage error, nothing answered
+    code, output = run("answer", str(job_id)[-8:], "yes", env=db)
+    assert code == 0, output
+    assert f"answered {job_id}" in output
+    row = conn.execute(
+        "SELECT answer, waiting_for, turn IS NOT NULL FROM background_jobs WHERE id = %s",
+        (job_id,),
+    ).fetchone()
+    assert row == ("yes", 0, True)  # runnable again
+    [(operator,)] = conn.execute(
+        "SELECT operator FROM job_events WHERE job_id = %s AND type = 'answered'", (job_id,)
+    ).fetchall()
+    assert operator == default_operator()
+    code, output = run("answer", str(job_id), "no", env=db)
+    assert code == 1
+    assert "no question waiting for an answer" in output

@@ -49,7 +49,7 @@ def test_no_input_makes_the_service_fail(start_server: StartServer) -> None:
     schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
     paths = requests.get(f"{service.url}/openapi.json", timeout=30).json()["paths"]
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 15  # 5 of the sync protocol, 10 of the console (/v1/admin)
+    assert len(operations) == 16  # 5 of the sync protocol, 11 of the console (/v1/admin)
     for operation in operations:
         documented = set(paths[operation.path][operation.method.lower()]["responses"])
         fuzz(operation, service.url, documented)

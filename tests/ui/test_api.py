@@ -319,3 +319,27 @@ def test_bad_options_are_refused_and_nothing_is_submitted(
     response = api.post("/api/jobs", json={"kind": "primes", "payload": {}, **options})
     assert_error(response, 400, "validation_error", words)
     assert client.jobs() == []
+
+
+def test_answer_a_question_locally_once(api: TestClient, client: errands.Client) -> None:
+    asking = "01900000-0000-7000-8000-000000000002"
+    question = {"name": "ask 1", "text": "Go?", "choices": ["yes", "no"], "asked_at": "2026"}
+    row = {"id": asking, "timestamp": "2026-01-01T00:00:00+00:00", "question": question}
+    client.replica.apply(
+        ShapeResponse(messages=[UpsertMessage(key=asking, row=row)], offset="g_5_5_"), START
+    )
+    [listed] = api.get("/api/jobs").json()["jobs"]
+    assert listed["question"] == {"text": "Go?", "choices": ["yes", "no"], "deadline": None}
+    refused = api.post(f"/api/jobs/{asking}/answer", json={"value": "maybe"})
+    assert_error(refused, 400, "validation_error", "not one of the question's choices")
+    answered = api.post(f"/api/jobs/{asking}/answer", json={"value": "yes"})
+    assert answered.status_code == 200, answered.text
+    assert (answered.json()["question"], answered.json()["answer"]) == (None, "yes")
+    assert answered.json()["pending"] is True
+    again = api.post(f"/api/jobs/{asking}/answer", json={"value": "no"})
+    assert_error(again, 409, "question_closed", "no question waiting")
+    unknown = "01900000-0000-7000-8000-000000000000"
+    assert_error(
+        api.post(f"/api/jobs/{unknown}/answer", json={"value": "yes"}), 404, "not_found", unknown
+    )
+    assert client.status.pending == 1  # one answer, uploaded when the client connects

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import errands
-from errands.durable import Dependency, Suspended
+from errands.durable import Dependency, Question, Suspended
 
 
 class MemorySteps:
@@ -24,6 +24,7 @@ class MemorySteps:
         self.deps: list[Dependency] = []
         self.answers: dict[str, Any] = {}
         self.asked: list[tuple[str, str, str | None]] = []
+        self.timed_out: set[str] = set()
 
     async def done(self, job_id: Any) -> dict[str, Any]:
         return {name: value for (job, name), value in self.stored.items() if job == job_id}
@@ -38,13 +39,16 @@ class MemorySteps:
     async def dependencies(self, job_id: Any) -> list[Dependency]:
         return self.deps
 
-    async def ask(
-        self, job_id: Any, attempt: int, name: str, text: str, choices: str | None
-    ) -> tuple[bool, Any]:
+    async def ask(self, job_id: Any, attempt: int, question: Question) -> tuple[bool, bool, Any]:
+        name = question.name
         if name in self.answers:
-            return True, self.stored.setdefault((job_id, name), self.answers[name])
-        self.asked.append((name, text, choices))
-        return False, None
+            return True, False, self.stored.setdefault((job_id, name), self.answers[name])
+        if name in self.timed_out:
+            if question.default is None:
+                return False, True, None
+            return True, False, self.stored.setdefault((job_id, name), json.loads(question.default))
+        self.asked.append((name, question.text, question.choices))
+        return False, False, None
 
 
 JOB = uuid.uuid4()
@@ -163,3 +167,31 @@ def test_a_question_suspends_the_attempt_until_answered() -> None:
     store.answers["ask 1"] = "yes"
     assert asyncio.run(attempt()) == "yes"
     assert asyncio.run(attempt()) == "yes"  # a step now: stored, returned at once
+
+
+def test_a_question_past_its_timeout_returns_its_default_or_fails_the_job() -> None:
+    store = MemorySteps()
+
+    async def attempt(**options: Any) -> Any:
+        return await context(store).ask("Go on?", choices=("yes", "no"), **options)
+
+    with pytest.raises(Suspended):
+        asyncio.run(attempt(timeout=timedelta(minutes=5), default="no"))
+    store.timed_out.add("ask 1")
+    assert asyncio.run(attempt(timeout=timedelta(minutes=5), default="no")) == "no"
+    assert asyncio.run(attempt()) == "no"  # stored as the step's result
+    store.stored.clear()
+    with pytest.raises(errands.QuestionTimedOut, match="no answer within its timeout of 300s"):
+        asyncio.run(attempt(timeout=300))
+    assert issubclass(errands.QuestionTimedOut, errands.Permanent)  # no retries
+    with pytest.raises(ValueError, match="negative"):
+        asyncio.run(attempt(timeout=-1))
+
+
+def test_a_question_without_choices_that_can_be_answered_is_refused() -> None:
+    async def attempt(choices: list[Any]) -> Any:
+        return await context(MemorySteps()).ask("Which?", choices=choices)
+
+    for choices in ([], [None, "no"]):
+        with pytest.raises(ValueError, match="at least one, none of them None"):
+            asyncio.run(attempt(choices))

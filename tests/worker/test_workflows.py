@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import signal
+import time
 import uuid
 from collections import Counter
 from datetime import datetime
@@ -18,6 +19,7 @@ import pytest
 from psycopg.types.json import Jsonb
 
 import errands
+from errands.protocol import QuestionClosed
 from errands.worker.steps import WorkerSteps
 from tests.helpers import ErrandsProcess, wait_for
 from tests.worker.conftest import StartWorker, events, job, wait_for_state
@@ -251,6 +253,28 @@ def test_a_worker_killed_between_steps_runs_no_finished_step_twice(
     ]  # fmt: skip
 
 
+def test_the_running_step_shows_as_progress_and_a_cancel_stops_between_steps(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "steps"
+    start()
+    job_id = errands.enqueue(conn, "steps_sync", {"steps": 8, "gap": 1.5, "log": str(log)})
+    seen = wait_for(
+        lambda: (
+            (message := job(conn, job_id)["progress_message"]) in ("step s1", "step s2") and message
+        ),
+        60,
+        what="a later step as the progress message",
+    )
+    assert seen in ("step s1", "step s2")  # what the owner's client shows
+    errands.operations.cancel(conn, job_id)
+    row = wait_for_state(conn, job_id, "cancelled", "completed", "failed", timeout=60)
+    assert row["state"] == "cancelled"
+    runs = [line.split()[0] for line in lines(log) if not line.startswith("stored")]
+    assert runs == [f"s{i}" for i in range(len(runs))]  # each step once, in order
+    assert len(runs) < 8  # stopped between steps, not run to the end
+
+
 def test_a_failed_attempt_keeps_its_finished_steps(
     conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
 ) -> None:
@@ -449,7 +473,7 @@ def test_a_question_frees_the_slot_until_answered_then_the_job_resumes(
     other = errands.enqueue(conn, "record", {"name": "other"})
     assert wait_for_state(conn, other, "completed")["state"] == "completed"
     assert job(conn, job_id)["state"] == "queued"
-    with pytest.raises(ValueError, match="not one of its choices"):
+    with pytest.raises(ValueError, match="not one of the question's choices"):
         errands.answer(conn, job_id, "maybe")
     errands.answer(conn, job_id, "yes")
     with pytest.raises(ValueError, match="no question waiting"):
@@ -467,6 +491,67 @@ def test_a_plain_handler_asks_too(conn: psycopg.Connection[Any], start: StartWor
     job_id = errands.enqueue(conn, "approve_sync", None)
     wait_for(lambda: job(conn, job_id)["question"] is not None, 60, what="the question")
     wait_for_state(conn, job_id, "queued")
-    errands.answer(conn, job_id, {"name": "Ada"})
+    errands.answer(conn, job_id, "Ada")
     row = wait_for_state(conn, job_id, "completed", "failed", timeout=60)
-    assert row["result"] == {"name": "Ada"}
+    assert row["result"] == "Ada"
+
+
+def test_a_question_past_its_timeout_takes_its_default(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    start()
+    job_id = errands.enqueue(conn, "charge", {"log": str(log), "timeout": 1.5, "default": "no"})
+    asked = wait_for(lambda: job(conn, job_id)["question"], 60, what="the question")
+    assert asked["default"] == "no"
+    assert datetime.fromisoformat(asked["deadline"]) > datetime.fromisoformat(asked["asked_at"])
+    row = wait_for_state(conn, job_id, "completed", "failed", timeout=60)
+    assert row["result"] == {"quote": 40, "answer": "no"}
+    assert (row["question"], row["answer"], row["question_deadline"]) == (None, None, None)
+    assert [line.split()[0] for line in lines(log)] == ["run", "quote", "run", "answered"]
+    assert lines(log)[-1] == "answered no"
+    # Answered by the timeout, once and for all: too late for the owner.
+    with pytest.raises(QuestionClosed):
+        errands.answer(conn, job_id, "yes")
+    assert [s.name for s in errands.workflows.steps(conn, job_id)] == ["quote", "ask 1"]
+
+
+def test_a_question_past_its_timeout_without_a_default_fails_the_job(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    start()
+    job_id = errands.enqueue(conn, "charge", {"log": str(log), "timeout": 1}, max_attempts=3)
+    row = wait_for_state(conn, job_id, "completed", "failed", timeout=60)
+    assert row["state"] == "failed"
+    assert row["error"]["type"] == "QuestionTimedOut"
+    assert "got no answer within its timeout of 1s" in row["error"]["message"]
+    assert row["attempts"] == 1  # the asking attempt is not counted, and no retries
+    assert row["question"] is None
+    assert [line.split()[0] for line in lines(log)] == ["run", "quote", "run"]
+    with pytest.raises(QuestionClosed):
+        errands.answer(conn, job_id, "yes")
+
+
+def test_an_answer_and_a_deadline_racing_apply_once(
+    conn: psycopg.Connection[Any], start: StartWorker, tmp_path: Path
+) -> None:
+    """Answers given as the deadline passes: either the answer or the timeout wins,
+    never both (the job runs twice: once asking, once answered)."""
+    log = tmp_path / "log"
+    start()
+    job_id = errands.enqueue(conn, "charge", {"log": str(log), "timeout": 0.5, "default": "no"})
+    wait_for(lambda: job(conn, job_id)["question"], 60, what="the question")
+    answered = []
+    deadline = time.monotonic() + 60
+    while job(conn, job_id)["state"] not in ("completed", "failed"):
+        assert time.monotonic() < deadline, "the job did not end"
+        try:
+            errands.answer(conn, job_id, "yes")
+            answered.append("yes")
+        except QuestionClosed:
+            time.sleep(0.01)
+    row = job(conn, job_id)
+    assert row["result"]["answer"] == ("yes" if answered else "no")
+    assert len(answered) <= 1
+    assert [line.split()[0] for line in lines(log)].count("run") == 2

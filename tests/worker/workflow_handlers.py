@@ -118,3 +118,15 @@ async def approve(ctx: errands.JobContext, payload: dict[str, Any]) -> dict[str,
 def approve_sync(ctx: errands.JobContext, payload: Any) -> Any:
     """A plain handler's question, without choices."""
     return ctx.ask_sync("What name?")
+
+
+@registry.job("charge", clients=True)
+async def charge(ctx: errands.JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+    """Notes each run; a step, then a question to the job's owner (with the payload's
+    ``timeout`` and ``default``, if given); notes and returns the answer."""
+    note(payload["log"], f"run {ctx.attempt}")
+    quote = await ctx.step("quote", _work, payload["log"], "quote", 4)
+    options = {name: payload[name] for name in ("timeout", "default") if name in payload}
+    answer = await ctx.ask(f"Charge {quote} EUR?", choices=["yes", "no"], **options)
+    note(payload["log"], f"answered {answer}")
+    return {"quote": quote, "answer": answer}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from errands import __version__
-from errands.cli import client, database, operations, queues, schedules, server, worker
+from errands.cli import client, database, operations, questions, queues, schedules, server, worker
 from errands.cli import ui as ui_commands
 
 
@@ -28,6 +28,7 @@ main.add_command(server.token)
 main.add_command(client.submit)
 main.add_command(operations.jobs)  # the client's, or with --database-url the operator's
 main.add_command(operations.cancel)  # the same
+main.add_command(questions.answer)  # the same
 main.add_command(client.sync)
 main.add_command(ui_commands.ui)
 main.add_command(ui_commands.demo)

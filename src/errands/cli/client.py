@@ -13,13 +13,14 @@ from typing import Any, TypeVar, cast
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from errands.cli.options import fail, stderr
 from errands.client import Client, Job, default_replica
 from errands.client.client import DEFAULT_SERVER, SubmitOptions
-from errands.exceptions import ErrandsError, ServerUnreachable
+from errands.exceptions import ErrandsError, JobNotFound, ServerUnreachable
 from errands.protocol import MAX_ATTEMPTS, MAX_PRIORITY
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -146,6 +147,20 @@ def submit_option(name: str, **kwargs: Any) -> Callable[[F], F]:
     help="At most one unfinished job of yours per key: while one is queued or running, "
     "that one is shown instead of submitting another.",
 )
+@click.option(
+    "--after",
+    multiple=True,
+    metavar="ID",
+    help="A job of yours this one runs after (its id, or its end as `errands jobs` shows "
+    "it); repeat for several. The job waits until every one of them ended.",
+)
+@click.option(
+    "--on-failure",
+    type=click.Choice(["cancel", "run"]),
+    default=None,
+    help="With --after: when one of those fails or is cancelled, cancel this job "
+    "(the default) or run it all the same.",
+)
 @click.option("--wait", is_flag=True, help="Show a live progress bar until the job ends.")
 @click.option(
     "--timeout",
@@ -162,6 +177,8 @@ def submit(
     run_at: datetime | None,
     max_attempts: int | None,
     unique_key: str | None,
+    after: tuple[str, ...],
+    on_failure: str | None,
     wait: bool,
     timeout: float | None,
     server: str,
@@ -181,12 +198,15 @@ def submit(
         "run_at": run_at,
         "max_attempts": max_attempts,
         "unique_key": unique_key,
+        "on_failure": on_failure,
     }
     options = cast(SubmitOptions, {k: v for k, v in chosen.items() if v is not None})
     with open_client(server, replica, token) as client:
         try:
+            if after:
+                options["after"] = [client.find(short_id) for short_id in after]
             job = client.submit(kind, payload, **options)
-        except ValueError as exc:
+        except (ValueError, JobNotFound) as exc:
             fail(f"{exc}; nothing was submitted", code=2)
         stderr.print(f"submitted {job.id}", highlight=False)
         if not wait:
@@ -259,6 +279,8 @@ def jobs_table(rows: list[Job]) -> Table:
         table.add_column(name)
     for job in rows:
         state = job.state + (" (cancel requested)" if job.cancelled and not job.done else "")
+        if job.state == "queued" and job.waiting_for:
+            state += f", waiting for {job.waiting_for} job{'s' if job.waiting_for > 1 else ''}"
         if job.pending:
             state += " [dim](not uploaded)[/]"
         table.add_row(
@@ -281,6 +303,10 @@ def outcome(job: Job) -> str:
         return f"error: {error}"
     if job.state == "completed":
         return json.dumps(job.result)[:80]
+    if job.asking:  # ctx.ask: answer with `errands answer ID VALUE`
+        choices = job.question.get("choices")
+        listed = f" ({' / '.join(json.dumps(c) for c in choices)})" if choices else ""
+        return escape(f"waiting for your answer: {job.question.get('text', '')}{listed}"[:160])
     return ""
 
 

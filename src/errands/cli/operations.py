@@ -40,6 +40,7 @@ from errands.cli.render import (
     timeline_table,
     to_json,
 )
+from errands.connector import connector
 from errands.exceptions import ErrandsError
 from errands.jobs import FINAL_STATES, STATES
 from errands.operations import JobFilter
@@ -168,7 +169,7 @@ def connect(database_url: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection; a database or errands error becomes a message and a
     non-zero exit."""
     try:
-        with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
+        with connector().connect(database_url, autocommit=True, connect_timeout=10) as conn:
             yield conn
     except psycopg.errors.UndefinedTable:
         fail("the database has no errands tables; run: errands migrate --database-url URL")

@@ -164,6 +164,16 @@ def load_registry(spec: str) -> Registry:
     help="Worker processes to run under one supervisor ('auto': one per core), each "
     "with --concurrency slots and a lease of its own; a crashed one is restarted.",
 )
+@click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="auto",
+    show_default=True,
+    envvar="ERRANDS_LOOP",
+    show_envvar=True,
+    help="The event loop: uvloop (less Python per job) or asyncio's own; 'auto' takes "
+    "uvloop when it is installed.",
+)
 @click.option("--supervised", is_flag=True, hidden=True)  # a child of --processes
 @log_format_option
 @click.option("--verbose", "-v", is_flag=True, help="Log debugging detail.")
@@ -180,6 +190,7 @@ def worker(
     metrics_port: int | None,
     metrics_host: str,
     processes: int,
+    loop: str,
     supervised: bool,
     log_format: str,
     verbose: bool,
@@ -215,7 +226,8 @@ def worker(
     metrics = WorkerMetrics(database_url) if counted else None
     stop_serving = _serve_metrics(metrics, metrics_host, None if supervised else metrics_port)
     try:
-        asyncio.run(_run(Worker(loaded, database_url, settings, metrics), supervised))
+        with _runner(loop) as runner:
+            runner.run(_run(Worker(loaded, database_url, settings, metrics), supervised))
     except ErrandsError as exc:
         fail(str(exc))
     finally:
@@ -231,6 +243,7 @@ _FORWARDED = (
     "heartbeat_interval",
     "shutdown_timeout",
     "burst",
+    "loop",
     "verbose",
 )
 
@@ -303,6 +316,20 @@ def _serve_metrics(
         fail(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}", 2)
     logging.getLogger("errands.worker").info("metrics at %s", url)
     return stop
+
+
+def _runner(loop: str) -> asyncio.Runner:
+    """An asyncio runner on the chosen event loop (uvloop only where it is installed:
+    it stays optional)."""
+    if loop == "asyncio":
+        return asyncio.Runner()
+    try:
+        import uvloop  # noqa: PLC0415 -- optional
+    except ImportError:
+        if loop == "uvloop":
+            fail("--loop uvloop: uvloop is not installed (pip install uvloop)", code=2)
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
 async def _run(running: Worker, supervised: bool) -> None:

@@ -9,6 +9,6 @@ from errands.backoff import Backoff
 from errands.client.aio import AsyncClient
 from errands.client.client import Client, default_replica
 from errands.client.connection import Status
-from errands.client.job import Job
+from errands.client.job import Job, Question
 
-__all__ = ["AsyncClient", "Backoff", "Client", "Job", "Status", "default_replica"]
+__all__ = ["AsyncClient", "Backoff", "Client", "Job", "Question", "Status", "default_replica"]

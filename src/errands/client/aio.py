@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Unpack
 
 from errands.client.client import ClientBase, SubmitOptions, submit_options, sync_once
-from errands.client.job import Job
+from errands.client.job import Job, Question
 from errands.tracing import start_span
 
 
@@ -68,6 +68,14 @@ class AsyncClient(ClientBase):
     async def jobs(self, limit: int = 10) -> list[Job]:
         """The newest jobs first, pending ones included."""
         return await asyncio.to_thread(self.replica.jobs, limit)
+
+    async def questions(self) -> list[Question]:
+        """The questions my jobs ask me, as :meth:`Client.questions`."""
+        return [Question.of(job) for job in await asyncio.to_thread(self.replica.questions)]
+
+    async def answer(self, job_id: str, value: Any) -> Job:
+        """Answer the job's question, locally first, as :meth:`Client.answer`."""
+        return await asyncio.to_thread(self.replica.answer, str(job_id), value)
 
     async def find(self, short_id: str) -> Job:
         """The one job whose id ends with ``short_id``; JobNotFound if none or several."""

@@ -7,16 +7,17 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, Unpack
 
 from errands.client.connection import CLIENT_BACKOFF, Connection, Status
-from errands.client.job import Job
+from errands.client.job import Job, Question
 from errands.client.live import Callback, LiveQueries
 from errands.client.replica import Replica
 from errands.client.sync import SyncSession, make_http
@@ -51,11 +52,24 @@ class SubmitOptions(TypedDict, total=False):
     submitting again returns it. Another replica of yours may have submitted the key
     first: the server then refuses this one as ``duplicate``, naming the job that stands
     for it, and that job syncs in like any other."""
+    after: Sequence[Job | uuid.UUID | str]
+    """Jobs of yours this one runs after (at most 100, offline too: a workflow made
+    offline uploads in the order it was made, the whole graph in one upload): it stays
+    queued, waiting, until every one of them ended (docs/workflows.md)."""
+    on_failure: Literal["cancel", "run"]
+    """When a job it runs after fails or is cancelled: ``"cancel"`` (the default) ends
+    this one as cancelled, its error naming the cause; ``"run"`` runs it all the same."""
 
 
 def submit_options(options: SubmitOptions) -> dict[str, Any]:
-    """The options as the replica records them (``run_at`` as ISO 8601 text)."""
+    """The options as the replica records them (``run_at`` as ISO 8601 text, ``after``
+    as job ids)."""
     values: dict[str, Any] = dict(options)
+    after = options.get("after")
+    if after is not None:
+        if isinstance(after, str | Job):
+            raise ValueError("after must be a list of jobs or job ids, not one")
+        values["after"] = [job.id if isinstance(job, Job) else str(job) for job in after]
     run_at = options.get("run_at")
     if run_at is not None:
         if run_at.tzinfo is None:
@@ -198,7 +212,8 @@ class Client(ClientBase):
         """Create a job locally (instant, offline too); it uploads when connected.
         ``payload`` defaults to ``{}``; PayloadError if it is not JSON. The options are
         :class:`SubmitOptions` (ValueError for a bad one); with a ``unique_key`` an
-        unfinished job of this replica has, that job is returned."""
+        unfinished job of this replica has, that job is returned. With ``after``, the
+        job waits for those jobs (``Job.waiting_for`` counts the ones not ended)."""
         values = submit_options(options)
         with start_span("errands.submit", "producer") as span:
             values["traceparent"] = span.traceparent
@@ -217,6 +232,19 @@ class Client(ClientBase):
     def jobs(self, limit: int = 10) -> list[Job]:
         """The newest jobs first, pending ones included."""
         return self.replica.jobs(limit)
+
+    def questions(self) -> list[Question]:
+        """The questions my jobs ask me and wait for (``ctx.ask``), oldest first; local
+        answers not uploaded yet are taken into account."""
+        return [Question.of(job) for job in self.replica.questions()]
+
+    def answer(self, job_id: str, value: Any) -> Job:
+        """Answer the job's question, locally first (offline too): it shows answered at
+        once and uploads when connected; the job then runs on with ``value``.
+        JobNotFound if unknown; ``errands.protocol.QuestionClosed`` (a ValueError) if
+        the job asks nothing now; ValueError if ``value`` is not one of the question's
+        choices (or, without choices, not a text of at most 10,000 characters)."""
+        return self.replica.answer(str(job_id), value)
 
     def get(self, job_id: str) -> Job | None:
         """One job, or None."""

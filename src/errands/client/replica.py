@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
@@ -32,6 +33,8 @@ from errands.protocol import (
     Offset,
     ShapeResponse,
     UpsertMessage,
+    check_answer,
+    check_dependencies,
     check_job_options,
     check_kind,
 )
@@ -131,6 +134,7 @@ class Replica:
                 key = sort_key(json.loads(values)["timestamp"])
                 db.execute(_q("set_sort_key"), {"seq": seq, "sort_key": key})
             db.execute(_q("outbox_newest"))
+            db.execute(_q("asking_index"))
 
     def close(self) -> None:
         """Close the file. Safe to call twice."""
@@ -196,11 +200,17 @@ class Replica:
         """Record a new job and its upload; return its id. No payload (None) means ``{}``,
         as for a row inserted without one. ``options`` are the client-settable columns
         (``priority``, ``queue``, ``run_at`` as ISO text, ``max_attempts``,
-        ``unique_key``; ValueError for a bad one; and ``traceparent``, which puts the job
-        in a trace); with a ``unique_key`` that an unfinished job here already has,
-        nothing is recorded and that job's id returned."""
+        ``unique_key``; ValueError for a bad one; ``traceparent``, which puts the job
+        in a trace; ``after``, the ids of the jobs it runs after, and ``on_failure``);
+        with a ``unique_key`` that an unfinished job here already has, nothing is
+        recorded and that job's id returned."""
         options = {name: value for name, value in (options or {}).items() if value is not None}
         check_job_options(options)
+        after, on_failure = check_dependencies(
+            options.pop("after", None), options.pop("on_failure", None)
+        )
+        if after:  # uploaded with the insert: the service adds the edges (or refuses it)
+            options |= {"after": after, "on_failure": on_failure}
         try:
             check_kind(kind)
         except ValueError as exc:
@@ -249,6 +259,22 @@ class Replica:
         assert cancelled is not None
         return cancelled
 
+    def answer(self, job_id: str, value: Any) -> Job:
+        """Record the answer to the job's question, checked as the service will
+        (``protocol.check_answer``: ``QuestionClosed`` if none waits, ValueError for a
+        value it does not take); return the job as it now looks (answered)."""
+        dump_json(value, "answer")  # PayloadError now, rather than a rejection
+        with self._write() as db:
+            job = self._job(db, job_id)
+            if job is None:
+                raise JobNotFound(f"the replica has no job {job_id!r}")
+            check_answer(job.state, job.question, job.answer, value)
+            self._insert_entry(db, job_id, "update", {"answer": value})
+            answered = self._job(db, job_id)
+        self.notify()
+        assert answered is not None
+        return answered
+
     @staticmethod
     def _insert_entry(db: sqlite3.Connection, job_id: str, op: str, values: dict[str, Any]) -> None:
         db.execute(
@@ -294,6 +320,15 @@ class Replica:
         jobs.sort(key=lambda job: (sort_key(job.timestamp), job.id), reverse=True)
         return jobs[:limit]
 
+    def questions(self) -> list[Job]:
+        """The jobs waiting for their owner's answer, pending local answers applied,
+        oldest question first."""
+        with self._lock:
+            ids = [job_id for (job_id,) in self._db.execute(_q("asking_ids"))]
+            found = [self._job(self._db, job_id) for job_id in ids]
+        asking = [job for job in found if job is not None and job.asking]
+        return sorted(asking, key=lambda job: (str(job.question.get("asked_at")), job.id))
+
     def find(self, short_id: str) -> Job:
         """The one job whose id ends with ``short_id``; JobNotFound if none or several."""
         suffix = short_id.strip().lower()
@@ -311,7 +346,12 @@ class Replica:
     def _job(self, db: sqlite3.Connection, job_id: str) -> Job | None:
         row = db.execute(_q("get_synced"), {"id": job_id}).fetchone()
         entries = db.execute(_q("job_entries"), {"job_id": job_id}).fetchall()
-        return _view(None if row is None else json.loads(row[0]), entries)
+        job = _view(None if row is None else json.loads(row[0]), entries)
+        if row is None and job is not None and job.waiting_for and job.state == "queued":
+            # Not delivered yet: it waits for what it runs after, as far as we know here.
+            ended = db.execute(_q("ended_of"), {"ids": json.dumps(_after(entries))}).fetchone()
+            job = replace(job, waiting_for=max(job.waiting_for - int(ended[0]), 0))
+        return job
 
     def counts(self) -> tuple[int, int]:
         """How many outbox entries wait for upload, and how many were rejected."""
@@ -418,7 +458,7 @@ def _view(synced: dict[str, Any] | None, entries: list[Any]) -> Job | None:
         if status == "rejected":
             rejected = error
             if op == "insert" and row is None:
-                row = {**_new_row(values), "state": "rejected"}
+                row = {**_new_row(values), "state": "rejected", "waiting_for": 0}
             continue
         pending = pending or status == "pending"
         if row is None:
@@ -432,5 +472,16 @@ def _view(synced: dict[str, Any] | None, entries: list[Any]) -> Job | None:
 
 
 def _new_row(values: dict[str, Any]) -> dict[str, Any]:
-    """A job the server has not delivered yet, as it will look once queued."""
-    return {"state": "queued", "completed": False, "progress": 0.0, "attempts": 0, **values}
+    """A job the server has not delivered yet, as it will look once queued: waiting for
+    every job it runs after (:meth:`Replica._job` counts those known to have ended)."""
+    waiting = len(values.get("after") or ())
+    row = {"state": "queued", "completed": False, "progress": 0.0, "attempts": 0, **values}
+    return row | {"waiting_for": waiting}
+
+
+def _after(entries: list[Any]) -> list[str]:
+    """The jobs a job's insert entry says it runs after."""
+    for op, values_text, _status, _error in entries:
+        if op == "insert":
+            return list(json.loads(values_text).get("after") or [])
+    return []

@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS shapes (
 -- outbox.sort_key existed gets the column first, see add_sort_key.)
 CREATE INDEX IF NOT EXISTS outbox_newest ON outbox (sort_key DESC, job_id DESC) WHERE op = 'insert';
 
+-- name: asking_index
+-- The synced jobs that ask a question (few of many): questions() reads them here.
+CREATE INDEX IF NOT EXISTS synced_jobs_asking ON synced_jobs (id)
+WHERE json_extract(row, '$.question') IS NOT NULL;
+
+-- name: asking_ids
+SELECT id FROM synced_jobs WHERE json_extract(row, '$.question') IS NOT NULL;
+
 -- name: outbox_counts
 -- How many entries the outbox holds in each status, kept by triggers on every write (an
 -- older errands writing the file keeps them too): the status line never counts rows.
@@ -128,6 +136,12 @@ SELECT op, "values", status, error FROM outbox WHERE job_id = :job_id ORDER BY s
 -- name: newest_inserted
 SELECT job_id FROM outbox WHERE op = 'insert'
 ORDER BY sort_key DESC, job_id DESC LIMIT :limit;
+
+-- name: ended_of
+-- How many of the jobs :ids (a JSON array) have ended, as the synced rows say.
+SELECT count(*) FROM synced_jobs
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND json_extract(row, '$.state') IN ('completed', 'failed', 'cancelled');
 
 -- name: get_synced
 SELECT row FROM synced_jobs WHERE id = :id;

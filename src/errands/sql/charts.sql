@@ -30,7 +30,7 @@ JOIN background_jobs j ON j.id = e.job_id
 LEFT JOIN LATERAL (
     SELECT p.type, p.at, p.error FROM job_events p
     WHERE p.job_id = e.job_id AND p.id < e.id
-      AND p.type NOT IN ('cancel_requested', 'rescheduled')
+      AND p.type NOT IN ('cancel_requested', 'rescheduled', 'answered')
     ORDER BY p.id DESC
     LIMIT 1
 ) AS p ON true
@@ -45,7 +45,7 @@ CROSS JOIN LATERAL (
                THEN extract(epoch FROM e.at - p.at) END::float8 AS run
 ) AS d
 WHERE e.at >= %(events_from)s AND e.at < %(events_to)s
-  AND e.type NOT IN ('cancel_requested', 'rescheduled')
+  AND e.type NOT IN ('cancel_requested', 'rescheduled', 'answered')
 GROUP BY 1, 2, 3
 
 -- name: lock

@@ -51,11 +51,14 @@ LIMIT 1
 -- take the kind's registered defaults (errands_kind_defaults), and a runnable batch of
 -- one owner takes consecutive turns from the owner's next one (errands_take_turn gives
 -- each row one past the owner's last queued turn, which is the row before it: the same
--- turns, without three lookups per row).
+-- turns, without three lookups per row). The payloads come as one JSON array (json, not
+-- jsonb: its 1 GB limit, not jsonb's 256 MB), in the ids' order. The ids are new (made
+-- by enqueue_many), so no ON CONFLICT: its speculative insertion cost a WAL record and
+-- a check per row.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, owner, max_attempts, timeout_seconds, run_at,
      priority, queue, waiting_for, turn)
-SELECT batch.id, now(), %(kind)s, batch.payload, %(owner)s,
+SELECT batch.id, now(), %(kind)s, batch.payload::jsonb, %(owner)s,
        coalesce(%(max_attempts)s::integer, registered.max_attempts, 3), %(timeout)s,
        coalesce(%(run_at)s::timestamptz, now()),
        coalesce(%(priority)s::integer, registered.priority, 0),
@@ -64,10 +67,10 @@ SELECT batch.id, now(), %(kind)s, batch.payload, %(owner)s,
        CASE WHEN coalesce(%(run_at)s::timestamptz, now()) <= now()
                  AND %(waiting_for)s::integer = 0
             THEN next.turn + batch.n - 1 END
-FROM unnest(%(ids)s::uuid[], %(payloads)s::jsonb[]) WITH ORDINALITY AS batch (id, payload, n)
+FROM ROWS FROM (unnest(%(ids)s::uuid[]), json_array_elements(%(payloads)s::json))
+     WITH ORDINALITY AS batch (id, payload, n)
 LEFT JOIN errands_kinds AS registered ON registered.kind = %(kind)s
 CROSS JOIN (SELECT errands_next_turn(%(owner)s) AS turn) AS next
-ON CONFLICT (id) DO NOTHING
 
 -- name: register_kinds
 -- What this worker's registry says about its kinds; the newest registration wins.
@@ -285,50 +288,83 @@ WITH held AS (
 SELECT EXISTS (SELECT FROM held) AS held, remaining FROM step
 
 -- name: ask
--- A handler asks its job's owner a question. If this very question was answered, the
--- answer becomes the step's stored result and the question goes; else the question is
--- set (once) and the job waits for its answer: one more in waiting_for, and this
--- attempt not counted (the worker then sends the job back to the queue, where it has
--- no turn until answered). `answer` is NULL while the question waits.
+-- A handler asks its job's owner a question. If this very question was answered (or
+-- timed out, and the handler gave a default), the answer becomes the step's stored
+-- result and the question goes; if it timed out without a default, the question goes
+-- and `timed_out` tells the handler to fail; else the question is set (once) and the
+-- job waits for its answer: one more in waiting_for, a deadline if the handler gave a
+-- timeout, and this attempt not counted (the worker then sends the job back to the
+-- queue, where it has no turn until answered or timed out). `answer` is the step's
+-- stored result (the first one stored wins).
 WITH held AS (
     SELECT id, question, answer FROM background_jobs
     WHERE id = %(id)s AND state = 'running' AND lease_owner = %(worker)s
+), this AS (
+    SELECT id,
+           answer IS NOT NULL OR (question ? 'timed_out' AND question ? 'default') AS settled,
+           answer IS NULL AND question ? 'timed_out' AND NOT question ? 'default' AS timed_out,
+           coalesce(answer, question -> 'default') AS result
+    FROM held WHERE question ->> 'name' = %(name)s
 ), answered AS (
     INSERT INTO job_steps (job_id, name, result, attempt)
-    SELECT id, %(name)s, answer, %(attempt)s FROM held
-    WHERE question ->> 'name' = %(name)s AND answer IS NOT NULL
-    ON CONFLICT DO NOTHING
+    SELECT id, %(name)s, result, %(attempt)s FROM this WHERE settled
+    ON CONFLICT (job_id, name) DO UPDATE SET result = job_steps.result
     RETURNING result
+), asking AS (
+    SELECT id FROM held WHERE NOT EXISTS (SELECT FROM this)
 ), changed AS (
     UPDATE background_jobs AS j
-    SET question = CASE WHEN a.result IS NULL THEN
+    SET question = CASE WHEN a.id IS NOT NULL THEN
                        jsonb_build_object('name', %(name)s, 'text', %(text)s::text,
                                           'choices', %(choices)s::jsonb, 'asked_at', now())
+                       || CASE WHEN %(timeout)s::float8 IS NULL THEN '{}'::jsonb ELSE
+                              jsonb_build_object('deadline', now() + make_interval(secs => %(timeout)s::float8))
+                          END
+                       || CASE WHEN %(default)s::jsonb IS NULL THEN '{}'::jsonb ELSE
+                              jsonb_build_object('default', %(default)s::jsonb)
+                          END
                    END,
         answer = NULL,
-        waiting_for = j.waiting_for + CASE WHEN a.result IS NULL THEN 1 ELSE 0 END,
-        attempts = j.attempts - CASE WHEN a.result IS NULL THEN 1 ELSE 0 END
-    FROM held LEFT JOIN (SELECT result FROM answered) AS a ON true
+        question_deadline = CASE WHEN a.id IS NOT NULL THEN
+                                now() + make_interval(secs => %(timeout)s::float8)
+                            END,
+        waiting_for = j.waiting_for + CASE WHEN a.id IS NOT NULL THEN 1 ELSE 0 END,
+        attempts = j.attempts - CASE WHEN a.id IS NOT NULL THEN 1 ELSE 0 END
+    FROM held LEFT JOIN asking AS a ON true
     WHERE j.id = held.id
-      AND (a.result IS NOT NULL OR held.question IS NULL
-           OR held.question ->> 'name' IS DISTINCT FROM %(name)s)
+      AND (a.id IS NOT NULL OR EXISTS (SELECT FROM this WHERE settled OR timed_out))
 )
 SELECT EXISTS (SELECT FROM held) AS held,
        EXISTS (SELECT FROM answered) AS answered,
+       EXISTS (SELECT FROM this WHERE timed_out) AS timed_out,
        (SELECT result FROM answered) AS answer
 
 -- name: answer
--- The answer to the question pending on a job, if it is one of its choices: the job
--- waits for one fewer thing, takes a turn when it waits for nothing, and the workers
--- are woken.
+-- The answer to the question pending on a job, from its owner (`owner`; NULL: server
+-- code or an operator, any job), if it answers the question (errands_answers: one of
+-- its choices, or a text of at most `max_length` characters). The conditions are
+-- checked again on the row as it is updated, so an answer racing another one or the
+-- question's deadline applies at most once. The job waits for one fewer thing, takes a
+-- turn when it waits for nothing, and the workers are woken; an 'answered' event names
+-- the operator (errands_operator(), NULL for the owner).
 WITH answered AS (
     UPDATE background_jobs
     SET answer = %(answer)s::jsonb,
+        question_deadline = NULL,
         waiting_for = waiting_for - 1,
         turn = CASE WHEN state = 'queued' THEN NULL ELSE turn END
-    WHERE id = %(id)s AND question IS NOT NULL AND answer IS NULL
-      AND (jsonb_typeof(question -> 'choices') IS DISTINCT FROM 'array'
-           OR question -> 'choices' @> jsonb_build_array(%(answer)s::jsonb))
-    RETURNING queue
+    WHERE id = %(id)s
+      AND (%(owner)s::text IS NULL OR owner = %(owner)s::text)
+      AND state IN ('queued', 'running')
+      AND errands_question_pending(question, answer)
+      AND errands_answers(question, %(answer)s::jsonb, %(max_length)s)
+    RETURNING id, queue, attempts
+), noted AS (
+    INSERT INTO job_events (job_id, type, attempt, operator)
+    SELECT id, 'answered', attempts, errands_operator() FROM answered
 )
 SELECT queue, errands_wake(queue) FROM answered
+
+-- name: question_of
+-- Why an answer did not apply: the job's owner, state and question as they are now.
+SELECT owner, state, question, answer FROM background_jobs WHERE id = %(id)s

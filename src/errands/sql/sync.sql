@@ -88,15 +88,29 @@ WHERE owner = %(owner)s AND id = %(id)s
 -- Options left NULL take the kind's registered defaults (errands_kind_defaults). Nothing
 -- is inserted if the id exists, or if an unfinished job of the owner has the unique key.
 -- A client's run_at is never before the server's clock: it cannot buy an earlier place.
+-- waiting_for: how many jobs it runs after, at most (wait_for, next in the same
+-- savepoint, counts them exactly), so a job that will wait never takes a turn first.
 INSERT INTO background_jobs
     (id, "timestamp", kind, payload, cancelled, owner, priority, queue, run_at,
-     max_attempts, unique_key, traceparent, submitted_by)
+     max_attempts, unique_key, traceparent, submitted_by, waiting_for)
 VALUES (%(id)s, coalesce(%(timestamp)s, now()), coalesce(%(kind)s, 'default'),
         coalesce(%(payload)s, '{}'::jsonb), coalesce(%(cancelled)s, false), %(owner)s,
         %(priority)s, %(queue)s, greatest(%(run_at)s, now()), %(max_attempts)s,
-        %(unique_key)s, %(traceparent)s, %(submitted_by)s)
+        %(unique_key)s, %(traceparent)s, %(submitted_by)s, cardinality(%(after)s::text[]))
 ON CONFLICT DO NOTHING
 RETURNING id
+
+-- name: visible_dependencies
+-- Which of the jobs a client's insert runs after are the caller's (an operator's: any),
+-- locked until the batch commits (errands_wait_for locks them so too): errands.sync.dependencies.
+SELECT id FROM background_jobs
+WHERE id = ANY(%(after)s::uuid[]) AND (coalesce(owner, '') = %(owner)s OR %(operator)s)
+ORDER BY id
+FOR SHARE
+
+-- name: wait_for
+-- The job just inserted runs after `after` (errands_wait_for in 0010_workflows.sql).
+SELECT errands_wait_for(%(jobs)s::uuid[], %(after)s::uuid[], %(on_failure)s)
 
 -- name: unfinished_with_key
 -- Why an insert did nothing, if not its id: the owner's unfinished job with its key.

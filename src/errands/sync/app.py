@@ -31,6 +31,7 @@ from psycopg import AsyncConnection, IsolationLevel
 from pydantic import BaseModel
 
 from errands import __version__
+from errands.connector import connector
 from errands.exceptions import ConfigurationError
 from errands.metrics import instrument
 from errands.migrations import pending
@@ -49,12 +50,13 @@ from errands.queries import query
 from errands.sync.auth import Authenticator, Caller
 from errands.sync.caching import SEGMENT_HEADER, cache_segment, shape_answer
 from errands.sync.console import router as console_router
+from errands.sync.console_answers import router as answers_router
 from errands.sync.database import DatabasePool
 from errands.sync.errors import ERROR_RESPONSES, Forbidden, Unavailable, install_error_handlers
 from errands.sync.fanout import FanoutStats, ShapeHub
 from errands.sync.filters import parse_filters
 from errands.sync.kinds import ClientKinds
-from errands.sync.limits import FairShare, Limits
+from errands.sync.limits import ROUTE_HEADER, FairShare, Limits, route_key
 from errands.sync.mutations import Door, apply_batch
 from errands.sync.shapes import SYNC_QUERIES, Shape, parse_offset
 from errands.sync.web import allow_origins, web_router
@@ -190,6 +192,7 @@ def create_app(
     if settings.cors_origins:
         allow_origins(app, settings.cors_origins)
     app.include_router(console_router)  # /console and /v1/admin, for operators
+    app.include_router(answers_router)  # /v1/admin/jobs/{id}/answer
     return app
 
 
@@ -216,7 +219,8 @@ async def _start(database_url: str, auth: Authenticator, settings: ServiceSettin
     if missing:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
         raise ConfigurationError(f"the database is not migrated ({names}); run errands migrate")
-    pool = DatabasePool(
+    pool = connector().pool(
+        DatabasePool,
         database_url,
         min_size=settings.pool_min_size,
         max_size=settings.pool_max_size,
@@ -314,8 +318,10 @@ def _routes(app: FastAPI) -> None:
     @app.get(f"{PREFIX}/me", response_model=WhoAmI, responses=_ERRORS)
     async def me(service: ServiceDep, caller: CallerDep, response: Response) -> WhoAmI:
         """Who the service takes the caller to be, and the database's generation. The
-        X-Errands-Segment header names the caller's HTTP cache segment (docs/deploy.md)."""
+        X-Errands-Segment header names the caller's HTTP cache segment, X-Errands-Route
+        the key a proxy keeps each user on one process by (docs/deploy.md)."""
         response.headers[SEGMENT_HEADER] = cache_segment(caller)
+        response.headers[ROUTE_HEADER] = route_key(caller)
         return WhoAmI(user=caller.user, operator=caller.operator, generation=service.generation)
 
     @app.get(f"{PREFIX}/shapes/{{table}}", response_model=ShapeResponse, responses=_SHAPE_ERRORS)

@@ -40,7 +40,7 @@ from psycopg.rows import class_row
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from errands import charts as charts_
-from errands import listing, operations
+from errands import listing, operations, workflows
 from errands.jobs import STATES
 from errands.protocol import MAX_KIND_LENGTH, ErrorResponse
 from errands.queries import query
@@ -151,12 +151,32 @@ def attempts_of(events: Sequence[operations.JobEvent]) -> list[Attempt]:
     ]
 
 
+class DependencyView(BaseModel):
+    """A job this one runs after (``after``), as it is now."""
+
+    id: uuid.UUID
+    kind: str
+    state: str
+
+
+class StepView(BaseModel):
+    """A durable step the job stored (``ctx.step``, ``ctx.sleep``): its name, the
+    attempt that stored it and when; its result stays in ``job_steps``."""
+
+    name: str
+    attempt: int
+    at: datetime
+
+
 class JobDetail(BaseModel):
-    """A job's row, every transition it went through, and its attempts."""
+    """A job's row, every transition it went through, its attempts, the jobs it runs
+    after (in the order named) and its stored steps (oldest first)."""
 
     job: operations.JobRecord
     events: list[operations.JobEvent]
     attempts: list[Attempt]
+    dependencies: list[DependencyView] = []
+    steps: list[StepView] = []
 
 
 @router.get(f"{ADMIN}/jobs/{{job_id}}", response_model=JobDetail, responses=_JOB_ERRORS)
@@ -165,9 +185,17 @@ async def job_detail(pool: OperatorPool, job_id: uuid.UUID) -> JobDetail:
     async with pool.connection() as conn:
         job = await operations.get_async(conn, job_id)
         events = await operations.timeline_async(conn, job_id)
+        after = await workflows.dependencies_async(conn, job_id)
+        steps = await workflows.steps_async(conn, job_id)
     if job is None:
         raise NotFound(f"no job has the id {job_id}")
-    return JobDetail(job=job, events=events, attempts=attempts_of(events))
+    return JobDetail(
+        job=job,
+        events=events,
+        attempts=attempts_of(events),
+        dependencies=[DependencyView(id=d.id, kind=d.kind, state=d.state) for d in after],
+        steps=[StepView(name=s.name, attempt=s.attempt, at=s.at) for s in steps],
+    )
 
 
 # -- actions ----------------------------------------------------------------------------

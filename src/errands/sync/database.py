@@ -34,6 +34,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from psycopg_pool.pool_async import AddConnection, MaintenanceTask
 
+from errands.connector import connector
 from errands.sync.errors import Unavailable
 
 log = logging.getLogger("errands.sync")
@@ -120,7 +121,7 @@ class DatabasePool(AsyncConnectionPool[AsyncConnection[Any]]):
 
     async def _reachable(self) -> bool:
         try:
-            probe = await AsyncConnection.connect(self.url, connect_timeout=PROBE_TIMEOUT)
+            probe = await connector().connect_async(self.url, connect_timeout=PROBE_TIMEOUT)
         except psycopg.Error:
             return False
         await probe.close()

@@ -40,6 +40,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from errands.backoff import Backoff, Retries
+from errands.connector import connector
 from errands.protocol import ControlMessage, Message, Offset, ShapeResponse
 from errands.queries import query
 from errands.sync.changes import Change, ChangeLog, read_batch
@@ -438,7 +439,7 @@ class ShapeHub:
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
+            self._conn = await connector().connect_async(
                 self.conninfo, autocommit=True, prepare_threshold=None
             )
             await self._conn.execute(query("use_utc", SYNC_QUERIES))
@@ -517,7 +518,7 @@ class ShapeHub:
             await asyncio.sleep(retries.failed())
 
     async def _listen_once(self) -> None:
-        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+        async with await connector().connect_async(self.conninfo, autocommit=True) as conn:
             await conn.execute(query("listen", SYNC_QUERIES))
             self.stats.listening = True
             # Notifications sent while nobody listened are lost: sweep once.

@@ -57,6 +57,9 @@ COLUMN_TYPES: dict[str, LiteralString] = {
     "finished_at": "timestamptz",
     "unique_key": "text",
     "traceparent": "text",
+    "waiting_for": "integer",
+    "question": "jsonb",
+    "answer": "jsonb",
 }
 """The Postgres type of every column a shape delivers (the keys are JOB_COLUMNS)."""
 

@@ -22,13 +22,17 @@ request, in this order:
    once, so that it gives back its place.
 
 Counting by user, not by token: tokens are minted by the operator, but one user may hold
-many; what is shared fairly is the service, between users.
+many; what is shared fairly is the service, between users. The counts are each
+process's own: behind several processes, a proxy sends each user to one of them by
+:func:`route_key` (``/v1/me`` names it in :data:`ROUTE_HEADER`; deploy/nginx.conf hashes
+on it), so the limits hold for the whole deployment while that process is up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -45,13 +49,24 @@ from errands.protocol import (
     PREFIX,
     ErrorCode,
 )
-from errands.sync.auth import Authenticator
+from errands.sync.auth import Authenticator, Caller
 from errands.sync.errors import (
     ServiceError,
     TooManyRequests,
     error_response,
     service_error_response,
 )
+
+ROUTE_HEADER = "X-Errands-Route"
+"""The response header of ``/v1/me`` naming the caller's routing key (:func:`route_key`)."""
+
+
+def route_key(caller: Caller) -> str:
+    """The key a proxy routes the caller's requests by: one per user, whichever of its
+    tokens it sends, so that one process counts all of the user's readers. A digest, so
+    that a proxy's logs and hashes hold no user name."""
+    return "user-" + hashlib.sha256(caller.user.encode()).hexdigest()[:32]
+
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

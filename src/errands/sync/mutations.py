@@ -20,8 +20,15 @@ What a caller may do:
   An id another user's job has is refused exactly like a malformed one: the answer
   reveals nothing of other users' jobs. A caller holding ``max_queued`` queued jobs
   gets 429 ``quota_exceeded`` for a batch that inserts any, and nothing of it is
-  applied (the client keeps it and retries);
+  applied (the client keeps it and retries). An insert may name the jobs it runs after
+  (``after``): jobs of the caller's, that exist or come earlier in the batch, in no
+  circle (:mod:`errands.sync.dependencies`);
 * update only ``cancelled``, only to true, only on its own jobs (an operator: any job);
+* or answer the question pending on one of its own jobs (``answer``; an operator: any
+  job's): only while the question waits, and only with one of its choices (a text of
+  bounded length if it has none; ``protocol.check_answer``). The ``answer`` query checks
+  the same again as it writes, so an answer racing another or the question's deadline
+  applies at most once; another user's job is refused as an unknown one is;
 * delete: operators only (pruning the audit log is an operator's act); clients never.
 """
 
@@ -43,18 +50,23 @@ from errands.payloads import PayloadTooLarge, dump_json
 from errands.protocol import (
     CLIENT_INSERT_COLUMNS,
     CLIENT_UPDATE_COLUMNS,
+    DEPENDENCY_FIELDS,
     JOB_COLUMNS,
     JOBS_TABLE,
+    MAX_ANSWER_LENGTH,
     MAX_KIND_LENGTH,
     ErrorCode,
     Mutation,
     MutationBatch,
     MutationResponse,
     MutationResult,
+    QuestionClosed,
+    check_answer,
     check_job_options,
     parse_timestamp,
 )
 from errands.queries import query
+from errands.sync import dependencies
 from errands.sync.auth import Caller
 from errands.sync.errors import Conflict, Rejection, TooManyRequests
 from errands.sync.filters import check_text
@@ -107,7 +119,11 @@ async def _apply(
         assert row is not None
         txid = int(row[0])
         rules = await _client_rules(conn, caller, batch, door)
-        results = [await _apply_one(conn, caller, m, rules) for m in batch.mutations]
+        upload = dependencies.Upload(batch.mutations)
+        results = [
+            await _apply_one(conn, caller, m, rules, upload.at(i))
+            for i, m in enumerate(batch.mutations)
+        ]
     # Taken after the commit, so it covers the batch's transaction.
     position = await (await conn.execute(_q("current_position"))).fetchone()
     assert position is not None
@@ -167,7 +183,11 @@ def fingerprint(m: Mutation) -> str:
 
 
 async def _apply_one(
-    conn: AsyncConnection[Any], caller: Caller, m: Mutation, rules: _ClientRules | None
+    conn: AsyncConnection[Any],
+    caller: Caller,
+    m: Mutation,
+    rules: _ClientRules | None,
+    upload: dependencies.Place,
 ) -> MutationResult:
     ids = {"owner": caller.user, "id": m.id}
     digest = fingerprint(m)
@@ -186,7 +206,7 @@ async def _apply_one(
             )
         return MutationResult(id=m.id, status=status, replayed=True, code=code, message=message)
     try:
-        params = _check(caller, m, rules)
+        params = _check(caller, m, rules, upload)
         try:
             # The insert of a job submitted in a trace joins that trace.
             with job_span(f"errands.{m.op}", params.get("traceparent"), "server"):
@@ -206,7 +226,9 @@ async def _apply_one(
     return MutationResult(id=m.id, status="applied")
 
 
-def _check(caller: Caller, m: Mutation, rules: _ClientRules | None) -> dict[str, Any]:
+def _check(
+    caller: Caller, m: Mutation, rules: _ClientRules | None, upload: dependencies.Place
+) -> dict[str, Any]:
     """The query parameters of an allowed mutation; :class:`Rejection` otherwise."""
     if caller.read_only:
         raise Rejection(
@@ -218,20 +240,20 @@ def _check(caller: Caller, m: Mutation, rules: _ClientRules | None) -> dict[str,
         job_id = uuid.UUID(m.key)
     except ValueError:
         raise Rejection(ErrorCode.VALIDATION_ERROR, UNUSABLE_KEY) from None
-    unknown = sorted(set(m.values) - set(JOB_COLUMNS))
+    unknown = sorted(set(m.values) - set(JOB_COLUMNS) - set(DEPENDENCY_FIELDS))
     if unknown:
         raise Rejection(ErrorCode.UNKNOWN_COLUMN, f"unknown column(s): {', '.join(unknown)}")
     params: dict[str, Any] = {"id": job_id, "owner": caller.user, "operator": caller.operator}
     if m.op == "insert":
         values = params | _insert_values(job_id, m.values)
+        values["after"], values["on_failure"] = upload.check(m)
         if rules is None:
             return values | {"submitted_by": "operator"}
         kind = values["kind"] or "default"
         priority = rules.admit(kind, m.values.get("payload"), values["priority"])
         return values | {"submitted_by": "client", "priority": priority}
     if m.op == "update":
-        _check_update(m.values)
-        return params
+        return params | _update_values(m.values)
     if not caller.operator:
         raise Rejection(
             ErrorCode.FORBIDDEN_OPERATION,
@@ -300,12 +322,22 @@ def _payload(payload: Any) -> Jsonb:
     return Jsonb(payload, dumps=lambda _: text)  # the checked text, not a second dump
 
 
-def _check_update(values: dict[str, Any]) -> None:
+def _update_values(values: dict[str, Any]) -> dict[str, Any]:
+    """An update cancels (``cancelled``: true) or answers (``answer``), one at a time."""
     _forbid_columns(values, CLIENT_UPDATE_COLUMNS)
-    if values.get("cancelled") is not True:
+    if set(values) == {"answer"}:
+        try:
+            return {"answer": dump_json(values["answer"], "answer")}
+        except PayloadTooLarge as exc:
+            raise Rejection(ErrorCode.PAYLOAD_TOO_LARGE, exc.message) from None
+        except PayloadError as exc:
+            raise Rejection(ErrorCode.VALIDATION_ERROR, exc.message) from None
+    if values != {"cancelled": True}:
         raise Rejection(
-            ErrorCode.FORBIDDEN_OPERATION, "the only update allowed is cancelled set to true"
+            ErrorCode.FORBIDDEN_OPERATION,
+            "an update either sets cancelled to true or gives an answer, one at a time",
         )
+    return {}
 
 
 async def _write(
@@ -313,6 +345,9 @@ async def _write(
 ) -> None:
     if m.op == "insert":
         await _insert(conn, params)
+        return
+    if "answer" in params:
+        await _answer(conn, caller, m.key, params)
         return
     name = {"update": "cancel_job", "delete": "delete_job"}[m.op]
     row = await (await conn.execute(_q(name), params)).fetchone()
@@ -322,11 +357,42 @@ async def _write(
     raise Rejection(ErrorCode.NOT_FOUND, f"no job{whose} with id {m.key}")
 
 
+async def _answer(
+    conn: AsyncConnection[Any], caller: Caller, key: str, params: dict[str, Any]
+) -> None:
+    """Answer the job's question with the same query as server code (``answer``), as
+    the owner (an operator: any job's); else say why not, revealing nothing of other
+    users' jobs."""
+    owner = None if caller.operator else caller.user
+    answer = params | {"owner": owner, "max_length": MAX_ANSWER_LENGTH}
+    # An operator's answer is recorded under the operator's name (job_events 'answered').
+    who = {"operator": caller.user if caller.operator else ""}
+    await conn.execute(query("set_operator", "operations.sql"), who)
+    applied = await (await conn.execute(query("answer"), answer)).fetchone() is not None
+    await conn.execute(query("set_operator", "operations.sql"), {"operator": ""})
+    if applied:
+        return
+    row = await (await conn.execute(query("question_of"), params)).fetchone()
+    if row is None or (owner is not None and row[0] != owner):
+        whose = "" if owner is None else " of yours"
+        raise Rejection(ErrorCode.NOT_FOUND, f"no job{whose} with id {key}")
+    _, state, question, current = row
+    try:
+        check_answer(state, question, current, json.loads(params["answer"]))
+    except QuestionClosed as exc:
+        raise Rejection(ErrorCode.QUESTION_CLOSED, f"job {key}: {exc}") from None
+    except ValueError as exc:
+        raise Rejection(ErrorCode.VALIDATION_ERROR, f"job {key}: {exc}") from None
+    raise Rejection(ErrorCode.QUESTION_CLOSED, f"job {key}: its question changed meanwhile")
+
+
 async def _insert(conn: AsyncConnection[Any], params: dict[str, Any]) -> None:
     """Insert the job, or say why not: its id exists, or an unfinished job of the caller
     has its unique key. That job may finish in between: then the insert is tried again."""
     for _ in range(BATCH_ATTEMPTS):
         if await (await conn.execute(_q("insert_job"), params)).fetchone() is not None:
+            if params["after"]:
+                await dependencies.wait_for(conn, params)
             return
         existing = await (await conn.execute(_q("unfinished_with_key"), params)).fetchone()
         if existing is not None:

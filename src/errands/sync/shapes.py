@@ -49,10 +49,14 @@ SYNCED_TABLES = frozenset({JOBS_TABLE})
 
 # A failed job's traceback (the worker's file paths and source lines) is for operators,
 # who read it from the table (console, CLI); a shape carries the error's type and message.
+# waiting_for counts a pending question (ctx.ask) too; a client is told the jobs only.
 _SYNCED_VALUES = {
     "error": sql.SQL(
         "CASE WHEN jsonb_typeof(error) = 'object' THEN error - 'traceback' ELSE error END"
-    )
+    ),
+    "waiting_for": sql.SQL(
+        "greatest(waiting_for - (question IS NOT NULL AND answer IS NULL)::integer, 0)"
+    ),
 }
 
 # The row as JSON, built by Postgres from the whitelist: uuid and timestamptz become

@@ -10,6 +10,7 @@ Routes::
                                     "run_at" (ISO 8601 with a time zone), "max_attempts",
                                     "unique_key"} -> 201 the new job
     POST /api/jobs/{id}/cancel      -> the job, its cancellation requested
+    POST /api/jobs/{id}/answer      {"value": ...} -> the job, its question answered
     GET  /api/status                connectivity and uploads waiting
     PUT  /api/connectivity          {"online": bool} -> the status
     GET  /api/events                server-sent events: the jobs and status, on every change
@@ -40,7 +41,7 @@ from errands.client.client import SubmitOptions
 from errands.exceptions import ErrandsError, JobNotFound
 from errands.page_headers import PAGE_HEADERS
 from errands.payloads import PayloadTooLarge
-from errands.protocol import ErrorCode, check_job_options
+from errands.protocol import ErrorCode, QuestionClosed, check_job_options
 from errands.ui.kinds import Kind
 from errands.ui.live import LiveView
 from errands.ui.local import LocalOnly
@@ -65,6 +66,10 @@ class ApiError(Exception):
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class AnswerRequest(_Body):
+    value: Any
 
 
 class SubmitRequest(_Body):
@@ -189,15 +194,7 @@ def create_app(
             raise ApiError(400, ErrorCode.VALIDATION_ERROR, exc.message) from None
         return job_view(job)
 
-    @app.post("/api/jobs/{job_id}/cancel")
-    def cancel(job_id: uuid.UUID) -> dict[str, Any]:
-        job = client.get(str(job_id))
-        if job is not None and job.done:
-            raise ApiError(409, ErrorCode.BAD_REQUEST, f"job {job_id} has already ended")
-        try:
-            return job_view(client.cancel(str(job_id)))
-        except JobNotFound:
-            raise ApiError(404, ErrorCode.NOT_FOUND, f"no job {job_id} in this replica") from None
+    _job_actions(app, client)
 
     @app.get("/api/status")
     def get_status() -> dict[str, Any]:
@@ -222,6 +219,32 @@ def create_app(
         )
 
     return app
+
+
+def _job_actions(app: FastAPI, client: Client) -> None:
+    """``POST /api/jobs/{id}/cancel`` and ``/answer`` (the owner's answer to the job's
+    question), recorded in the replica (offline too) and uploaded as the client syncs."""
+
+    @app.post("/api/jobs/{job_id}/cancel")
+    def cancel(job_id: uuid.UUID) -> dict[str, Any]:
+        job = client.get(str(job_id))
+        if job is not None and job.done:
+            raise ApiError(409, ErrorCode.BAD_REQUEST, f"job {job_id} has already ended")
+        try:
+            return job_view(client.cancel(str(job_id)))
+        except JobNotFound:
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"no job {job_id} in this replica") from None
+
+    @app.post("/api/jobs/{job_id}/answer")
+    def answer(job_id: uuid.UUID, request: AnswerRequest) -> dict[str, Any]:
+        try:
+            return job_view(client.answer(str(job_id), request.value))
+        except JobNotFound:
+            raise ApiError(404, ErrorCode.NOT_FOUND, f"no job {job_id} in this replica") from None
+        except QuestionClosed as exc:
+            raise ApiError(409, ErrorCode.QUESTION_CLOSED, str(exc)) from None
+        except (ValueError, ErrandsError) as exc:
+            raise ApiError(400, ErrorCode.VALIDATION_ERROR, str(exc)) from None
 
 
 def _add_error_handlers(app: FastAPI) -> None:

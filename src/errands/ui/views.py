@@ -27,7 +27,23 @@ def job_view(job: Job) -> dict[str, Any]:
         "rejected": job.rejected,
         "attempts": job.attempts,
         "max_attempts": job.max_attempts,
+        "waiting_for": job.waiting_for,  # the page says "Waiting for N jobs"
         "pending": job.pending,
+        "question": _question_view(job),
+        "answer": job.answer,
+    }
+
+
+def _question_view(job: Job) -> dict[str, Any] | None:
+    """The question the job waits on its owner for: its text, and its choices (None:
+    any text)."""
+    if not job.asking:
+        return None
+    choices = job.question.get("choices")
+    return {
+        "text": str(job.question.get("text", "")),
+        "choices": choices if isinstance(choices, list) else None,
+        "deadline": job.question.get("deadline"),
     }
 
 

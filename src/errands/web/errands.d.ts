@@ -27,6 +27,25 @@ export interface Job {
   readonly received_at: string | null;
   readonly started_at: string | null;
   readonly finished_at: string | null;
+  /** How many of the jobs it runs after (`after`) have not ended yet: while above 0,
+   * the job waits ("waiting for 2 jobs"). */
+  readonly waiting_for: number;
+  /** The question the job asks its owner (ctx.ask): name, text, choices (absent or null:
+   * any text), asked_at, and deadline / default if the handler gave them; timed_out once
+   * its deadline passed. Null if it asks none. */
+  readonly question: {
+    readonly name: string;
+    readonly text: string;
+    readonly choices?: readonly unknown[] | null;
+    readonly asked_at: string;
+    readonly deadline?: string;
+    readonly default?: unknown;
+    readonly timed_out?: boolean;
+  } | null;
+  /** The answer given to `question`, until the job runs on with it. */
+  readonly answer: unknown;
+  /** The job waits for its owner's answer to `question`. */
+  readonly asking: boolean;
   /** A local change to this job is not yet acknowledged by the server. */
   readonly pending: boolean;
   /** Why the server refused a local change ("code: message"); a refused insert leaves the
@@ -63,6 +82,25 @@ export interface SubmitOptions {
   /** At most one unfinished job of yours per key: while one is queued or running,
    * submitting again returns it (1 to 200 characters). */
   unique_key?: string;
+  /** Jobs of yours (or their ids) this one runs after, at most 100, offline too: it waits
+   * until every one of them ended. The service refuses an id that is not a job of yours
+   * ("unknown_dependency") and a circle ("dependency_cycle"). */
+  after?: Array<Job | string>;
+  /** When a job it runs after fails or is cancelled: "cancel" (the default) ends this one
+   * as cancelled, its error naming the cause; "run" runs it all the same. */
+  on_failure?: "cancel" | "run";
+}
+
+/** A question one of my jobs asks me (Client.questions()). */
+export interface Question {
+  /** The job's id: answer with client.answer(job, value). */
+  readonly job: string;
+  readonly text: string;
+  /** The answers it takes; null: any text. */
+  readonly choices: readonly unknown[] | null;
+  readonly asked_at: string | null;
+  /** When it stops waiting (the job goes on without an answer); null: never. */
+  readonly deadline: string | null;
 }
 
 export interface ClientOptions {
@@ -100,6 +138,12 @@ export class Client {
   /** Request the job's cancellation, locally first; JobNotFound if unknown. Nothing
    * happens to a job that has ended. */
   cancel(jobId: string): Promise<Job>;
+  /** The questions my jobs ask me and wait for, oldest first, local answers applied. */
+  questions(): Promise<Question[]>;
+  /** Answer the job's question, locally first (offline too); it uploads when connected.
+   * JobNotFound if unknown; QuestionClosed if it asks nothing now; RangeError for a value
+   * the question does not take (not one of its choices; without choices, not a text). */
+  answer(jobId: string, value: unknown): Promise<Job>;
   /** The newest jobs first, pending ones included. */
   jobs(options?: { limit?: number }): Promise<Job[]>;
   /** One job, or null. */
@@ -127,12 +171,51 @@ export class Client {
   clearLocalData(): Promise<void>;
 }
 
+/** One shape filter: `{column, op, value}` (the service's shape filters). */
+export interface ShapeFilter {
+  column: string;
+  op: string;
+  value: unknown;
+}
+
+export interface LiveShapeOptions {
+  /** The service's base URL (its origin, and any path it is served under). */
+  server: string;
+  /** The token, or a function giving the token of each new connection. */
+  token?: string | null | (() => string | null);
+  /** The filters (all must hold); none: every job the token may read. */
+  where?: ShapeFilter[] | null;
+  /** "auto" (server-sent events, long polls where a proxy spoils them) or "long-poll". */
+  live?: "auto" | "long-poll";
+  /** The reconnection backoff, seconds: defaults {base: 0.5, cap: 15}. */
+  backoff?: { base?: number; cap?: number };
+  onBatch?: (upserted: Record<string, unknown>[], deleted: string[]) => void;
+  onChange?: (shape: LiveShape) => void;
+  onStatus?: (status: "connecting" | "live" | "offline") => void;
+  /** The service refused the token (401) or this reader (403): the shape has stopped. */
+  onFatal?: (error: SyncError & { status?: number }) => void;
+}
+
+/** The rows of one filtered shape of the jobs, live, in memory (no replica, no outbox):
+ * the Client's stream, long polls, must-refetch handling and backoff, for a page that
+ * follows a filter of its own (the operator console does). */
+export class LiveShape {
+  constructor(options: LiveShapeOptions);
+  /** The rows by key, as the service last sent them. */
+  readonly rows: Map<string, Record<string, unknown>>;
+  /** Whether the snapshot has been read in full. */
+  readonly upToDate: boolean;
+  readonly closed: boolean;
+  close(): void;
+}
+
 export class ErrandsError extends Error {}
 export class JobNotFound extends ErrandsError {}
 export class InvalidKind extends ErrandsError {}
 export class PayloadError extends ErrandsError {}
 export class PayloadTooLarge extends PayloadError {}
 export class WaitTimeout extends ErrandsError {}
+export class QuestionClosed extends ErrandsError {}
 export class ReplicaError extends ErrandsError {}
 export class ReplicaMismatch extends ReplicaError {}
 export class SyncError extends ErrandsError {}

@@ -30,6 +30,8 @@ import {
 import { Replica } from "./replica.js";
 import { Session, sleep } from "./session.js";
 
+export { LiveShape } from "./session.js";
+
 export {
   ErrandsError,
   InvalidKind,
@@ -37,6 +39,7 @@ export {
   PROTOCOL,
   PayloadError,
   PayloadTooLarge,
+  QuestionClosed,
   RULES,
   ReplicaError,
   ReplicaMismatch,
@@ -46,6 +49,7 @@ export {
   WaitTimeout,
 } from "./model.js";
 
+const REFRESH_MAX_WAIT = 100; // ms: how stale a subscriber may be while writes go on
 const FATAL = [Unauthorized, ReplicaMismatch, ReplicaError]; // retrying cannot fix these: sync stops
 const CLEARED = "the local data was cleared (signed out?): open a new client";
 
@@ -53,6 +57,18 @@ const CLEARED = "the local data was cleared (signed out?): open a new client";
 function fatalError({ name, message }) {
   const kind = FATAL.find((error) => error.name === name) ?? SyncError;
   return new kind(message);
+}
+
+/** The question a job asks, as questions() lists it. */
+function questionOf(job) {
+  const { text, choices, asked_at: askedAt, deadline } = job.question;
+  return Object.freeze({
+    job: job.id,
+    text: String(text ?? ""),
+    choices: Array.isArray(choices) ? choices : null,
+    asked_at: askedAt ?? null,
+    deadline: deadline ?? null,
+  });
 }
 
 // -- tabs ----------------------------------------------------------------------------------
@@ -139,7 +155,9 @@ export class Client {
   // -- reads and writes: local, instant, offline too --
 
   /** Create a job locally; it uploads when connected. `options`: priority, queue,
-   * run_at, max_attempts, unique_key (the Python client's names and rules). */
+   * run_at, max_attempts, unique_key (the Python client's names and rules), and `after`:
+   * jobs of yours (or their ids) it runs after, offline too, with `on_failure`
+   * ("cancel" or "run"); it waits, `waiting_for` counting those not ended. */
   async submit(kind, payload, options = {}) {
     await this.ready;
     return this.replica.insertJob(kind, payload, options);
@@ -149,6 +167,21 @@ export class Client {
   async cancel(jobId) {
     await this.ready;
     return this.replica.requestCancel(String(jobId));
+  }
+
+  /** The questions my jobs ask me and wait for (ctx.ask), oldest first, local answers
+   * applied: [{job, text, choices (null: any text), asked_at, deadline}]. */
+  async questions() {
+    await this.ready;
+    return (await this.replica.questions()).map(questionOf);
+  }
+
+  /** Answer the job's question, locally first (offline too): it shows answered at once
+   * and uploads when connected. JobNotFound if unknown; QuestionClosed if it asks nothing
+   * now; RangeError for a value the question does not take. Resolves with the job. */
+  async answer(jobId, value) {
+    await this.ready;
+    return this.replica.answer(String(jobId), value);
   }
 
   /** The newest jobs first, pending ones included. */
@@ -285,6 +318,7 @@ export class Client {
   onTabMessage(message) {
     switch (message.type) {
       case "changed":
+        this.replica?.forgetCounts(); // that tab's write moved them
         this.changed(false);
         break;
       case "enabled":
@@ -322,6 +356,10 @@ export class Client {
   async refresh() {
     await this.ready;
     while (this.dirty && !this.closed) {
+      // Every subscriber's read competes with the next write for the same stores: while
+      // the page writes in a burst, read at most every REFRESH_MAX_WAIT ms.
+      await this.replica.whenIdle(REFRESH_MAX_WAIT);
+      if (this.closed) return;
       this.dirty = false;
       this.counts = await this.replica.counts();
       this.statusChanged();

@@ -131,6 +131,7 @@ function openPage({ token, user }) {
     kinds,
     submit: async (kind, payload, options) => jobView(await client.submit(kind, payload, options)),
     cancel: (id) => client.cancel(id),
+    answer: (id, value) => client.answer(id, value),
     setOnline: async (online) => (online ? client.connect() : client.disconnect()),
     listen({ jobs, status, live }) {
       client.subscribe((list) => {

@@ -24,6 +24,7 @@ export const PROTOCOL = Object.freeze({
 
 const BATCH_BYTES = PROTOCOL.MAX_BODY_BYTES / 2; // JSON overhead varies: stay well under
 const FINAL_STATES = new Set(["completed", "failed", "cancelled", "rejected"]);
+const ANSWERABLE_STATES = new Set(["queued", "running"]);
 const TIMES = ["timestamp", "run_at", "received_at", "started_at", "finished_at"];
 
 // -- errors (the Python client's tree: errands/exceptions.py) ------------------------------
@@ -61,6 +62,10 @@ export class Unauthorized extends SyncError {
     this.code = code;
   }
 }
+
+/** The job has no question waiting for an answer: answered already, timed out, or never
+ * asked (protocol.QuestionClosed). */
+export class QuestionClosed extends ErrandsError {}
 
 /** The server refused a request as wrong (RULES.answers: "refused"): its mutations are rejected. */
 export class Refused extends SyncError {
@@ -242,6 +247,33 @@ export function jobOptions(options = {}) {
   return values;
 }
 
+const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** A new job's dependencies as its insert carries them (protocol.check_dependencies, by
+ * RULES.dependencies): `after`, jobs (or their ids) it runs after, at most
+ * `max_items`, as lower-case ids, each once, in the order named; `on_failure`, "cancel"
+ * (the default) or "run". `{}` when it runs after nothing. RangeError if bad. */
+export function jobDependencies(after, onFailure) {
+  const { after: rule, on_failure: choices } = RULES.dependencies;
+  const failure = onFailure ?? choices.default;
+  if (!choices.choices.includes(failure)) {
+    throw new RangeError(`on_failure must be one of ${choices.choices.join(", ")}, not ${String(JSON.stringify(onFailure)).slice(0, 80)}`);
+  }
+  if (after === undefined || after === null) return {};
+  if (!Array.isArray(after) || after.length > rule.max_items) {
+    throw new RangeError(`after must be a list of at most ${rule.max_items} job ids`);
+  }
+  const ids = new Set();
+  for (const job of after) {
+    const id = job !== null && typeof job === "object" && typeof job.id === "string" ? job.id : job;
+    if (typeof id !== "string" || !JOB_ID.test(id)) {
+      throw new RangeError(`after holds ${String(JSON.stringify(id)).slice(0, 80)}, which is not a job id (a UUID)`);
+    }
+    ids.add(id.toLowerCase());
+  }
+  return ids.size ? { after: [...ids], on_failure: failure } : {};
+}
+
 /** A moment as ISO 8601 text in UTC: a Date, or an ISO 8601 text (without a time zone: UTC,
  * as protocol.parse_timestamp reads it), between RULES.earliest and RULES.latest. */
 function isoMoment(name, value) {
@@ -257,6 +289,52 @@ function isoMoment(name, value) {
     throw new RangeError(`${name} must be a Date or an ISO 8601 time of years 1 to 9999, not ${String(JSON.stringify(value)).slice(0, 80)}`);
   }
   return moment.toISOString();
+}
+
+// -- questions (protocol.py's QUESTION_ANSWER_RULE and check_answer) ------------------------
+
+/** Whether `question` (a job's question column) waits for an answer: asked, not
+ * answered, not timed out. */
+export function questionPending(question, answer) {
+  return question !== null && typeof question === "object" && !Array.isArray(question)
+    && (answer === null || answer === undefined) && !("timed_out" in question);
+}
+
+/** Whether two JSON values are equal as JSON (Postgres jsonb =): numbers by value, a
+ * boolean never a number, objects whatever their keys' order. */
+export function sameJson(a, b) {
+  if (Array.isArray(a) || Array.isArray(b)) {
+    return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((item, i) => sameJson(item, b[i]));
+  }
+  if (a !== null && b !== null && typeof a === "object" && typeof b === "object") {
+    const keys = Object.keys(a);
+    return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && sameJson(a[key], b[key]));
+  }
+  return a === b;
+}
+
+/** `value` if it answers the job's pending question (`job`: {state, question, answer}),
+ * checked as the service will: QuestionClosed if none waits; RangeError if the value is
+ * not one of its choices (or, without choices, not a text of at most
+ * RULES.question_answer.max_length characters); PayloadError if it is not JSON. */
+export function checkAnswer(job, value) {
+  if (!ANSWERABLE_STATES.has(job.state) || !questionPending(job.question, job.answer)) {
+    throw new QuestionClosed("the job has no question waiting for an answer (answered already, timed out, or never asked)");
+  }
+  if (value === null || value === undefined) throw new RangeError("an answer is not null");
+  checkJson(value, "answer");
+  const { choices } = job.question;
+  if (Array.isArray(choices)) {
+    if (!choices.some((choice) => sameJson(value, choice))) {
+      throw new RangeError(`${JSON.stringify(value).slice(0, 80)} is not one of the question's choices: ${choices.map((c) => JSON.stringify(c)).join(", ").slice(0, 300)}`);
+    }
+    return value;
+  }
+  const longest = RULES.question_answer.max_length;
+  if (typeof value !== "string" || textLength(value) > longest) {
+    throw new RangeError(`the question has no choices: its answer is a text of at most ${longest} characters, without NUL or lone surrogates`);
+  }
+  return value;
 }
 
 /** A job as the application sees it: the row's columns, `pending` (a local change not yet
@@ -284,39 +362,48 @@ export function toJob(row, pending, rejected) {
     received_at: row.received_at ?? null,
     started_at: row.started_at ?? null,
     finished_at: row.finished_at ?? null,
+    // How many of the jobs it runs after have not ended yet.
+    waiting_for: Number(row.waiting_for || 0),
+    question: row.question ?? null,
+    answer: row.answer ?? null,
     pending,
     rejected,
   };
   job.done = FINAL_STATES.has(job.state);
+  job.asking = ANSWERABLE_STATES.has(job.state) && questionPending(job.question, job.answer);
   for (const name of TIMES) if (job[name] !== null && job[name] !== undefined) job[name] = String(job[name]);
   return Object.freeze(job);
 }
 
 /** The job the application sees: the synced row (or null) with the job's outbox entries
- * ({op, values, status, error}, in upload order) on top; null if there is no job. */
-export function viewJob(synced, entries) {
+ * ({op, values, status, error}, in upload order) on top; null if there is no job.
+ * `ended`: how many of the jobs a job not yet delivered runs after are known to have
+ * ended (it waits for the others). */
+export function viewJob(synced, entries, ended = 0) {
   let row = synced ? { ...synced } : null;
   let pending = false;
   let rejected = null;
   for (const entry of entries) {
     if (entry.status === "rejected") {
       rejected = entry.error;
-      if (entry.op === "insert" && row === null) row = { ...newRow(entry.values), state: "rejected" };
+      if (entry.op === "insert" && row === null) row = { ...newRow(entry.values), state: "rejected", waiting_for: 0 };
       continue;
     }
     pending ||= entry.status === "pending";
     if (row === null) {
       if (entry.op !== "insert") continue;
-      row = newRow(entry.values);
+      row = newRow(entry.values, ended);
     }
     Object.assign(row, entry.values);
   }
   return row === null ? null : toJob(row, pending, rejected);
 }
 
-/** A job the server has not delivered yet, as it will look once queued. */
-function newRow(values) {
-  return { state: "queued", completed: false, progress: 0, attempts: 0, ...values };
+/** A job the server has not delivered yet, as it will look once queued: waiting for
+ * the jobs it runs after, but the `ended` ones. */
+function newRow(values, ended = 0) {
+  const waiting = Math.max((values.after ?? []).length - ended, 0);
+  return { state: "queued", completed: false, progress: 0, attempts: 0, ...values, waiting_for: waiting };
 }
 
 /** The newest `limit` of `jobs` (as viewJob makes them), newest first; equal times by id. */
@@ -395,7 +482,13 @@ export function clientAction(status, code) {
 
 /** The error for a failed answer: status, and the body's {"error": {code, message}}. */
 export function errorFor(status, code, message) {
-  switch (clientAction(status, code)) {
+  const error = errorOf(clientAction(status, code), status, code, message);
+  error.status = status; // a page may tell a 403 (not an operator, say) from a 503
+  return error;
+}
+
+function errorOf(action, status, code, message) {
+  switch (action) {
     case "unauthorized":
       return new Unauthorized(`the server refused the token: ${message}`, code);
     case "refused":

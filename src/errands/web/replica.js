@@ -10,9 +10,11 @@ import {
   JobNotFound,
   PROTOCOL,
   ReplicaError,
+  checkAnswer,
   checkKind,
   covers,
   decodeOffset,
+  jobDependencies,
   jobOptions,
   newestJobs,
   payloadJson,
@@ -25,7 +27,15 @@ const { START, JOBS_TABLE } = PROTOCOL;
 
 // -- the replica: IndexedDB ----------------------------------------------------------------
 
-const DB_VERSION = 2;
+const ENDED = new Set(["completed", "failed", "cancelled"]);
+
+/** How many of the jobs `ids` have ended, as their synced rows say. */
+async function endedOf(synced, ids) {
+  const rows = await Promise.all(ids.map((id) => request(synced.get(id))));
+  return rows.filter((stored) => ENDED.has(stored?.row?.state)).length;
+}
+
+const DB_VERSION = 3;
 const COUNTS = "counts"; // meta: {pending, rejected}, kept by every write that changes them
 const NO_COUNTS = Object.freeze({ pending: 0, rejected: 0 });
 
@@ -43,6 +53,10 @@ export class Replica {
     this.db = db;
     this.name = name;
     this.onChange = onChange;
+    this.known = null; // the counts, while no other tab has written since
+    this.version = 0; // counts kept or forgotten so far
+    this.writing = 0; // write transactions begun and not yet ended
+    this.idleWaiters = new Set();
   }
 
   /** Open (or create) the replica called `name`; `onChange()` runs after each write.
@@ -79,6 +93,34 @@ export class Replica {
 
   /** Run `body(stores)` in one transaction; resolve with its result once committed. */
   async transaction(names, mode, body) {
+    if (mode !== "readwrite") return this.run(names, mode, body);
+    this.writing += 1;
+    try {
+      return await this.run(names, mode, body);
+    } finally {
+      this.writing -= 1;
+      if (this.writing === 0) for (const waiter of [...this.idleWaiters]) waiter();
+    }
+  }
+
+  /** Resolve once no write is in flight here (looked at one task later, so that a caller
+   * writing in a loop has begun its next write), or after `maxMs` at the latest: the
+   * subscribers' reads wait for a burst of writes to pause rather than slow each write. */
+  whenIdle(maxMs) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(deadline);
+        this.idleWaiters.delete(look);
+        resolve();
+      };
+      const deadline = setTimeout(done, maxMs);
+      const look = () => setTimeout(() => this.writing === 0 && done(), 0);
+      this.idleWaiters.add(look);
+      look();
+    });
+  }
+
+  async run(names, mode, body) {
     const tx = this.db.transaction(names, mode, { durability: mode === "readwrite" ? "strict" : "default" });
     const committed = new Promise((resolve, reject) => {
       tx.oncomplete = resolve;
@@ -97,6 +139,7 @@ export class Replica {
       throw error;
     }
     await committed;
+    if (stores.counts) this.keepCounts(stores.counts);
     if (mode === "readwrite") this.onChange();
     return result;
   }
@@ -118,13 +161,15 @@ export class Replica {
    * returned and nothing is recorded (as the Python client does). */
   async insertJob(kind, payload, options = {}) {
     checkKind(kind);
+    const { after, on_failure: onFailure, ...rest } = options ?? {};
     const values = {
       id: uuid7(),
       timestamp: new Date().toISOString(),
       kind,
       payload: JSON.parse(payloadJson(payload)),
       cancelled: false,
-      ...jobOptions(options),
+      ...jobOptions(rest),
+      ...jobDependencies(after, onFailure), // the service adds the edges, or refuses it
     };
     return this.transaction(["synced", "outbox", "meta"], "readwrite", async (stores) => {
       if (values.unique_key !== undefined) {
@@ -132,7 +177,8 @@ export class Replica {
         if (existing !== null) return existing;
       }
       await this.addEntry(stores, values.id, "insert", values);
-      return viewJob(null, [{ op: "insert", values, status: "pending", error: null }]);
+      const ended = await endedOf(stores.synced, values.after ?? []);
+      return viewJob(null, [{ op: "insert", values, status: "pending", error: null }], ended);
     });
   }
 
@@ -162,12 +208,25 @@ export class Replica {
     });
   }
 
+  /** Record the answer to the job's question, checked as the service will (checkAnswer:
+   * QuestionClosed, RangeError); return the job as it now looks (answered). JobNotFound
+   * if the replica has no such job. */
+  answer(jobId, value) {
+    return this.transaction(["synced", "outbox", "meta"], "readwrite", async (stores) => {
+      const job = await this.jobIn(stores, jobId);
+      if (job === null) throw new JobNotFound(`the replica has no job ${JSON.stringify(jobId)}`);
+      checkAnswer(job, value);
+      await this.addEntry(stores, jobId, "update", { answer: value });
+      return this.jobIn(stores, jobId);
+    });
+  }
+
   /** Add an outbox entry, written by this client's owner, and count it pending. */
-  async addEntry({ outbox, meta }, jobId, op, values) {
+  async addEntry(stores, jobId, op, values) {
     const entry = { mutationId: uuid7(), jobId, op, values, status: "pending", txid: null, error: null, user: this.owner };
     if (op === "insert") entry.insertKey = [sortKey(values.timestamp), jobId];
-    outbox.add(entry);
-    await bump(meta, { pending: 1 });
+    stores.outbox.add(entry);
+    await bump(stores, { pending: 1 });
   }
 
   /** Follow the server's database into a new generation (restored from a dump): drop the
@@ -179,7 +238,7 @@ export class Replica {
       stores.shapes.clear();
       const acked = await request(stores.outbox.index("status").getAll("acked"));
       for (const entry of acked) stores.outbox.put({ ...entry, status: "pending", txid: null });
-      await bump(stores.meta, { pending: acked.length });
+      await bump(stores, { pending: acked.length });
       stores.meta.put(generation, "generation");
     });
   }
@@ -196,7 +255,9 @@ export class Replica {
       request(outbox.index("job").getAll(jobId)),
     ]);
     entries.sort((a, b) => a.seq - b.seq);
-    return viewJob(stored?.row ?? null, entries);
+    // Not delivered yet: it waits for what it runs after, as far as this replica knows.
+    const after = stored ? [] : (entries.find((entry) => entry.op === "insert")?.values.after ?? []);
+    return viewJob(stored?.row ?? null, entries, await endedOf(synced, after));
   }
 
   /** The newest `limit` jobs, pending ones included: the newest synced rows and the
@@ -213,9 +274,36 @@ export class Replica {
     });
   }
 
-  /** How many outbox entries wait for upload, and how many were rejected. */
+  /** The jobs waiting for their owner's answer, local answers applied, oldest question
+   * first: read on the index of synced rows that hold a question (few of many). */
+  questions() {
+    return this.transaction(["synced", "outbox"], "readonly", async (stores) => {
+      const ids = await request(stores.synced.index("asking").getAllKeys());
+      const jobs = await Promise.all(ids.map((id) => this.jobIn(stores, id)));
+      return jobs.filter((job) => job?.asking);
+    });
+  }
+
+  /** How many outbox entries wait for upload, and how many were rejected: as this
+   * replica's last write left them (no transaction), else read once. */
   async counts() {
-    return (await this.meta(COUNTS)) ?? NO_COUNTS;
+    if (this.known) return this.known;
+    const version = this.version;
+    const counts = (await this.meta(COUNTS)) ?? NO_COUNTS;
+    if (version === this.version) this.known = counts; // no write committed meanwhile
+    return counts;
+  }
+
+  /** The counts a committed write of this replica left. */
+  keepCounts(counts) {
+    this.version += 1;
+    this.known = counts;
+  }
+
+  /** Another tab wrote: the counts must be read again. */
+  forgetCounts() {
+    this.version += 1;
+    this.known = null;
   }
 
   // -- the write path --
@@ -233,7 +321,8 @@ export class Replica {
   /** Mark entries acknowledged (with the transaction that applied them) or rejected; settle
    * what the current offset already covers. */
   recordResults(results, txid) {
-    return this.transaction(["outbox", "shapes", "meta"], "readwrite", async ({ outbox, shapes, meta }) => {
+    return this.transaction(["outbox", "shapes", "meta"], "readwrite", async (stores) => {
+      const { outbox, shapes } = stores;
       const entries = await Promise.all(results.map((result) => request(outbox.index("mutation").get(result.id))));
       const change = { pending: 0, rejected: 0 };
       results.forEach((result, index) => {
@@ -248,7 +337,7 @@ export class Replica {
           change.rejected += 1;
         }
       });
-      await bump(meta, change);
+      await bump(stores, change);
       await settle(outbox, (await request(shapes.get(JOBS_TABLE))) ?? START);
     });
   }
@@ -314,6 +403,10 @@ function upgrade(db, tx, oldVersion) {
       at.continue();
     };
   }
+  if (oldVersion < 3) {
+    // Only rows with a question have this key path: the index holds them alone.
+    tx.objectStore("synced").createIndex("asking", "row.question.asked_at");
+  }
 }
 
 /** The values of the last `limit` keys of `index`, newest first. */
@@ -346,11 +439,13 @@ function oldest(index, key, wanted, limit) {
   });
 }
 
-/** Add `change` ({pending, rejected}: differences) to the counts, in the caller's transaction. */
-async function bump(meta, change) {
-  const counts = { ...((await request(meta.get(COUNTS))) ?? NO_COUNTS) };
+/** Add `change` ({pending, rejected}: differences) to the counts, in the caller's
+ * transaction; `stores.counts` holds them for the replica to keep once it commits. */
+async function bump(stores, change) {
+  const counts = { ...((await request(stores.meta.get(COUNTS))) ?? NO_COUNTS) };
   for (const [name, difference] of Object.entries(change)) counts[name] += difference;
-  meta.put(counts, COUNTS);
+  stores.meta.put(counts, COUNTS);
+  stores.counts = Object.freeze(counts);
 }
 
 /** Drop acknowledged entries whose effect the synced rows now contain. */

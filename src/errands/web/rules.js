@@ -47,6 +47,20 @@ const RULES = {
       "type": "timestamp"
     }
   },
+  "dependencies": {
+    "after": {
+      "type": "job_ids",
+      "max_items": 100
+    },
+    "on_failure": {
+      "type": "choice",
+      "choices": [
+        "cancel",
+        "run"
+      ],
+      "default": "cancel"
+    }
+  },
   "job_columns": [
     "id",
     "timestamp",
@@ -69,7 +83,10 @@ const RULES = {
     "started_at",
     "finished_at",
     "unique_key",
-    "traceparent"
+    "traceparent",
+    "waiting_for",
+    "question",
+    "answer"
   ],
   "timestamp_columns": [
     "timestamp",
@@ -81,13 +98,17 @@ const RULES = {
   "json_columns": [
     "payload",
     "result",
-    "error"
+    "error",
+    "question",
+    "answer"
   ],
   "client_insert_columns": [
+    "after",
     "cancelled",
     "id",
     "kind",
     "max_attempts",
+    "on_failure",
     "payload",
     "priority",
     "queue",
@@ -97,8 +118,13 @@ const RULES = {
     "unique_key"
   ],
   "client_update_columns": [
+    "answer",
     "cancelled"
   ],
+  "question_answer": {
+    "type": "text",
+    "max_length": 10000
+  },
   "filter_ops": [
     "eq",
     "ne",
@@ -126,6 +152,8 @@ const RULES = {
     "operator_required": "operator_required",
     "not_found": "not_found",
     "already_exists": "already_exists",
+    "unknown_dependency": "unknown_dependency",
+    "dependency_cycle": "dependency_cycle",
     "kind_not_allowed": "kind_not_allowed",
     "quota_exceeded": "quota_exceeded",
     "too_many_requests": "too_many_requests",
@@ -141,6 +169,7 @@ const RULES = {
     "not_allowed": "method_not_allowed",
     "unavailable": "unavailable",
     "database_unavailable": "database_unavailable",
+    "question_closed": "question_closed",
     "internal": "internal_error"
   },
   "answers": [

@@ -1,6 +1,7 @@
 // errands.js's conversations with the sync service: who am I, push the outbox, follow the
 // jobs shape (server-sent events read with fetch, long polls where a proxy spoils them).
 import {
+  Backoff,
   EventStreamParser,
   MustRefetch,
   PROTOCOL,
@@ -9,6 +10,7 @@ import {
   ServerUnreachable,
   StreamUnusable,
   SyncError,
+  Unauthorized,
   errorFor,
   fitBatch,
 } from "./model.js";
@@ -139,6 +141,13 @@ export class Session {
 
   // -- read path --
 
+  /** The shape's query from `readFrom`: the offset, and the client's filter if it has one
+   * (a LiveShape's; errands.js's Client follows every job the token may read). */
+  shapeParams(readFrom) {
+    const where = this.client.where;
+    return where ? { offset: readFrom, where: JSON.stringify(where) } : { offset: readFrom };
+  }
+
   /** Follow the jobs shape for as long as the session lasts. */
   async pullForever() {
     for (;;) {
@@ -164,7 +173,7 @@ export class Session {
     let upToDate = false;
     for (;;) {
       const live = upToDate && readFrom !== START;
-      const params = live ? { offset: readFrom, live: "true" } : { offset: readFrom };
+      const params = live ? { ...this.shapeParams(readFrom), live: "true" } : this.shapeParams(readFrom);
       const answer = await this.json("GET", `${PREFIX}/shapes/${JOBS_TABLE}`, { params, seconds: live ? LIVE_SECONDS : REQUEST_SECONDS });
       if (!(await this.replica.apply(answer, readFrom))) return; // moved on meanwhile: read again
       upToDate = answer.messages.some((m) => m.type === "up-to-date");
@@ -184,7 +193,7 @@ export class Session {
     };
     try {
       const response = await new Session(this.client, signal).call("GET", `${PREFIX}/shapes/${JOBS_TABLE}/stream`, {
-        params: { offset: readFrom },
+        params: this.shapeParams(readFrom),
         seconds: null,
         accept: "text/event-stream",
       });
@@ -214,5 +223,114 @@ export class Session {
       clearTimeout(silence);
       idle.abort();
     }
+  }
+}
+
+// -- a shape held in memory ------------------------------------------------------------------
+
+/**
+ * The rows of one filtered shape of the jobs, kept live in memory, for a page that follows
+ * a filter of its own (the operator console's page of jobs, one job): the same stream,
+ * long polls, must-refetch handling and backoff as the Client's replica, without one.
+ * `token`: a string, or a function called at each connection. Callbacks:
+ * `onBatch(upserted rows, deleted keys)` after each change (after a must-refetch, the
+ * new snapshot arrives as upserts), `onChange(shape)` after each applied answer and each
+ * restart, `onStatus("connecting" | "live" | "offline")`, and `onFatal(error)` when the
+ * service refuses the token (401) or the page (403): the shape stops then.
+ */
+export class LiveShape {
+  constructor({ server, token = null, where = null, live = "auto", backoff = {}, onBatch, onChange, onStatus, onFatal } = {}) {
+    this.server = String(server).replace(/\/+$/, "");
+    this.tokenOf = typeof token === "function" ? token : () => token;
+    this.where = where;
+    this.live = live;
+    this.replica = this; // what a Session reads from and applies to: offset() and apply()
+    this.rows = new Map();
+    this.at = START;
+    this.upToDate = false;
+    this.backoff = new Backoff({ base: 0.5, cap: 15, ...backoff });
+    this.callbacks = { onBatch, onChange, onStatus, onFatal };
+    this.stopped = new AbortController();
+    this.done = this.run();
+  }
+
+  /** The token of the next request (Session reads `client.token`). */
+  get token() {
+    return this.tokenOf();
+  }
+
+  get closed() {
+    return this.stopped.signal.aborted;
+  }
+
+  /** Stop following (the request in flight is cut off). */
+  close() {
+    this.stopped.abort();
+  }
+
+  tell(name, ...args) {
+    try {
+      this.callbacks[name]?.(...args);
+    } catch (error) {
+      console.error(`errands: a LiveShape's ${name} threw`, error);
+    }
+  }
+
+  async run() {
+    const signal = this.stopped.signal;
+    while (!signal.aborted) {
+      this.tell("onStatus", "connecting");
+      try {
+        await new Session(this, signal).pullForever();
+      } catch (error) {
+        if (signal.aborted) return;
+        if (error instanceof Unauthorized || error.status === 403) {
+          this.close();
+          this.tell("onFatal", error);
+          return;
+        }
+        if (!(error instanceof SyncError)) console.error("errands: a LiveShape failed", error);
+      }
+      this.tell("onStatus", "offline");
+      await sleep(this.backoff.next(), signal);
+    }
+  }
+
+  // -- what a Session sees as the replica --
+
+  async offset() {
+    return this.at;
+  }
+
+  /** Apply one shape answer read from `readFrom`: false if the shape moved on meanwhile. */
+  async apply(answer, readFrom) {
+    if (readFrom !== this.at || this.closed) return false;
+    if (answer.messages.some((m) => m.type === "must-refetch")) {
+      this.rows.clear();
+      this.at = START;
+      this.upToDate = false;
+      this.tell("onChange", this);
+      return true;
+    }
+    if (readFrom === START) this.rows.clear(); // a new snapshot replaces what was held
+    const upserted = [];
+    const deleted = [];
+    for (const message of answer.messages) {
+      if (message.type === "upsert") {
+        this.rows.set(message.key, message.row);
+        upserted.push(message.row);
+      } else if (message.type === "delete") {
+        this.rows.delete(message.key);
+        deleted.push(message.key);
+      } else if (message.type === "up-to-date") {
+        this.upToDate = true;
+      }
+    }
+    this.at = answer.offset;
+    this.backoff.reset(); // the service answers: the next failure starts from short waits
+    if (this.upToDate) this.tell("onStatus", "live");
+    if (upserted.length || deleted.length) this.tell("onBatch", upserted, deleted);
+    this.tell("onChange", this);
+    return true;
   }
 }

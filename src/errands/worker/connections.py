@@ -19,6 +19,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
 from errands.backoff import Backoff
+from errands.connector import connector
 
 RECONNECT = Backoff(first=0.05, cap=0.5)
 """Waits between attempts while the database is unreachable: short and bounded."""
@@ -48,7 +49,7 @@ class Link:
         """
         async with self._lock:
             if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                self._conn = await connector().connect_async(self._url, autocommit=True)
             conn = self._conn
             try:
                 if len(statements) == 1:

@@ -32,6 +32,7 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from errands.backoff import Retries
+from errands.connector import connector
 from errands.queries import query
 from errands.worker.connections import RECONNECT, Link
 from errands.worker.settings import WorkerSettings
@@ -131,7 +132,7 @@ class Lease:
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._conninfo, autocommit=True)
+            self._conn = connector().connect(self._conninfo, autocommit=True)
         return self._conn
 
     def _close(self) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import psycopg
 
 from errands.backoff import Retries
+from errands.connector import connector
 from errands.worker.connections import RECONNECT
 
 log = logging.getLogger("errands.worker")
@@ -32,7 +33,7 @@ async def listen(
     retries = Retries(RECONNECT)
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            async with await connector().connect_async(database_url, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {JOBS_CHANNEL}")
                 await conn.execute(f"LISTEN {CANCEL_CHANNEL}")
                 retries.succeeded()

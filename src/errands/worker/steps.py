@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from errands.durable import Dependency
+from errands.durable import Dependency, Question
 from errands.exceptions import JobCancelled
 from errands.queries import query
 from errands.worker.connections import Link
@@ -47,14 +47,13 @@ class WorkerSteps:
         rows = await self._link.execute(query("dependencies"), {"id": job_id})
         return [Dependency(**row) for row in rows]
 
-    async def ask(
-        self, job_id: Any, attempt: int, name: str, text: str, choices: str | None
-    ) -> tuple[bool, Any]:
-        """Ask the question (once) unless it was answered; whether it was, and the answer."""
-        params = {"id": job_id, "worker": self._worker, "name": name, "attempt": attempt}
-        [row] = await self._link.execute(query("ask"), {**params, "text": text, "choices": choices})
+    async def ask(self, job_id: Any, attempt: int, question: Question) -> tuple[bool, bool, Any]:
+        """Ask the question (once) unless it was answered or timed out: whether it was
+        answered, whether it timed out without a default, and the answer."""
+        params = {"id": job_id, "worker": self._worker, "attempt": attempt}
+        [row] = await self._link.execute(query("ask"), params | question._asdict())
         self._check_held(job_id, row)
-        return bool(row["answered"]), row["answer"]
+        return bool(row["answered"]), bool(row["timed_out"]), row["answer"]
 
     async def close(self) -> None:
         """Close the connection."""

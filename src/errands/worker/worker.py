@@ -2,10 +2,10 @@
 
 One asyncio loop per process runs these tasks side by side:
 
-* the claim loop takes up to ``concurrency`` jobs with ``FOR UPDATE SKIP LOCKED``
-  whenever a slot is free and there may be work (a notification, a finished job, or
-  the polling interval passing), writing the outcomes of finished jobs in the same
-  transaction;
+* the claim lanes (one by default, each on its own connection) take jobs into free
+  slots with ``FOR UPDATE SKIP LOCKED`` whenever there may be work (a notification, a
+  finished job, or the polling interval passing), each at most its share of the slots
+  at a time, writing the outcomes of finished jobs in the same transaction;
 * the listener (:mod:`~errands.worker.listening`) wakes it on ``NOTIFY``;
 * the progress writer, the cancellation watcher and the sweeper (which re-queues the
   jobs of dead workers).
@@ -92,6 +92,10 @@ class Worker:
             "queues": list(self.settings.queues) if self.settings.queues else None,
         }
         self._jobs = Link(database_url)  # claims and outcomes
+        # Each claim lane has a connection; the first is also the outcomes' flusher's.
+        lanes = min(self.settings.claim_lanes, self.settings.concurrency)
+        self._lanes = [self._jobs, *(Link(database_url) for _ in range(lanes - 1))]
+        self._reserved = 0  # slots that claims in flight may fill
         self._side = Link(database_url)  # progress, cancellations, sweeps
         self._steps = WorkerSteps(database_url, self.id)  # handlers' durable steps
         self._metrics = metrics
@@ -189,7 +193,8 @@ class Worker:
             # A job whose handler still runs keeps the lease: it expires after this
             # process is gone, and only then does another worker take the job.
             self._lease.stop(release=not stuck)
-            await self._jobs.close()
+            for link in self._lanes:
+                await link.close()
             await self._side.close()
             await self._steps.close()
         log.info("worker %s stopped", self.id)
@@ -254,30 +259,51 @@ class Worker:
     # -- claiming --------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
+        """Run the claim lanes until the worker stops (or one of them fails)."""
+        lanes = [asyncio.create_task(self._claim_lane(link)) for link in self._lanes]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+
+    async def _claim_lane(self, link: Link) -> None:
+        """Claim into free slots, at most this lane's share at a time: with two lanes
+        one claim's round trip overlaps the other's jobs and its Postgres work."""
         retries = Retries(RECONNECT)
+        share = -(-self.settings.concurrency // len(self._lanes))
         while not self._stopping.is_set():
             self._wakeup.clear()
-            free = self.settings.concurrency - len(self._running)
+            free = min(share, self.settings.concurrency - len(self._running) - self._reserved)
             claimed = 0
             if free > 0:
+                self._reserved += free
                 try:
-                    claimed = await self._claim(free)
+                    claimed = await self._claim(link, free)
                     retries.succeeded()
                 except psycopg.Error as exc:
                     if not retries.failures:
                         log.warning("claiming jobs failed (%s); retrying", exc)
                     await self._sleep(retries.failed())
                     continue
+                finally:
+                    self._reserved -= free  # the claimed jobs are in self._running now
             if free > 0 and claimed == free:
-                continue  # there may be more; the loop waits only when it is full
-            if self.settings.burst and not self._running and not self._finisher:
+                continue  # there may be more; the lane waits only when it is full
+            if (
+                self.settings.burst
+                and not self._running
+                and not self._finisher
+                and not self._reserved
+            ):
                 log.info("no runnable job left (burst mode): stopping")
                 self.stop()
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
 
-    async def _claim(self, limit: int) -> int:
+    async def _claim(self, link: Link, limit: int) -> int:
         """Claim up to ``limit`` jobs and start them.
 
         The outcomes of jobs that just finished are written in the same transaction:
@@ -287,15 +313,13 @@ class Worker:
         claim = (query("claim_jobs"), {**self._filter, "limit": limit, "worker": self.id})
         try:
             if finished:
-                written, rows = await self._jobs.transaction(
-                    self._finisher.statement(finished), claim
-                )
+                written, rows = await link.transaction(self._finisher.statement(finished), claim)
                 self._finisher.written(finished, written)
             else:
-                [rows] = await self._jobs.transaction(claim)
+                [rows] = await link.transaction(claim)
         except psycopg.DataError:
             self._finisher.give_back(finished)
-            await self._finisher.flush(self._jobs)  # sorts out the outcome Postgres refused
+            await self._finisher.flush(link)  # sorts out the outcome Postgres refused
             return 0
         except BaseException:
             self._finisher.give_back(finished)

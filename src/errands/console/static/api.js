@@ -1,6 +1,7 @@
 // The console's side of the service: the operator's token, JSON requests, and live
-// shapes read as server-sent events. EventSource cannot send an Authorization header,
-// so the stream is read with fetch and parsed here.
+// shapes, followed by errands.js (served by the same service at /v1/client/).
+
+import { LiveShape as Follower } from "../v1/client/errands.js";
 
 const KEY = "errands.console.token";
 
@@ -67,121 +68,22 @@ export async function api(path, { method = "GET", body, token = session.token, s
   return data;
 }
 
-const RETRY_MIN = 500;
-const RETRY_MAX = 15_000;
+/** The service's base URL: where /console is served from (an origin, or a path under
+ * one behind a proxy). */
+const SERVER = new URL("..", import.meta.url).href.replace(/\/+$/, "");
 
 /**
- * The rows of one shape of background_jobs, kept live: the snapshot, then every change,
- * over /v1/shapes/background_jobs/stream. `onChange(shape)` is called after each batch is
+ * The rows of one shape of background_jobs, kept live: errands.js's LiveShape (the same
+ * event stream, long polls, must-refetch handling and backoff as every errands.js
+ * client), with the operator's token. `onChange(shape)` is called after each batch is
  * applied, `onBatch(upserted rows, deleted keys)` with what the batch changed (after a
  * must-refetch, the new snapshot arrives as upserts); `onStatus(status)` with
- * "connecting", "live" or "offline". Reconnects with exponential backoff and full jitter,
- * from the last offset; a must-refetch starts over.
+ * "connecting", "live" or "offline"; `onAuthError(error)` when the token is refused
+ * (401 or 403, with `error.status`), and the shape stops.
  */
-export class LiveShape {
+export class LiveShape extends Follower {
   constructor(where, { onChange = () => {}, onBatch = () => {}, onStatus = () => {}, onAuthError = () => {} } = {}) {
-    this.where = where;
-    this.rows = new Map();
-    this.offset = "-1";
-    this.upToDate = false;
-    this.onChange = onChange;
-    this.onBatch = onBatch;
-    this.onStatus = onStatus;
-    this.onAuthError = onAuthError;
-    this.controller = new AbortController();
-    this.run();
-  }
-
-  close() {
-    this.controller.abort();
-  }
-
-  get closed() {
-    return this.controller.signal.aborted;
-  }
-
-  async run() {
-    let failures = 0;
-    while (!this.closed) {
-      this.onStatus("connecting");
-      try {
-        await this.readStream();
-        failures = 0;
-      } catch (error) {
-        if (this.closed) return;
-        if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
-          this.onAuthError(error);
-          return;
-        }
-        failures += 1;
-      }
-      if (this.closed) return;
-      this.onStatus("offline");
-      const ceiling = Math.min(RETRY_MAX, RETRY_MIN * 2 ** failures);
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
-    }
-  }
-
-  async readStream() {
-    const query = new URLSearchParams({ offset: this.offset, where: JSON.stringify(this.where) });
-    const response = await fetch(`v1/shapes/background_jobs/stream?${query}`, {
-      headers: { Authorization: `Bearer ${session.token}` },
-      signal: this.controller.signal,
-    });
-    if (response.status === 409) {
-      this.restart();
-      return;
-    }
-    if (!response.ok) {
-      const data = await response.json().catch(() => ({}));
-      const error = data.error || { code: "http_" + response.status, message: response.statusText };
-      throw new ApiError(response.status, error.code, error.message);
-    }
-    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return; // the server ended the stream (it is stopping): reconnect
-      buffer += value;
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const data = event
-          .split("\n")
-          .filter((line) => line.startsWith("data:"))
-          .map((line) => line.slice(5).trimStart())
-          .join("\n");
-        if (data) this.apply(JSON.parse(data));
-      }
-    }
-  }
-
-  /** Apply one ShapeResponse: all its messages, then tell the listener once. */
-  apply(answer) {
-    const upserted = [];
-    const deleted = [];
-    for (const message of answer.messages) {
-      if (message.type === "upsert") {
-        this.rows.set(message.key, message.row);
-        upserted.push(message.row);
-      } else if (message.type === "delete") {
-        this.rows.delete(message.key);
-        deleted.push(message.key);
-      } else if (message.type === "must-refetch") return this.restart();
-      else if (message.type === "up-to-date") this.upToDate = true;
-    }
-    this.offset = answer.offset;
-    if (this.upToDate) this.onStatus("live");
-    if (upserted.length || deleted.length) this.onBatch(upserted, deleted);
-    this.onChange(this);
-  }
-
-  restart() {
-    this.rows.clear();
-    this.offset = "-1";
-    this.upToDate = false;
-    this.onChange(this);
+    super({ server: SERVER, token: () => session.token, where, onChange, onBatch, onStatus, onFatal: onAuthError });
   }
 }
 

@@ -1,5 +1,6 @@
 // The Job view: one job, live through its own shape, with its payload, result, error,
-// attempts and timeline (GET /v1/admin/jobs/{id}, read again after each change). The
+// the jobs it runs after, its durable steps, attempts and timeline
+// (GET /v1/admin/jobs/{id}, read again after each change). The
 // page is built once per job and updated in place: its buttons stay the same elements
 // while progress streams in, so a click on them always lands.
 
@@ -46,6 +47,49 @@ function attemptsTable(attempts) {
             h("td", { "data-label": "Duration", class: "num" }, duration(a.seconds)),
             h("td", { "data-label": "Outcome" }, badge(a.outcome)),
             h("td", { "data-label": "Error", class: "error-cell" }, a.error ? `${a.error.type}: ${a.error.message}` : ""),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+const ENDED = new Set(["completed", "failed", "cancelled"]);
+
+/** The jobs this one runs after, in the order named: a link to each, with its state. */
+function dependenciesList(dependencies) {
+  const waiting = dependencies.filter((d) => !ENDED.has(d.state)).length;
+  return [
+    h("p", { class: "muted", id: "job-waiting" }, waiting ? `Waiting for ${waiting} ${waiting === 1 ? "job" : "jobs"}.` : "Every one has ended."),
+    h(
+      "ol",
+      { class: "dependencies", id: "dependencies" },
+      dependencies.map((d) =>
+        h("li", { "data-id": d.id, "data-state": d.state }, badge(d.state), " ", h("a", { href: `#/jobs/${d.id}`, title: d.id }, d.kind, " ", h("code", {}, shortId(d.id)))),
+      ),
+    ),
+  ];
+}
+
+/** The durable steps the job stored (ctx.step, ctx.sleep), oldest first. */
+function stepsTable(steps) {
+  return h(
+    "div",
+    { class: "table-wrap" },
+    h(
+      "table",
+      { class: "table", id: "steps" },
+      h("thead", {}, h("tr", {}, ["Step", "Stored", "By attempt"].map((t) => h("th", {}, t)))),
+      h(
+        "tbody",
+        {},
+        steps.map((s) =>
+          h(
+            "tr",
+            { "data-step": s.name },
+            h("td", { "data-label": "Step" }, h("code", {}, s.name)),
+            h("td", { "data-label": "Stored" }, h("time", { datetime: s.at }, absolute(s.at))),
+            h("td", { "data-label": "By attempt", class: "num" }, s.attempt),
           ),
         ),
       ),
@@ -168,11 +212,15 @@ export class JobView {
     const facts = FACTS.map(([label]) => [h("dt", {}, label), h("dd", {})]);
     const title = badge(job.state);
     const error = h("section", { class: "card error-card", id: "job-error" });
+    const after = h("section", { class: "card", id: "job-dependencies" }, h("h2", {}, "Runs after"));
+    const steps = h("section", { class: "card", id: "job-steps" }, h("h2", {}, "Steps"));
     const parts = {
       payload: new Part(h("div"), json),
       result: new Part(h("div"), json),
       attempts: new Part(h("div"), attemptsTable),
       events: new Part(h("div"), eventsList),
+      dependencies: new Part(h("div"), dependenciesList),
+      steps: new Part(h("div"), stepsTable),
       error: new Part(error, (e) => [
         h("h2", {}, "Error"),
         h("p", { class: "error-message" }, h("strong", {}, e ? e.type || "Error" : ""), ": ", e ? e.message || "" : ""),
@@ -195,15 +243,19 @@ export class JobView {
         h("section", { class: "card", id: "job-result" }, h("h2", {}, "Result"), parts.result.element),
       ),
       error,
+      after,
+      steps,
       h("section", { class: "card" }, h("h2", {}, "Attempts"), parts.attempts.element),
       h("section", { class: "card" }, h("h2", {}, "Timeline"), parts.events.element),
     );
-    return { id: job.id, buttons, facts, title, error, parts };
+    after.append(parts.dependencies.element);
+    steps.append(parts.steps.element);
+    return { id: job.id, buttons, facts, title, error, after, steps, parts };
   }
 
-  render({ job, attempts, events }) {
+  render({ job, attempts, events, dependencies = [], steps = [] }) {
     if (!this.built || this.built.id !== job.id) this.built = this.build(job);
-    const { buttons, facts, title, error, parts } = this.built;
+    const { buttons, facts, title, error, after, steps: stepsCard, parts } = this.built;
     this.job = job;
     setText(title, job.state);
     setAttr(title, "class", `badge badge-${job.state}`);
@@ -221,6 +273,10 @@ export class JobView {
     parts.result.update(job.result);
     parts.attempts.update(attempts);
     parts.events.update(events);
+    after.hidden = dependencies.length === 0;
+    parts.dependencies.update(dependencies);
+    stepsCard.hidden = steps.length === 0;
+    parts.steps.update(steps);
     error.hidden = !job.error;
     if (job.error) parts.error.update(job.error);
     this.root.dataset.loaded = "true";

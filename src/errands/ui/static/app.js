@@ -26,6 +26,7 @@ startPage({
   kinds: async () => (await api("GET", "/api/kinds")).kinds,
   submit: (kind, payload, options) => api("POST", "/api/jobs", { kind, payload, ...options }),
   cancel: (id) => api("POST", `/api/jobs/${id}/cancel`),
+  answer: (id, value) => api("POST", `/api/jobs/${id}/answer`, { value }),
   setOnline: (online) => api("PUT", "/api/connectivity", { online }),
   listen({ jobs, status, live }) {
     const events = new EventSource("/api/events");

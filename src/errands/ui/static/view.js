@@ -7,6 +7,7 @@
 //     submit(kind, payload, options): Promise<JobView>,  options: priority, queue,
 //                                              run_at (ISO 8601, UTC), max_attempts, unique_key
 //     cancel(id): Promise<void>,
+//     answer(id, value): Promise<void>,         the answer to a job's question
 //     setOnline(online): Promise<StatusView?>, the Wi-Fi switch
 //     listen({ jobs, status, live }) }          calls back with JobView[] and StatusView
 //
@@ -272,13 +273,33 @@ function progressHtml(job) {
         const of = job.max_attempts ? ` of ${job.max_attempts}` : "";
         return `<span class="state state-retrying">${ICONS.retry}<span>Retrying<span class="state-sub">attempt ${job.attempts}${of} failed</span></span></span>`;
       }
-      const label = job.pending ? "Waiting to upload" : job.cancel_requested ? "Cancelling…" : "Queued";
+      if (job.question) return `<span class="state state-asking">${ICONS.clock}Waiting for your answer</span>`;
+      const label = job.cancel_requested ? (job.pending ? "Waiting to upload" : "Cancelling…")
+        : job.waiting_for > 0 ? `Waiting for ${job.waiting_for} ${job.waiting_for === 1 ? "job" : "jobs"}`
+        : job.pending ? "Waiting to upload" : "Queued";
       return `<span class="state state-waiting">${ICONS.clock}${label}</span>`;
     }
   }
 }
 
+/** The question a job waits on: its text, and a button per choice (or a text field). */
+function questionHtml(job) {
+  const { text, choices } = job.question;
+  const answers = choices
+    ? choices.map((choice) => {
+      const label = typeof choice === "string" ? choice : JSON.stringify(choice);
+      return `<button type="button" class="answer-choice" data-value="${escapeHtml(JSON.stringify(choice))}">${escapeHtml(label)}</button>`;
+    }).join("")
+    : `<form class="answer-form"><input class="answer-text" aria-label="Your answer" maxlength="${RULES.question_answer.max_length}" required>`
+      + '<button type="submit" class="answer-choice">Answer</button></form>';
+  return `<div class="question"><p class="question-text">${escapeHtml(text)}</p><div class="answers">${answers}</div></div>`;
+}
+
 function resultHtml(job) {
+  if (job.question) return questionHtml(job);
+  if (!job.ended && job.answer !== null && job.answer !== undefined) {
+    return `<span class="answered">Answered <code>${escapeHtml(JSON.stringify(job.answer))}</code></span>`;
+  }
   if (job.state === "cancelled") return '<span class="result-cancelled">cancelled</span>';
   if (job.state === "rejected") {
     return `<span class="result-error">${escapeHtml(job.rejected || "the server refused this job")}</span>`;
@@ -360,6 +381,23 @@ function renderJobs(jobs) {
   ui.empty.hidden = jobs.length > 0;
 }
 
+/** A click on a choice, or the text form of a question without choices: answer it. */
+async function answerJob(event) {
+  const button = event.target.closest(".answer-choice");
+  const form = event.target.closest(".answer-form");
+  if (event.type === "click" && (!button || button.type === "submit")) return;
+  if (event.type === "submit") event.preventDefault();
+  const row = (button ?? form).closest("tr, [data-id]");
+  const value = event.type === "submit" ? form.querySelector(".answer-text").value : JSON.parse(button.dataset.value);
+  for (const choice of row.querySelectorAll(".answer-choice")) choice.disabled = true;
+  try {
+    await state.source.answer(row.dataset.id, value);
+  } catch (error) {
+    for (const choice of row.querySelectorAll(".answer-choice")) choice.disabled = false;
+    ui.submitNote.textContent = error.message;
+  }
+}
+
 async function cancelJob(row) {
   const button = row.querySelector(".cancel");
   button.disabled = true;
@@ -394,6 +432,8 @@ export function startPage(source) {
   });
   watchOptions();
   ui.wifi.addEventListener("click", toggleConnectivity);
+  ui.rows.addEventListener("click", answerJob);
+  ui.rows.addEventListener("submit", answerJob);
   loadKinds().catch((error) => showPayloadError(error.message));
   source.listen({ jobs: renderJobs, status: renderStatus, live: setLive });
 }
@@ -418,8 +458,15 @@ export function jobView(job) {
     rejected: job.rejected,
     attempts: job.attempts,
     max_attempts: job.max_attempts,
+    waiting_for: job.waiting_for,
     pending: job.pending,
+    question: job.asking ? questionView(job.question) : null,
+    answer: job.answer ?? null,
   };
+}
+
+function questionView({ text, choices, deadline }) {
+  return { text: String(text ?? ""), choices: Array.isArray(choices) ? choices : null, deadline: deadline ?? null };
 }
 
 function errorView(error) {

@@ -1,0 +1,5 @@
+"""``python -m errands``: the command line."""
+
+from errands.cli import main
+
+main()

@@ -1,0 +1,164 @@
+// Types of errands.js, the errands client for browsers (served at /v1/client/errands.js).
+
+/** A job as the application sees it: the synced row with local changes on top. */
+export interface Job {
+  readonly id: string;
+  /** When the client asked (ISO 8601). */
+  readonly timestamp: string;
+  readonly kind: string;
+  readonly payload: unknown;
+  readonly owner: string | null;
+  readonly state: "queued" | "running" | "completed" | "failed" | "cancelled" | "rejected";
+  /** A cancellation was requested. */
+  readonly cancelled: boolean;
+  readonly completed: boolean;
+  /** 0..1 */
+  readonly progress: number;
+  readonly progress_message: string | null;
+  readonly result: unknown;
+  readonly error: { type?: string; message?: string; traceback?: string; attempt?: number } | null;
+  readonly attempts: number;
+  readonly max_attempts: number | null;
+  readonly run_at: string | null;
+  readonly priority: number;
+  readonly queue: string | null;
+  /** At most one unfinished job of its owner has this key. */
+  readonly unique_key: string | null;
+  readonly received_at: string | null;
+  readonly started_at: string | null;
+  readonly finished_at: string | null;
+  /** A local change to this job is not yet acknowledged by the server. */
+  readonly pending: boolean;
+  /** Why the server refused a local change ("code: message"); a refused insert leaves the
+   * job in state "rejected", a refused cancellation is reverted. */
+  readonly rejected: string | null;
+  /** Completed, failed, cancelled or rejected: it never changes again. */
+  readonly done: boolean;
+}
+
+export interface Status {
+  readonly state: "connected" | "disconnected";
+  readonly connected: boolean;
+  /** Why not connected, or null. */
+  readonly reason: string | null;
+  /** Whether connect() is in effect (the client tries to be connected). */
+  readonly enabled: boolean;
+  /** Local changes waiting for upload. */
+  readonly pending: number;
+  /** Local changes the server refused. */
+  readonly rejected: number;
+}
+
+/** What a client may ask for a job besides its kind and payload (the Python client's
+ * SubmitOptions); left out, each takes the default the kind's handler registered. */
+export interface SubmitOptions {
+  /** Higher runs first (-1000 to 1000). */
+  priority?: number;
+  /** Workers started with --queue take only their queues' jobs (1 to 200 characters). */
+  queue?: string;
+  /** Not before this moment: a Date, or ISO 8601 text (without a time zone: UTC). */
+  run_at?: Date | string;
+  /** How many times the job is tried before it fails (1 to 100). */
+  max_attempts?: number;
+  /** At most one unfinished job of yours per key: while one is queued or running,
+   * submitting again returns it (1 to 200 characters). */
+  unique_key?: string;
+}
+
+export interface ClientOptions {
+  /** The sync service's URL; default: the page's origin. */
+  server?: string;
+  /** A bearer token (`errands token`); null for a server run with --insecure. Or a
+   * function that fetches one (from your backend): called before the first request,
+   * and again whenever the service answers that the token expired. */
+  token?: string | null | (() => string | null | Promise<string | null>);
+  /** The user the service verified (its /v1/me) whose replica this is: it names the
+   * replica, every session is checked against it (ReplicaMismatch otherwise), and each
+   * local change is uploaded only under it. Required with a token function (or give
+   * `replica`); default: the user the token names, read, not verified. */
+  user?: string | null;
+  /** The IndexedDB database of the replica; default: one per server and user. */
+  replica?: string;
+  /** Longest wait between reconnection attempts, in seconds (default 10). */
+  maxBackoff?: number;
+  /** "auto" (server-sent events, long polls if a proxy spoils them) or "long-poll". */
+  live?: "auto" | "long-poll";
+}
+
+/** A local-first client of the errands sync service. Reads and writes go to the replica
+ * in IndexedDB and never wait for the network; tabs of one origin share the replica and
+ * one connection. */
+export class Client {
+  constructor(options?: ClientOptions);
+  readonly server: string;
+  /** Resolves once the replica is open (every method waits for it). */
+  readonly ready: Promise<void>;
+  /** Create a job locally (instant, offline too); it uploads when connected. `payload`
+   * defaults to {}. InvalidKind, PayloadError, or a RangeError naming a bad option, if
+   * the server would refuse it. */
+  submit(kind: string, payload?: unknown, options?: SubmitOptions): Promise<Job>;
+  /** Request the job's cancellation, locally first; JobNotFound if unknown. Nothing
+   * happens to a job that has ended. */
+  cancel(jobId: string): Promise<Job>;
+  /** The newest jobs first, pending ones included. */
+  jobs(options?: { limit?: number }): Promise<Job[]>;
+  /** One job, or null. */
+  get(jobId: string): Promise<Job | null>;
+  /** The job once it has ended; WaitTimeout after `timeout` seconds (default 30). */
+  wait(jobId: string, options?: { timeout?: number }): Promise<Job>;
+  /** Call back now with jobs({limit}), then whenever that list changes (a local write,
+   * rows from the server, a change in another tab). Returns unsubscribe. */
+  subscribe(callback: (jobs: Job[]) => void, options?: { limit?: number }): () => void;
+  /** Call back now with get(jobId) (null while the replica has no such job), then
+   * whenever that job changes. Returns unsubscribe. */
+  subscribeJob(jobId: string, callback: (job: Job | null) => void): () => void;
+  readonly status: Status;
+  /** Call back now with the status, then whenever it changes. Returns unsubscribe. */
+  subscribeStatus(callback: (status: Status) => void): () => void;
+  /** Sync (every tab of this replica): upload, follow live, reconnect with backoff. */
+  connect(): void;
+  /** Stop syncing (every tab of this replica) until connect(). */
+  disconnect(): void;
+  /** Close this tab's client; another tab takes the connection over. */
+  close(): Promise<void>;
+  /** Stop syncing and delete the replica (synced rows, offsets, the outbox) in every tab
+   * of it, then close: for signing out. Local changes not yet uploaded are lost:
+   * `status.pending` says how many. The other tabs' clients stop with a ReplicaError. */
+  clearLocalData(): Promise<void>;
+}
+
+export class ErrandsError extends Error {}
+export class JobNotFound extends ErrandsError {}
+export class InvalidKind extends ErrandsError {}
+export class PayloadError extends ErrandsError {}
+export class PayloadTooLarge extends PayloadError {}
+export class WaitTimeout extends ErrandsError {}
+export class ReplicaError extends ErrandsError {}
+export class ReplicaMismatch extends ReplicaError {}
+export class SyncError extends ErrandsError {}
+export class ServerUnreachable extends SyncError {}
+export class Unauthorized extends SyncError {
+  /** The service's code: "token_expired" when the token is only out of date. */
+  readonly code: string;
+}
+
+/** Every rule the client applies before the service does, as errands/protocol.py
+ * exports it (rules.js, generated by `python -m errands.protocol_export`): limits,
+ * job option ranges, the kind rule, text lengths in code points, error codes. */
+export const RULES: { readonly [name: string]: any };
+
+/** The protocol's constants (errands/protocol.py, read from RULES). */
+export const PROTOCOL: {
+  readonly PREFIX: string;
+  readonly START: string;
+  readonly JOBS_TABLE: string;
+  readonly MAX_BATCH: number;
+  readonly MAX_PAYLOAD_BYTES: number;
+  readonly MAX_KIND_LENGTH: number;
+  readonly MAX_PRIORITY: number;
+  readonly MAX_ATTEMPTS: number;
+  readonly MAX_NAME_LENGTH: number;
+  readonly MAX_BODY_BYTES: number;
+  readonly LIVE_HOLD_SECONDS: number;
+  readonly BAD_OFFSET: string;
+};
