@@ -156,7 +156,7 @@ export class JobsView {
     this.form.addEventListener("submit", (event) => event.preventDefault());
     this.chips = this.makeChips(root.querySelector("#states"));
     this.buttons = {};
-    for (const action of ["retry", "cancel", "delete"]) {
+    for (const action of ["retry", "cancel", "reschedule", "delete"]) {
       const button = root.querySelector(`#bulk-${action}`);
       button.addEventListener("click", () => this.bulk(action));
       this.buttons[action] = button;
