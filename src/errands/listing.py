@@ -110,7 +110,8 @@ def _sort_values(job: JobRecord, sort: Sort) -> list[Any]:
     if sort.key == "received":
         return []
     if sort.key == "run_time":
-        assert job.finished_at is not None and job.started_at is not None
+        assert job.finished_at is not None
+        assert job.started_at is not None
         return [(job.finished_at - job.started_at).total_seconds()]
     return [getattr(job, sort.key)]
 
@@ -176,7 +177,7 @@ def _page_query(sort: Sort, forward: bool, from_cursor: bool) -> sql.Composed:
     descending = sort.descending == forward
     columns = [sql.SQL(column) for column in key.columns]  # constants of SORTS
     direction = sql.SQL(" DESC" if descending else "")
-    cursor = sql.SQL("true")
+    cursor: sql.Composable = sql.SQL("true")
     if from_cursor:
         values = sql.SQL(", ").join(
             sql.SQL("{}::{}").format(sql.Placeholder(f"k{n}"), sql.SQL(kind))

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, LiteralString
 
 from psycopg.rows import class_row
 
 from errands.operations import AnyAsyncConnection, AnyConnection, default_operator
 from errands.queries import query
+from errands.schedules import Schedule
 
 QUEUES_QUERIES = "queues.sql"
 
@@ -49,14 +50,31 @@ class QueueInfo:
 
 @dataclass(frozen=True)
 class ScheduleRun:
-    """A periodic schedule's newest tick: when it was due, when its job was enqueued,
-    and that job (its state None once the job is pruned)."""
+    """A periodic schedule: its expression as the workers that run it declared it
+    (None if none has since migration 0011), its next run, and its newest tick: when it
+    was due, when its job was enqueued, and that job (its state None once the job is
+    pruned; all four None if it never ran)."""
 
     name: str
-    last_tick: datetime
-    enqueued_at: datetime
-    job_id: uuid.UUID
+    cron: str | None
+    timezone: str | None
+    kind: str | None
+    seen_at: datetime | None
+    last_tick: datetime | None
+    enqueued_at: datetime | None
+    job_id: uuid.UUID | None
     job_state: str | None
+    next_run: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.cron is not None and self.kind is not None and self.next_run is None:
+            try:
+                schedule = Schedule(
+                    self.name, self.cron, self.kind, timezone=self.timezone or "UTC"
+                )
+            except ValueError:  # a time zone this host does not know: no next run shown
+                return
+            object.__setattr__(self, "next_run", schedule.next_after(datetime.now(UTC)))
 
 
 def queues(conn: AnyConnection) -> list[QueueInfo]:

@@ -115,6 +115,20 @@ async def enqueue_tick(
     return None if row is None else row[0]
 
 
+async def declare(conn: psycopg.AsyncConnection[Any], schedules: Sequence[Schedule]) -> None:
+    """Write ``schedules`` where operators read them (``errands_schedules``): the
+    console shows each one's next run from there."""
+    await conn.execute(
+        query("declare_schedules"),
+        {
+            "names": [s.name for s in schedules],
+            "crons": [s.cron for s in schedules],
+            "zones": [s.timezone for s in schedules],
+            "kinds": [s.kind for s in schedules],
+        },
+    )
+
+
 async def last_ticks(
     conn: psycopg.AsyncConnection[Any], schedules: Sequence[Schedule]
 ) -> dict[str, datetime]:
@@ -144,6 +158,7 @@ async def run_schedules(
         try:
             async with await connector().connect_async(database_url, autocommit=True) as conn:
                 if not cursors:
+                    await declare(conn, schedules)
                     recorded = await last_ticks(conn, schedules)
                     started = clock()
                     cursors = {s.name: recorded.get(s.name, started) for s in schedules}

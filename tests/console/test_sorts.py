@@ -39,8 +39,18 @@ def owner(db: psycopg.Connection[Any]) -> str:
             " CASE WHEN %s::float8 IS NOT NULL"
             "   THEN now() - interval '1 hour' + make_interval(secs => %s::float8) END,"
             " %s)",
-            (uuid.uuid4(), kind, f"{name}-{queue}", name, state, n, ran, ran, ran,
-             state == "cancelled"),
+            (
+                uuid.uuid4(),
+                kind,
+                f"{name}-{queue}",
+                name,
+                state,
+                n,
+                ran,
+                ran,
+                ran,
+                state == "cancelled",
+            ),
         )
     return name
 
@@ -49,7 +59,13 @@ def expected(db: psycopg.Connection[Any], owner: str, order: str) -> list[str]:
     """The owner's job ids in an order, as SQL sorts them."""
     rows = db.execute(
         "SELECT id::text FROM background_jobs j WHERE owner = %s"
-        f" AND ({'finished_at IS NOT NULL AND started_at IS NOT NULL' if 'started_at' in order else 'true'})"
+        " AND ("
+        + (
+            "finished_at IS NOT NULL AND started_at IS NOT NULL"
+            if "started_at" in order
+            else "true"
+        )
+        + ")"
         f" ORDER BY {order}",
         (owner,),
     ).fetchall()
@@ -92,7 +108,8 @@ def test_a_bad_sort_or_a_cursor_of_another_sort_gets_400(
     assert "sort" in refused.json()["error"]["message"]
     by_kind = operator.get("/v1/admin/jobs", params={"owners": owner, "sort": "kind", "limit": 2})
     cursor = by_kind.json()["older"]
-    other = operator.get("/v1/admin/jobs", params={"owners": owner, "sort": "queue", "after": cursor})
+    params = {"owners": owner, "sort": "queue", "after": cursor}
+    other = operator.get("/v1/admin/jobs", params=params)
     assert other.status_code == 400
     assert other.json()["error"]["message"] == "this cursor is of the sort 'kind', not 'queue'"
 

@@ -133,7 +133,7 @@ def test_every_sort_walks_every_job_in_its_order_both_ways(
             return (job.finished_at - job.started_at, *tie)
         return (getattr(job, key), *tie)
 
-    ran = [j for j in jobs.values() if key != "run_time" or j.finished_at and j.started_at]
+    ran = [j for j in jobs.values() if key != "run_time" or (j.finished_at and j.started_at)]
     expected = [j.id for j in sorted(ran, key=order, reverse=descending)]
     assert walk(conn, sort) == expected
     assert len(expected) == (6 if key == "run_time" else 9)

@@ -96,6 +96,14 @@ SET max_attempts = excluded.max_attempts,
     max_running_per_owner = excluded.max_running_per_owner,
     registered_at = now()
 
+-- name: declare_schedules
+-- The schedules a worker runs, written as it starts them, so that the console and
+-- `errands schedules` show each one's next run without the registry's code.
+INSERT INTO errands_schedules (name, cron, timezone, kind)
+SELECT * FROM unnest(%(names)s::text[], %(crons)s::text[], %(zones)s::text[], %(kinds)s::text[])
+ON CONFLICT (name) DO UPDATE SET
+    cron = excluded.cron, timezone = excluded.timezone, kind = excluded.kind, seen_at = now()
+
 -- name: last_ticks
 SELECT schedule, max(tick) AS tick FROM errands_schedule_ticks
 WHERE schedule = ANY(%(schedules)s) GROUP BY schedule

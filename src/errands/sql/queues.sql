@@ -62,9 +62,15 @@ WITH resumed AS (
 SELECT r.queue, pg_notify('errands_jobs', r.queue) FROM resumed r
 
 -- name: schedules
--- Each periodic schedule's newest tick (kept for good, see 0004): when it last ran,
--- the job it made and that job's state (NULL once pruned).
-SELECT DISTINCT ON (t.schedule)
-       t.schedule AS name, t.tick AS last_tick, t.enqueued_at, t.job_id, j.state AS job_state
-FROM errands_schedule_ticks t LEFT JOIN background_jobs j ON j.id = t.job_id
-ORDER BY t.schedule, t.tick DESC
+-- Each periodic schedule a worker declared (0011) or that ever ran: its expression, and
+-- its newest tick (kept for good, see 0004): when it last ran, the job it made and that
+-- job's state (NULL once pruned).
+SELECT coalesce(s.name, t.schedule) AS name, s.cron, s.timezone, s.kind, s.seen_at,
+       t.tick AS last_tick, t.enqueued_at, t.job_id, j.state AS job_state
+FROM errands_schedules s
+FULL JOIN (
+    SELECT DISTINCT ON (schedule) schedule, tick, enqueued_at, job_id
+    FROM errands_schedule_ticks ORDER BY schedule, tick DESC
+) AS t ON t.schedule = s.name
+LEFT JOIN background_jobs j ON j.id = t.job_id
+ORDER BY 1

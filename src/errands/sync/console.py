@@ -330,8 +330,16 @@ async def me(operator: Reader) -> Me:
 
 
 SortName = Literal[
-    "-received", "received", "state", "-state", "kind", "-kind", "queue", "-queue",
-    "run_time", "-run_time",
+    "-received",
+    "received",
+    "state",
+    "-state",
+    "kind",
+    "-kind",
+    "queue",
+    "-queue",
+    "run_time",
+    "-run_time",
 ]
 
 
@@ -522,9 +530,7 @@ async def charts(
         # The rollups are the service's bookkeeping, not a change of any job: a
         # read-only operator's chart brings them up to date too.
         await charts_.roll_up_async(conn)
-        chart = await charts_.read_async(
-            conn, minutes, bucket, split=split, kind=kind, queue=queue
-        )
+        chart = await charts_.read_async(conn, minutes, bucket, split=split, kind=kind, queue=queue)
     every = chart.buckets
     pickups = [sum(n) for n in zip(*(b.pickups for b in every), strict=True)]
     runs = [sum(n) for n in zip(*(b.runs for b in every), strict=True)]

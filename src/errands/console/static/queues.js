@@ -97,13 +97,14 @@ export class QueuesView {
             h(
               "tr",
               { "data-schedule": s.name },
-              h("td", {}, h("code", {}, s.name)),
-              h("td", {}, when(s.last_tick)),
-              h("td", {}, when(s.enqueued_at)),
-              h("td", {}, h("a", { href: `#/jobs/${s.job_id}`, class: "mono" }, shortId(s.job_id)), " ", s.job_state || "pruned"),
+              h("td", {}, h("code", {}, s.name), s.kind ? h("div", { class: "muted" }, s.kind) : ""),
+              h("td", {}, s.cron ? h("code", {}, s.cron) : "", s.timezone && s.timezone !== "UTC" ? ` (${s.timezone})` : ""),
+              h("td", {}, s.last_tick ? when(s.last_tick) : "never"),
+              h("td", { "data-next": "" }, s.next_run ? when(s.next_run) : "not declared"),
+              h("td", {}, s.job_id ? [h("a", { href: `#/jobs/${s.job_id}`, class: "mono" }, shortId(s.job_id)), " ", s.job_state || "pruned"] : ""),
             ),
           )
-        : h("tr", {}, h("td", { colspan: 4, class: "empty" }, "No periodic schedule has run yet.")),
+        : h("tr", {}, h("td", { colspan: 5, class: "empty" }, "No periodic schedule is declared or has run yet.")),
     );
   }
 
