@@ -150,7 +150,39 @@ function percentileCard(title, id, key, samplesKey, minutes, totals, per) {
   );
 }
 
-/** Draw the four charts of `data` (the /v1/admin/charts answer) into `root`. */
+const GROUPS_SHOWN = 6; // the busiest kinds or queues get a colour each; the rest are "other"
+
+/** Each kind's or queue's jobs finished per bucket (the answer's `groups`, with `split`),
+ * as stacked bars: the busiest GROUPS_SHOWN by name, the others together. */
+function splitCard(data, per) {
+  const ended = (g) => g.completed + g.failed + g.cancelled;
+  const totals = Object.entries(data.groups).map(([name, buckets]) => [name, buckets.reduce((n, g) => n + ended(g), 0)]);
+  totals.sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  const shown = totals.slice(0, GROUPS_SHOWN).map(([name]) => name);
+  const rest = totals.slice(GROUPS_SHOWN).map(([name]) => name);
+  const series = shown.map((name, i) => ({ key: `g${i}`, name, cls: `g${i}` }));
+  if (rest.length) series.push({ key: "other", name: `${rest.length} other`, cls: "g-other" });
+  const rows = data.minutes.map((m, i) => {
+    const row = { minute: m.minute, other: 0 };
+    shown.forEach((name, n) => (row[`g${n}`] = ended(data.groups[name][i])));
+    for (const name of rest) row.other += ended(data.groups[name][i]);
+    return row;
+  });
+  const table = h(
+    "ul",
+    { class: "split-totals" },
+    totals.slice(0, GROUPS_SHOWN).map(([name, n]) => h("li", { "data-group": name }, h("code", {}, name), ` ${n.toLocaleString()}`)),
+  );
+  return card(
+    `Jobs finished per ${per}, by ${data.split}`,
+    table,
+    stackedBars(`Jobs finished per ${per}, by ${data.split}`, rows, series),
+    "split",
+  );
+}
+
+/** Draw the four charts of `data` (the /v1/admin/charts answer) into `root`, and with
+ * `split` a fifth: the jobs finished by kind or by queue. */
 export function drawCharts(root, data, window = WINDOWS["1h"]) {
   const { minutes, totals } = data;
   const per = window.per;
@@ -180,6 +212,7 @@ export function drawCharts(root, data, window = WINDOWS["1h"]) {
     ),
     percentileCard("Pickup latency", "pickup", "pickup_seconds", "pickups", minutes, totals, per),
     percentileCard("Run time", "runtime", "run_seconds", "runs", minutes, totals, per),
+    data.split ? splitCard(data, per) : "",
   );
 }
 
@@ -190,13 +223,16 @@ export class ChartsView extends PolledView {
     this.grid = root.querySelector("#charts");
     this.select = root.querySelector("#chart-window");
     this.select.addEventListener("change", () => this.pick());
+    this.split = root.querySelector("#chart-split");
+    this.split.addEventListener("change", () => this.pick());
     this.pick(false);
   }
 
   pick(refresh = true) {
     this.window = WINDOWS[this.select.value] || WINDOWS["1h"];
     const { minutes, bucket, title, per } = this.window;
-    this.path = `v1/admin/charts?minutes=${minutes}&bucket=${bucket}`;
+    const split = this.split.value ? `&split=${encodeURIComponent(this.split.value)}` : "";
+    this.path = `v1/admin/charts?minutes=${minutes}&bucket=${bucket}${split}`;
     this.root.querySelector("#charts-title").textContent = title;
     this.root.querySelector("#charts-per").textContent = per;
     if (refresh) this.refresh();
