@@ -14,7 +14,10 @@ through an operator's link and is measured:
 - **JS heap**: the tab's used JS heap after a garbage collection (CDP);
 - **filter change**: from changing the address's filter (state failed; kind; queue;
   a search that matches one job, the worst case) to the new page and counts drawn;
-- **older page**: the next page down, five pages deep.
+- **older page**: the next page down, five pages deep;
+- **sorts**: the list by state, kind, queue or run time (a filter change, as above);
+- **charts**: ``GET /v1/admin/charts`` over an hour, a day and a week (and a week split
+  by kind), timed over HTTP; the first call rolls up every event of the week.
 
 Each is the median of ``--runs`` runs; the server's counts say which are estimates.
 """
@@ -30,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from playwright.sync_api import Page, sync_playwright
 
@@ -149,7 +153,35 @@ FILTERS = {
     "queue = queue-2, state = queued": "queue=queue-2&state=queued",
     "owner = user-7 (any time)": "owner=user-7&range=all",
     "search matching one job (any time)": "q=photo-4242.jpg&range=all",
+    "sort by state": "sort=state",
+    "sort by kind": "sort=kind",
+    "sort by queue (any time)": "sort=queue&range=all",
+    "sort by run time, longest first (any time)": "sort=-run_time&range=all",
 }
+
+CHARTS = {
+    "last hour, per minute": {"minutes": 60, "bucket": 60},
+    "last 24 hours, per 15 minutes": {"minutes": 1440, "bucket": 900},
+    "last 7 days, per hour": {"minutes": 10080, "bucket": 3600},
+    "last 7 days, per hour, by kind": {"minutes": 10080, "bucket": 3600, "split": "kind"},
+}
+
+
+def chart_times(url: str, runs: int) -> dict[str, list[float]]:
+    """GET /v1/admin/charts for each window, ``runs`` times, interleaved; the first
+    call rolls up the 7 days of events (the catch-up after an upgrade)."""
+    token = make_token(SECRET, "bench", operator=True)
+    figures: dict[str, list[float]] = {"first chart (rolls up 7 days)": []}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+        started = time.monotonic()
+        http.get("/v1/admin/charts", timeout=3600).raise_for_status()
+        figures["first chart (rolls up 7 days)"].append(time.monotonic() - started)
+        for _ in range(runs):
+            for name, params in CHARTS.items():
+                started = time.monotonic()
+                http.get("/v1/admin/charts", params=params, timeout=600).raise_for_status()
+                figures.setdefault(name, []).append(time.monotonic() - started)
+    return figures
 
 
 def one_run(browser: Any, link: str, figures: dict[str, list[float]]) -> None:
@@ -200,6 +232,7 @@ def main() -> None:
         print(f"filled {args.jobs:,} jobs and {made:,} events in {seconds:.0f} s")
         with sync_server(database_url) as url:
             figures = measure(url, args.runs)
+            charts = chart_times(url, args.runs)
     heap = figures.pop("heap")
     print(
         f"JS heap (after GC, the larger of after load / after every step): "
@@ -208,6 +241,8 @@ def main() -> None:
     for name, values in figures.items():
         label = name if name in {"usable", "older page"} else f"filter: {name}"
         print(f"{label}: {median(values)}")
+    for name, values in charts.items():
+        print(f"chart: {name}: {median(values)}")
 
 
 if __name__ == "__main__":
