@@ -242,6 +242,7 @@ def page(
     """The first ``limit`` jobs matching ``where`` in the order of ``sort`` (newest
     first unless it says otherwise); with ``after``, those past that cursor; with
     ``before``, those before it."""
+    after, before = after or None, before or None  # an empty cursor is no cursor
     statement, params = _page_params(where, sort, after, before, limit)
     with conn.cursor(row_factory=class_row(JobRecord)) as cur:
         rows = cur.execute(statement, params).fetchall()
@@ -258,6 +259,7 @@ async def page_async(
     limit: int = PAGE_SIZE,
 ) -> Page:
     """:func:`page` for an asyncio connection."""
+    after, before = after or None, before or None  # an empty cursor is no cursor
     statement, params = _page_params(where, sort, after, before, limit)
     async with conn.cursor(row_factory=class_row(JobRecord)) as cur:
         await cur.execute(statement, params)

@@ -84,6 +84,18 @@ def test_a_forged_cursor_is_refused(conn: Conn) -> None:
         listing.page(conn, after="x", before="y")
 
 
+def test_an_empty_cursor_is_the_first_page(conn: Conn) -> None:
+    """``?before=`` (an empty parameter) was a 500 in every sort."""
+    mixed_jobs(conn)
+    first = listing.page(conn)
+    assert len(first.jobs) == 9
+    for sort in ("-received", "kind", "-run_time"):
+        order = listing.Sort.parse(sort)
+        assert listing.page(conn, sort=order, before="").jobs == listing.page(conn, sort=order).jobs
+        assert listing.page(conn, sort=order, after="").jobs == listing.page(conn, sort=order).jobs
+    assert listing.page(conn, before="") == first
+
+
 def mixed_jobs(conn: Conn) -> list[uuid.UUID]:
     """Nine jobs of three kinds, three queues and several states, received a second
     apart; the finished ones ran for different times (and two tie on run time)."""
