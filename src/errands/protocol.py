@@ -324,6 +324,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN_OPERATION = "forbidden_operation"
     OPERATOR_REQUIRED = "operator_required"
     NOT_FOUND = "not_found"
+    SEARCH_TOO_BROAD = "search_too_broad"
     ALREADY_EXISTS = "already_exists"
     UNKNOWN_DEPENDENCY = "unknown_dependency"
     """A job the insert runs after is not one of the caller's (whether it is nobody's

@@ -25,9 +25,10 @@ def free_port() -> int:
 class SyncServer:
     """``errands server`` in a subprocess, on a port of its own that survives restarts."""
 
-    def __init__(self, database_url: str, *extra: str) -> None:
+    def __init__(self, database_url: str, *extra: str, env: dict[str, str] | None = None) -> None:
         self.database_url = database_url
         self.extra = extra
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: ErrandsProcess | None = None
@@ -46,7 +47,7 @@ class SyncServer:
             "--poll-interval",
             "0.2",
             *self.extra,
-            env={"ERRANDS_SECRET": SECRET},
+            env={"ERRANDS_SECRET": SECRET, **self.env},
         )
         self.process.wait_for_output(f"listening on {self.url}", timeout=30)
         return self

@@ -25,15 +25,18 @@ and reads are :mod:`errands.operations`, :mod:`errands.listing` and :mod:`errand
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, Literal, LiteralString
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from psycopg.rows import class_row
@@ -45,7 +48,7 @@ from errands.jobs import STATES
 from errands.protocol import MAX_KIND_LENGTH, ErrorResponse
 from errands.queries import query
 from errands.sync.console_queues import router as queues_router
-from errands.sync.errors import BadRequest, NotFound
+from errands.sync.errors import BadRequest, NotFound, SearchTooBroad
 from errands.sync.operators import ADMIN, ERRORS, Acting, OperatorPool, Reader
 
 log = logging.getLogger("errands.console")
@@ -375,6 +378,32 @@ class Counts(BaseModel):
     exact_up_to: int
 
 
+SEARCH_SECONDS = 5.0
+"""How long a search in payloads, results and errors may read (``ERRANDS_SEARCH_SECONDS``
+overrides it): it reads every job of the selection that does not match, so over a
+million jobs and "any time" it is bounded rather than left to hold a connection."""
+
+
+@contextlib.asynccontextmanager
+async def _bounded(conn: psycopg.AsyncConnection[Any], search: str | None) -> AsyncIterator[None]:
+    """Run the body under the search's time limit when there is a search: a 422
+    ``search_too_broad`` saying what to do once it is reached."""
+    if not search:
+        yield
+        return
+    seconds = float(os.environ.get("ERRANDS_SEARCH_SECONDS", SEARCH_SECONDS))
+    try:
+        async with conn.transaction():
+            limit = f"{max(1, int(seconds * 1000))}ms"
+            await conn.execute("SELECT set_config('statement_timeout', %s, true)", (limit,))
+            yield
+    except psycopg.errors.QueryCanceled:
+        raise SearchTooBroad(
+            f"the search read jobs for {seconds:g} s without finishing: narrow the time "
+            "window, or add a state, kind, queue or owner"
+        ) from None
+
+
 @router.get(f"{ADMIN}/jobs", response_model=JobPage, responses=_ERRORS)
 async def jobs(pool: OperatorPool, params: Annotated[ListQuery, Query()]) -> JobPage:
     """One page of jobs matching the filter, newest first or in the order ``sort``
@@ -382,7 +411,7 @@ async def jobs(pool: OperatorPool, params: Annotated[ListQuery, Query()]) -> Job
     from a keyset cursor: a page never skips or repeats a job however the table
     changes, and one costs the same at any depth (docs/operators.md has the figures)."""
     try:
-        async with pool.connection() as conn:
+        async with pool.connection() as conn, _bounded(conn, params.search):
             found = await listing.page_async(
                 conn,
                 params.job_filter(),
@@ -400,7 +429,7 @@ async def jobs(pool: OperatorPool, params: Annotated[ListQuery, Query()]) -> Job
 async def counts(pool: OperatorPool, params: Annotated[Selection, Query()]) -> Counts:
     """Jobs per state matching the filter, in SQL: exact up to a threshold per state,
     the planner's estimate (listed in ``estimated``) past it."""
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, _bounded(conn, params.search):
         found = await listing.count_states_async(conn, params.job_filter())
     return Counts(
         counts=found.counts,

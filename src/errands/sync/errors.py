@@ -91,6 +91,13 @@ class Rejection(Exception):  # a result, raised only to leave the checks early
         self.message = message
 
 
+class SearchTooBroad(ServiceError):
+    """An operator's search read too many jobs to answer in time."""
+
+    status = 422
+    code = ErrorCode.SEARCH_TOO_BROAD
+
+
 class Conflict(ServiceError):
     """The request contradicts what the service already recorded."""
 

@@ -151,6 +151,7 @@ const RULES = {
     "forbidden_operation": "forbidden_operation",
     "operator_required": "operator_required",
     "not_found": "not_found",
+    "search_too_broad": "search_too_broad",
     "already_exists": "already_exists",
     "unknown_dependency": "unknown_dependency",
     "dependency_cycle": "dependency_cycle",
