@@ -65,3 +65,7 @@ def test_the_console_says_to_narrow_the_search(
     console.locator("#view-jobs[data-loaded=true]").wait_for()
     console.evaluate("() => { location.hash = '#/jobs?q=no+such+text&range=all'; }")
     expect(console.get_by_text("narrow the time window", exact=False).first).to_be_visible()
+    # The last filter's rows and counts go: the bulk buttons cannot act on them.
+    expect(console.locator("#jobs-body tr")).to_have_count(1)
+    expect(console.locator("#jobs-body")).to_contain_text("Nothing shown: the search read")
+    expect(console.locator("#bulk-delete")).to_be_disabled()

@@ -291,17 +291,32 @@ export class JobsView {
       ]);
     } catch (error) {
       if (error.name === "AbortError") return;
+      if (this.loading === loading) this.showNothing(error.message);
       this.onError(error);
       return;
     }
     if (this.loading !== loading) return;
     this.loading = null;
     this.page = page;
+    this.emptyText = null;
     this.setPage(page.jobs);
     this.drawCounts(counts);
     this.follow();
     this.root.dataset.loaded = "true";
     this.root.dataset.loads = String(Number(this.root.dataset.loads || 0) + 1);
+  }
+
+  /** The page could not be read (a search too broad, say): show no rows and no counts
+   * rather than the last filter's, which the bulk buttons would otherwise act on. */
+  showNothing(why) {
+    this.loading = null;
+    for (const shape of this.shapes) shape.close();
+    this.shapes = [];
+    this.page = null;
+    this.counts = null;
+    for (const { count } of Object.values(this.chips)) setText(count, "–");
+    this.emptyText = `Nothing shown: ${why}`;
+    this.setPage([]);
   }
 
   /** Show these jobs, reusing the row of every job already shown. */
@@ -319,7 +334,7 @@ export class JobsView {
 
   drawRows() {
     const rows = this.order.map((id) => this.rows.get(id).element);
-    setText(this.empty.firstChild, "No job matches this filter.");
+    setText(this.empty.firstChild, this.emptyText || "No job matches this filter.");
     arrange(this.body, rows.length ? rows : [this.empty]);
     for (const [id, row] of this.rows) row.check.checked = this.chosen.has(id);
     this.drawSummary();
