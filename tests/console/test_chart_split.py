@@ -99,7 +99,9 @@ def test_the_split_is_drawn(open_tab: Callable[..., Page], split_service: SyncSe
     console.locator("#chart-window").select_option("24h")
     console.locator("#chart-split").select_option("kind")
     split = view.locator("[data-chart=split]")
-    expect(split.locator("h2")).to_have_text("Jobs finished per 15 minutes, by kind")
+    expect(split.locator("h2")).to_have_text(
+        "Jobs finished per 15 minutes, by kind", timeout=30_000
+    )
     expect(split.locator(".split-totals li")).to_have_text(["thumbnail 3", "mail 2", "report 1"])
     drawn: dict[str, int] = {}
     for title in split.locator("rect.bar title").all_text_contents():

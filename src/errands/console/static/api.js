@@ -108,13 +108,17 @@ export class PolledView {
   }
 
   async refresh() {
+    const path = this.path;
     let data;
     try {
-      data = await api(this.path);
+      data = await api(path);
     } catch (error) {
       this.onError(error);
       return;
     }
+    // The view asked for something else meanwhile (another window or split): that
+    // answer draws; this late one would draw the old choice over it.
+    if (path !== this.path) return;
     this.draw(data);
     this.root.dataset.loaded = "true";
   }
