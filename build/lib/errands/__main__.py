@@ -1,5 +1,0 @@
-"""``python -m errands``: the command line."""
-
-from errands.cli import main
-
-main()
