@@ -19,9 +19,10 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any, LiteralString
 
 from psycopg import sql
@@ -197,7 +198,9 @@ def _page_query(sort: Sort, forward: bool, from_cursor: bool) -> sql.Composed:
 
 def _page_params(
     where: JobFilter | None, sort: Sort, after: str | None, before: str | None, limit: int
-) -> tuple[sql.Composed, dict[str, Any]]:
+) -> tuple[sql.Composed, dict[str, Any], Callable[[list[JobRecord]], Page]]:
+    """The page's query, its parameters, and what makes the page of its rows. An empty
+    cursor (``?before=``) is no cursor."""
     if after and before:
         raise BadCursor("give after or before, not both")
     if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -208,11 +211,13 @@ def _page_params(
     values = decode_cursor(cursor, sort) if cursor else []
     params = selection.params() | {"state": one_state, "limit": limit}
     params |= {f"k{n}": value for n, value in enumerate(values)}
-    return _page_query(sort, before is None, cursor is not None), params
+    forward = not before
+    finish = partial(_page, limit=limit, sort=sort, forward=forward, from_cursor=bool(after))
+    return _page_query(sort, forward, bool(cursor)), params, finish
 
 
 def _page(
-    rows: list[JobRecord], limit: int, sort: Sort, *, forward: bool, from_cursor: bool
+    rows: list[JobRecord], *, limit: int, sort: Sort, forward: bool, from_cursor: bool
 ) -> Page:
     more = len(rows) > limit
     rows = rows[:limit]
@@ -242,11 +247,9 @@ def page(
     """The first ``limit`` jobs matching ``where`` in the order of ``sort`` (newest
     first unless it says otherwise); with ``after``, those past that cursor; with
     ``before``, those before it."""
-    after, before = after or None, before or None  # an empty cursor is no cursor
-    statement, params = _page_params(where, sort, after, before, limit)
+    statement, params, finish = _page_params(where, sort, after, before, limit)
     with conn.cursor(row_factory=class_row(JobRecord)) as cur:
-        rows = cur.execute(statement, params).fetchall()
-    return _page(rows, limit, sort, forward=before is None, from_cursor=after is not None)
+        return finish(cur.execute(statement, params).fetchall())
 
 
 async def page_async(
@@ -259,12 +262,10 @@ async def page_async(
     limit: int = PAGE_SIZE,
 ) -> Page:
     """:func:`page` for an asyncio connection."""
-    after, before = after or None, before or None  # an empty cursor is no cursor
-    statement, params = _page_params(where, sort, after, before, limit)
+    statement, params, finish = _page_params(where, sort, after, before, limit)
     async with conn.cursor(row_factory=class_row(JobRecord)) as cur:
         await cur.execute(statement, params)
-        rows = await cur.fetchall()
-    return _page(rows, limit, sort, forward=before is None, from_cursor=after is not None)
+        return finish(await cur.fetchall())
 
 
 def _count_params(where: JobFilter | None, cap: int) -> dict[str, Any]:
