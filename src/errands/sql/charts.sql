@@ -125,8 +125,8 @@ WHERE r.minute >= %(since)s
 GROUP BY 1, 2
 
 -- name: depth_now
--- Jobs waiting now per group, on background_jobs_state_received_idx (it carries kind
--- and queue): where the queue-depth lines end; they are drawn back from here through
+-- Jobs waiting now per group, on background_jobs_state_received_idx (its queued part
+-- carries kind and queue): where the queue-depth lines end; they are drawn back from here through
 -- each bucket's entries and exits.
 SELECT CASE %(split)s::text WHEN 'kind' THEN j.kind WHEN 'queue' THEN j.queue ELSE '' END,
        count(*)

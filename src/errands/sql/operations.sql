@@ -48,10 +48,11 @@ SELECT set_config('errands.operator', %(operator)s, true)
 -- A cancellation request, as a client makes it: a queued job ends at once (trigger,
 -- which records the operator), a running one is asked to stop, which no state change
 -- records: a 'cancel_requested' event names the operator. Jobs that already ended are
--- left alone.
+-- left alone. The two states are an OR, not an IN: each is then found on its own
+-- partial index (queued and running jobs have no index in common).
 WITH asked AS (
     UPDATE background_jobs AS j SET cancelled = true
-    WHERE {selection} AND j.state IN ('queued', 'running') AND NOT j.cancelled
+    WHERE {selection} AND (j.state = 'queued' OR j.state = 'running') AND NOT j.cancelled
     RETURNING j.id, j.state, j.attempts
 ),
 noted AS (
