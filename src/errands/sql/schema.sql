@@ -1500,7 +1500,7 @@ $$;
 
 
 -- The console's state index holds only the states it cannot find another way
--- (bench/README.md, "Bytes per job: the index audit"). Keyed by state, it took a new
+-- (bench/README.md, "Third round"). Keyed by state, it took a new
 -- entry for every version of every job (queued, running, completed), each in another
 -- part of the index: 311 bytes per job after a drain, a fifth of all a job wrote. Now:
 -- - queued, failed and cancelled jobs are here (a backlog, and the rare ends an
@@ -1517,9 +1517,9 @@ CREATE INDEX background_jobs_state_received_idx ON background_jobs (state, recei
     WHERE state IN ('queued', 'failed', 'cancelled');
 
 
--- Cheaper claims: what every claim paid besides claiming (bench/README.md, "Where a
--- drained job's time goes"; measured with track_functions and auto_explain during a
--- drain of 20,000 jobs on a fresh table).
+-- Cheaper claims: what every claim paid besides claiming (bench/README.md, "Third
+-- round"; measured with track_functions and auto_explain during a drain of 20,000 jobs
+-- on a fresh table).
 
 -- 0013's staging probed for questions past their deadline with
 -- `question_deadline <= now()`. Before the table's first ANALYZE (a new table, or a
@@ -1549,12 +1549,12 @@ BEGIN
 END
 $$;
 
--- The claims themselves, with their plans kept. A SQL function that writes (or carries SET options) is
--- never inlined, and Postgres plans its statement again at every call: a millisecond
--- of planning for a claim of 16 jobs that runs in 0.4 ms (auto_explain during a drain:
--- errands_claim_kinds 1.0-1.7 ms, the UPDATE in it 0.35-0.7). A PL/pgSQL function
--- prepares its statement once per connection and keeps the plan. The statements are
--- 0008's, unchanged.
+-- The claims themselves, with their plans kept. A SQL function that writes (or carries
+-- SET options) is never inlined, and Postgres plans its statement again at every call:
+-- a millisecond of planning for a claim of 16 jobs that runs in 0.4 ms (auto_explain
+-- during a drain: errands_claim_kinds 1.0-1.7 ms, the UPDATE in it 0.35-0.7). A
+-- PL/pgSQL function prepares its statement once per connection and keeps the plan. The
+-- statements are 0008's, unchanged.
 CREATE OR REPLACE FUNCTION errands_claim_kinds(
     worker text, kinds text[], queues text[], max_jobs integer
 )

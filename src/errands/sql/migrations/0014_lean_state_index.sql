@@ -1,5 +1,5 @@
 -- The console's state index holds only the states it cannot find another way
--- (bench/README.md, "Bytes per job: the index audit"). Keyed by state, it took a new
+-- (bench/README.md, "Third round"). Keyed by state, it took a new
 -- entry for every version of every job (queued, running, completed), each in another
 -- part of the index: 311 bytes per job after a drain, a fifth of all a job wrote. Now:
 -- - queued, failed and cancelled jobs are here (a backlog, and the rare ends an

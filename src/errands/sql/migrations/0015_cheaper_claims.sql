@@ -1,6 +1,6 @@
--- Cheaper claims: what every claim paid besides claiming (bench/README.md, "Where a
--- drained job's time goes"; measured with track_functions and auto_explain during a
--- drain of 20,000 jobs on a fresh table).
+-- Cheaper claims: what every claim paid besides claiming (bench/README.md, "Third
+-- round"; measured with track_functions and auto_explain during a drain of 20,000 jobs
+-- on a fresh table).
 
 -- 0013's staging probed for questions past their deadline with
 -- `question_deadline <= now()`. Before the table's first ANALYZE (a new table, or a
@@ -30,12 +30,12 @@ BEGIN
 END
 $$;
 
--- The claims themselves, with their plans kept. A SQL function that writes (or carries SET options) is
--- never inlined, and Postgres plans its statement again at every call: a millisecond
--- of planning for a claim of 16 jobs that runs in 0.4 ms (auto_explain during a drain:
--- errands_claim_kinds 1.0-1.7 ms, the UPDATE in it 0.35-0.7). A PL/pgSQL function
--- prepares its statement once per connection and keeps the plan. The statements are
--- 0008's, unchanged.
+-- The claims themselves, with their plans kept. A SQL function that writes (or carries
+-- SET options) is never inlined, and Postgres plans its statement again at every call:
+-- a millisecond of planning for a claim of 16 jobs that runs in 0.4 ms (auto_explain
+-- during a drain: errands_claim_kinds 1.0-1.7 ms, the UPDATE in it 0.35-0.7). A
+-- PL/pgSQL function prepares its statement once per connection and keeps the plan. The
+-- statements are 0008's, unchanged.
 CREATE OR REPLACE FUNCTION errands_claim_kinds(
     worker text, kinds text[], queues text[], max_jobs integer
 )
