@@ -4,6 +4,8 @@ skip or repeat a job, counts exact under the cap and marked estimates past it.""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -75,6 +77,26 @@ def test_counts_are_exact_under_the_cap_and_estimates_past_it(conn: Conn) -> Non
     assert capped.estimated == ["completed"]
     assert capped.counts["completed"] > 10
     assert capped.counts["failed"] == 3
+
+
+def test_every_state_is_counted_and_listed_on_its_own(conn: Conn) -> None:
+    # Each state is found another way (0014): queued, failed and cancelled on the partial
+    # state index, running on running_idx, completed on the newest-first index. A count
+    # per state, each a different number, and a page per state, in and out of a window.
+    made = {
+        state: make_jobs(conn, n, state)
+        for n, state in enumerate(["queued", "running", "completed", "failed", "cancelled"], 1)
+    }
+    window = JobFilter(received_since=datetime.now(UTC) - timedelta(hours=1))
+    for where in (None, window):
+        assert listing.count_states(conn, where).counts == {
+            state: len(ids) for state, ids in made.items()
+        }
+        for state, ids in made.items():
+            chosen = replace(where or JobFilter(), states=[state])
+            assert [j.id for j in listing.page(conn, chosen).jobs] == list(reversed(ids))
+    old = JobFilter(received_until=datetime.now(UTC) - timedelta(hours=1))
+    assert set(listing.count_states(conn, old).counts.values()) == {0}
 
 
 def test_a_forged_cursor_is_refused(conn: Conn) -> None:

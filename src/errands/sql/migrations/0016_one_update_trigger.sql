@@ -1,8 +1,8 @@
 -- One statement trigger after an update instead of two (bench/README.md, "Third
--- round"). errands_after_update (events, wake-ups, the cancel signal; 0006) joined the
+-- round"). errands_after_update (events, wake-ups, the cancel signal; 0008) joined the
 -- statement's new rows to its old ones twice, and errands_dependencies_ended (0010) a
 -- third time: every claim and every finish paid three joins of its transition tables,
--- 25 us a job of the 140 Postgres spends on a drained job (track_functions). Now one
+-- 23 us a job of the 142 Postgres spent on a drained job (track_functions). Now one
 -- join, read once, feeds the events, the wake-ups, the cancel signal and the release
 -- of dependents, in that order, by the same rules as before.
 DROP TRIGGER background_jobs_dependencies_ended ON background_jobs;
