@@ -82,6 +82,17 @@ describe("LiveShape", () => {
     assert.deepEqual(statuses, ["connecting", "live", "live"]);
   });
 
+  test("a delete of a row it never held (a change outside the filter) is no news", async () => {
+    serve([stream({ messages: [upsert("a"), UP_TO_DATE], offset: "o1" }, { messages: [{ type: "delete", key: "x" }, UP_TO_DATE], offset: "o2" }, { messages: [{ type: "delete", key: "a" }, UP_TO_DATE], offset: "o3" })]);
+    const batches = [];
+    const changes = [];
+    shape = new LiveShape({ server: SERVER, token: "t", onBatch: (rows, gone) => batches.push([rows.map((r) => r.id), gone]), onChange: (s) => changes.push(s.at) });
+    await until(() => shape.at === "o3", "the third answer");
+    assert.deepEqual(batches, [[["a"], []], [[], ["a"]]]);
+    assert.deepEqual(changes, ["o1", "o3"]);
+    assert.equal(shape.rows.size, 0);
+  });
+
   test("a must-refetch drops the rows and reads the snapshot again from the start", async () => {
     const asked = serve([
       stream({ messages: [upsert("a"), UP_TO_DATE], offset: "o1" }, { messages: [{ type: "must-refetch" }], offset: "-1" }),

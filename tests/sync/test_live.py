@@ -58,6 +58,34 @@ def test_a_live_read_waits_for_the_change(start_server: StartServer, database_ur
     assert answer.messages[0].key == key  # type: ignore[union-attr]
 
 
+def test_a_shape_of_named_jobs_hears_nothing_of_the_others(
+    start_server: StartServer, database_url: str
+) -> None:
+    # A job that changes outside a filter comes as a delete (the service cannot tell
+    # whether the reader held it), except outside an id filter: an id never changes, so
+    # that job never was in the shape. Read three ways: from SQL, from the change log,
+    # and held until the change comes.
+    service = start_server("--live-hold", "3")
+    mine = add_job(database_url)
+    named = [{"column": "id", "op": "in", "value": [mine]}]
+    by_kind = [{"column": "kind", "op": "eq", "value": "nobody-has-this"}]
+    with service.client("alice") as alice, ThreadPoolExecutor(1) as pool:
+        rows, offset = sync_all(alice, named)
+        assert list(rows) == [mine]
+        _, kind_offset = sync_all(alice, by_kind)
+        held = pool.submit(read, alice, offset, named, live="true")
+        wait_for(lambda: stats(service)["waiting"] == 1, what="the live read to be held")
+        other = add_job(database_url)
+        assert [m.type for m in held.result(timeout=60).messages] == ["up-to-date"]
+        with psycopg.connect(database_url) as conn:
+            conn.execute("UPDATE background_jobs SET progress = 0.5 WHERE id = %s", (mine,))
+        for live in ({}, {"live": "true"}):
+            answer = read(alice, offset, named, **live)
+            assert [(m.type, m.key) for m in answer.messages[:-1]] == [("upsert", mine)]  # type: ignore[union-attr]
+        answer = read(alice, kind_offset, by_kind)
+        assert ("delete", other) in [(m.type, getattr(m, "key", None)) for m in answer.messages]
+
+
 def test_a_live_read_with_nothing_new_ends_up_to_date(alice: httpx.Client) -> None:
     _, offset = sync_all(alice)
     answer = read(alice, offset, live="true")  # held for the test server's 2 s

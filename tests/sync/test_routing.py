@@ -147,3 +147,23 @@ def test_changes_reach_the_owners_shapes_and_the_operators_only() -> None:
     assert [m.type for m in messages("alice", queued, [change])] == ["delete"]
     assert [m.type for m in messages("alice", compile_matcher(()), [change])] == ["upsert"]
     assert messages("bob", compile_matcher(()), [change]) == []
+
+
+def test_a_shape_confined_to_ids_hears_only_of_those_jobs() -> None:
+    a, b, c = (str(uuid.uuid4()) for _ in range(3))
+    confined = Shape(
+        "background_jobs",
+        (
+            Filter(column="id", op="in", value=[a, b.upper()]),
+            Filter(column="id", op="in", value=[b, c]),
+            Filter(column="state", value="queued"),
+        ),
+    ).confined
+    assert confined == frozenset({b})  # intersected, written as id::text writes it
+    assert Shape("background_jobs", (Filter(column="state", value="queued"),)).confined is None
+    running = {"owner": "alice", "state": "running"}
+    changes = [Change(key, running, frozenset({"alice"}), (10,)) for key in (a, b)]
+    queued = compile_matcher((Filter(column="state", value="queued"),))
+    # b left the shape: a delete; a never was in it: nothing.
+    assert [(m.type, m.key) for m in messages(None, queued, changes, confined)] == [("delete", b)]  # type: ignore[union-attr]
+    assert len(messages(None, queued, changes)) == 2

@@ -285,7 +285,7 @@ class ShapeHub:
         if not self.log.reaches(offset):
             raise _Unreachable
         try:
-            return messages(shape.owner, matcher, self.log.since(offset))
+            return messages(shape.owner, matcher, self.log.since(offset), shape.confined)
         except Undecidable:
             raise _Unreachable from None
 
@@ -463,7 +463,7 @@ class ShapeHub:
             for key, routed in self._index.route(batch.changes).items():
                 held = self._held[key]
                 try:
-                    found = messages(held.shape.owner, held.matcher, routed)
+                    found = messages(held.shape.owner, held.matcher, routed, held.shape.confined)
                 except Undecidable:
                     self._release(held, recheck=batch.since)
                     continue

@@ -207,3 +207,19 @@ def compile_filters(filters: Sequence[Filter]) -> tuple[sql.Composable, dict[str
     if not conditions:
         return sql.SQL("true"), params
     return sql.SQL(" AND ").join(conditions), params
+
+
+def confined_keys(filters: Sequence[Filter]) -> frozenset[str] | None:
+    """The only keys a shape with ``filters`` can ever hold (its ``id`` filters ``eq`` and
+    ``in``, intersected), or None if any key may be in it. A row's id never changes, so
+    a change to a row outside them is no news to its readers (not even a delete)."""
+    confined: frozenset[str] | None = None
+    for f in filters:
+        if f.column != "id" or f.op not in {"eq", "in"}:
+            continue
+        try:
+            ids = frozenset(str(uuid.UUID(v)) for v in (f.value if f.op == "in" else [f.value]))
+        except (ValueError, TypeError, AttributeError):
+            continue  # not a uuid: Postgres decides (the filter was checked before)
+        confined = ids if confined is None else confined & ids
+    return confined

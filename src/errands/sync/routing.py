@@ -177,13 +177,20 @@ class ShapeIndex:
         return routed
 
 
-def messages(owner: str | None, matcher: Matcher, changes: Iterable[Change]) -> list[Message]:
-    """What a reader of the shape (permission ``owner``, filters ``matcher``) gets for
-    ``changes``: the row if it matches, a delete if it was possibly in the shape (it
-    changed or went, and the reader may have seen a state of it). Raises
-    :class:`Undecidable` where only Postgres can decide."""
+def messages(
+    owner: str | None,
+    matcher: Matcher,
+    changes: Iterable[Change],
+    confined: frozenset[str] | None = None,
+) -> list[Message]:
+    """What a reader of the shape (permission ``owner``, filters ``matcher``, the keys it
+    is ``confined`` to) gets for ``changes``: the row if it matches, a delete if it was
+    possibly in the shape (it changed or went, and the reader may have seen a state of
+    it). Raises :class:`Undecidable` where only Postgres can decide."""
     found: list[Message] = []
     for change in changes:
+        if confined is not None and change.key not in confined:
+            continue
         row = change.row
         if row is not None and (owner is None or row["owner"] == owner):
             if matcher(row):

@@ -22,6 +22,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from psycopg import AsyncConnection, IsolationLevel, sql
@@ -42,7 +43,7 @@ from errands.protocol import (
 )
 from errands.queries import query
 from errands.sync.errors import BadRequest, MustRefetch, NotFound
-from errands.sync.filters import compile_filters
+from errands.sync.filters import compile_filters, confined_keys
 
 SYNC_QUERIES = "sync.sql"
 SYNCED_TABLES = frozenset({JOBS_TABLE})
@@ -90,6 +91,11 @@ class Shape:
         object.__setattr__(self, "key", key)
         # Compile now, so that a bad filter fails before any query runs.
         compile_filters(self.filters)
+
+    @cached_property
+    def confined(self) -> frozenset[str] | None:
+        """The only keys this shape can ever hold (its id filters), or None: any."""
+        return confined_keys(self.filters)
 
     def compose(self, name: str) -> tuple[sql.Composed, dict[str, Any]]:
         """The named query template with this shape's filter and permission filled in."""
@@ -221,14 +227,18 @@ async def _changes(conn: AsyncConnection[Any], shape: Shape, offset: Offset) -> 
     params |= {"xmin": str(offset.xmin), "since": pg_snapshot(offset)}
     rows = await (await conn.execute(statement, params)).fetchall()
     current = {key for key, _, row, _ in rows if row is not None}
-    return _changes_since(offset, rows, current)
+    return _changes_since(offset, rows, current, shape.confined)
 
 
-def _changes_since(offset: Offset, rows: list[Any], current: set[str]) -> list[Message]:
+def _changes_since(
+    offset: Offset, rows: list[Any], current: set[str], confined: frozenset[str] | None
+) -> list[Message]:
     messages: list[Message] = []
     for key, in_shape, row, txid in rows:
         if offset.covers(int(txid)):
             continue  # the reader has this version already
+        if confined is not None and key not in confined:
+            continue  # never in the shape (routing.confined_keys)
         if in_shape:
             messages.append(UpsertMessage(key=key, row=row))
         elif row is not None or key not in current:

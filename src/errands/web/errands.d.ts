@@ -189,7 +189,9 @@ export interface LiveShapeOptions {
   live?: "auto" | "long-poll";
   /** The reconnection backoff, seconds: defaults {base: 0.5, cap: 15}. */
   backoff?: { base?: number; cap?: number };
+  /** The rows a batch upserted and the keys of held rows it deleted. */
   onBatch?: (upserted: Record<string, unknown>[], deleted: string[]) => void;
+  /** After each change, each restart, and on becoming up to date. */
   onChange?: (shape: LiveShape) => void;
   onStatus?: (status: "connecting" | "live" | "offline") => void;
   /** The service refused the token (401) or this reader (403): the shape has stopped. */

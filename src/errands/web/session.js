@@ -234,8 +234,8 @@ export class Session {
  * long polls, must-refetch handling and backoff as the Client's replica, without one.
  * `token`: a string, or a function called at each connection. Callbacks:
  * `onBatch(upserted rows, deleted keys)` after each change (after a must-refetch, the
- * new snapshot arrives as upserts), `onChange(shape)` after each applied answer and each
- * restart, `onStatus("connecting" | "live" | "offline")`, and `onFatal(error)` when the
+ * new snapshot arrives as upserts), `onChange(shape)` after each change, each restart
+ * and on becoming up to date (not for a batch that changed none of its rows), `onStatus("connecting" | "live" | "offline")`, and `onFatal(error)` when the
  * service refuses the token (401) or the page (403): the shape stops then.
  */
 export class LiveShape {
@@ -312,7 +312,9 @@ export class LiveShape {
       this.tell("onChange", this);
       return true;
     }
-    if (readFrom === START) this.rows.clear(); // a new snapshot replaces what was held
+    const restarted = readFrom === START;
+    if (restarted) this.rows.clear(); // a new snapshot replaces what was held
+    const wasUpToDate = this.upToDate;
     const upserted = [];
     const deleted = [];
     for (const message of answer.messages) {
@@ -320,8 +322,9 @@ export class LiveShape {
         this.rows.set(message.key, message.row);
         upserted.push(message.row);
       } else if (message.type === "delete") {
-        this.rows.delete(message.key);
-        deleted.push(message.key);
+        // The service says "delete" for every changed job outside the filter (it cannot
+        // tell which ones this reader held): only a row held here is news.
+        if (this.rows.delete(message.key)) deleted.push(message.key);
       } else if (message.type === "up-to-date") {
         this.upToDate = true;
       }
@@ -330,7 +333,7 @@ export class LiveShape {
     this.backoff.reset(); // the service answers: the next failure starts from short waits
     if (this.upToDate) this.tell("onStatus", "live");
     if (upserted.length || deleted.length) this.tell("onBatch", upserted, deleted);
-    this.tell("onChange", this);
+    if (upserted.length || deleted.length || restarted || this.upToDate !== wasUpToDate) this.tell("onChange", this);
     return true;
   }
 }

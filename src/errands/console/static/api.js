@@ -75,8 +75,8 @@ const SERVER = new URL("..", import.meta.url).href.replace(/\/+$/, "");
 /**
  * The rows of one shape of background_jobs, kept live: errands.js's LiveShape (the same
  * event stream, long polls, must-refetch handling and backoff as every errands.js
- * client), with the operator's token. `onChange(shape)` is called after each batch is
- * applied, `onBatch(upserted rows, deleted keys)` with what the batch changed (after a
+ * client), with the operator's token. `onChange(shape)` is called after each batch that
+ * changed its rows, `onBatch(upserted rows, deleted keys)` with what it changed (after a
  * must-refetch, the new snapshot arrives as upserts); `onStatus(status)` with
  * "connecting", "live" or "offline"; `onAuthError(error)` when the token is refused
  * (401 or 403, with `error.status`), and the shape stops.

@@ -23,6 +23,18 @@ const sortOf = (text) => (text && text.replace(/^-/, "") in FIRST_ORDER ? text :
 /** A datetime-local value (the viewer's time zone) as an ISO timestamp. */
 const localToIso = (value) => (value ? new Date(value).toISOString() : null);
 
+/** An ISO timestamp in microseconds since 1970, as Postgres orders them (Date.parse
+ * stops at milliseconds: jobs received in the same one would come in any order). */
+const microseconds = (text) => {
+  const fraction = /\.(\d+)/.exec(text);
+  return Date.parse(text) * 1000 + (fraction ? Number(fraction[1].padEnd(6, "0").slice(3, 6)) : 0);
+};
+
+/** The cursor of the jobs older than `job`, newest first, as the server writes it
+ * (listing.encode_cursor): for the newest page, whose last row moves as jobs arrive. */
+const olderThan = (job) =>
+  btoa(JSON.stringify([DEFAULT_SORT, job.received_at, job.id])).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+
 /**
  * What the address asks for: the filter (as the list's query, the live shapes' `where`
  * and the actions' selection) and the page's cursor. Time windows are on received_at,
@@ -348,8 +360,7 @@ export class JobsView {
     const common = { onStatus: this.onStatus, onAuthError: this.onAuthError };
     // New jobs go on top only of the first page newest first; in another order they
     // would belong anywhere, so that page follows only the rows it shows.
-    const newest = !this.selection.cursor.after && !this.selection.cursor.before && this.selection.sort === DEFAULT_SORT;
-    if (newest && !this.selection.search) {
+    if (this.onNewestPage() && !this.selection.search) {
       const top = this.order.length ? this.rows.get(this.order[0]).job.received_at : new Date().toISOString();
       const where = [...this.selection.where, { column: "received_at", op: "gte", value: top }];
       this.shapes.push(new LiveShape(where, { ...common, onBatch: (rows, gone) => this.changed(rows, gone, true) }));
@@ -358,6 +369,12 @@ export class JobsView {
       const where = [{ column: "id", op: "in", value: [...this.order] }];
       this.shapes.push(new LiveShape(where, { ...common, onBatch: (rows, gone) => this.changed(rows, gone, false) }));
     }
+  }
+
+  /** The first page newest first: the one new jobs go on top of. */
+  onNewestPage() {
+    const { cursor, sort } = this.selection;
+    return !cursor.after && !cursor.before && sort === DEFAULT_SORT;
   }
 
   /** Live changes: rows on the page are updated in place; on the newest page, a new job
@@ -376,6 +393,9 @@ export class JobsView {
       }
     }
     for (const id of gone) {
+      // A job on the page and in both shapes stays while either holds it (one that
+      // arrived, then left the filter, is updated in place like the page's other rows).
+      if (this.shapes.some((shape) => shape.rows.has(id))) continue;
       if (this.rows.delete(id)) {
         this.order = this.order.filter((other) => other !== id);
         this.chosen.delete(id);
@@ -385,15 +405,21 @@ export class JobsView {
     if (moved && this.selection.sort === DEFAULT_SORT) this.order.sort((a, b) => this.newestFirst(a, b));
     const overflow = this.order.length > PAGE_SIZE;
     while (this.order.length > PAGE_SIZE) this.rows.delete(this.order.pop());
+    // The page read last ended elsewhere: "Older" goes on from the last row shown now.
+    if (moved && this.page && this.onNewestPage() && (overflow || this.page.older)) {
+      const last = this.order[this.order.length - 1];
+      this.page = { ...this.page, older: last ? olderThan(this.rows.get(last).job) : null };
+    }
     this.scheduleDraw(moved);
     this.scheduleCounts();
-    // Jobs pushed off the page: read it afresh a moment later (its cursors, and a new
-    // arrivals' shape: the old one keeps every job that arrived since it began, and the
-    // tab must never hold more than a page).
-    if (overflow && !this.reloading) {
-      this.reloading = setTimeout(() => {
-        this.reloading = 0;
-        if (this.selection) this.load();
+    // Jobs pushed off the page: follow it afresh a moment later (the arrivals' shape
+    // keeps every job that arrived since it began, and the tab must never hold more
+    // than a page). The page is not read again: a read begun before the last arrivals
+    // would put rows already pushed off back on the screen.
+    if (overflow && !this.refollowing) {
+      this.refollowing = setTimeout(() => {
+        this.refollowing = 0;
+        if (this.selection && !this.loading) this.follow();
       }, 1_000);
     }
   }
@@ -401,8 +427,7 @@ export class JobsView {
   newestFirst(a, b) {
     const x = this.rows.get(a).job;
     const y = this.rows.get(b).job;
-    if (x.received_at !== y.received_at) return Date.parse(y.received_at) - Date.parse(x.received_at);
-    return x.id < y.id ? 1 : -1;
+    return microseconds(y.received_at) - microseconds(x.received_at) || (x.id < y.id ? 1 : -1);
   }
 
   scheduleDraw(moved) {
