@@ -2,6 +2,7 @@
 counted.
 
     .venv/bin/python bench/worker_profile.py [--jobs 20000] [--concurrency 16] [--top 25]
+        [--sort tottime|cumulative]
 
 A fresh database gets ``--jobs`` no-op jobs (batch API); one in-process worker drains
 them in burst mode under cProfile. Reported per job: wall time, the worker process's
@@ -86,6 +87,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--sort", choices=["tottime", "cumulative"], default="tottime", help="the profile's order"
+    )
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--no-profile", action="store_true", help="time it without cProfile")
     args = parser.parse_args()
@@ -131,7 +135,7 @@ def main() -> None:
     if args.no_profile:
         return
     out = io.StringIO()
-    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(args.top)
+    pstats.Stats(profile, stream=out).sort_stats(args.sort).print_stats(args.top)
     print(out.getvalue())
 
 

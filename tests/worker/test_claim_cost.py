@@ -1,9 +1,10 @@
-"""Migration 0015: what a claim pays besides claiming stays small whatever the table
+"""Migrations 0015 and 0017: what a claim and a finish pay besides claiming and
+finishing stays small. A claim's staging costs the same whatever the table
 holds and whatever the planner knows about it. 0013's probe for questions past their
 deadline read the whole table on every claim until the table's first ANALYZE (the
 planner's guess for ``question_deadline <= now()`` made a sequential scan look cheap);
 the probes now ask for min() of their partial index, which is read from its first
-entry. Counted in buffers, not timed."""
+entry. Counted in buffers and calls, not timed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import psycopg
 
 import errands
+from errands.queries import query
 
 
 def _blocks(conn: psycopg.Connection[Any], statement: str) -> int:
@@ -41,3 +43,43 @@ def test_staging_reads_its_indexes_not_the_table(conn: psycopg.Connection[Any]) 
     # And the claim, with staging inside it, still claims what it should.
     claimed = conn.execute("SELECT id FROM errands_claim('w', ARRAY['add'], NULL, 16)").fetchall()
     assert len(claimed) == 16
+
+
+def test_claims_and_finishes_stamp_their_rows_without_row_triggers(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # Migration 0017: the worker's statements set _txid and `completed` themselves, so the
+    # row triggers that would (three PL/pgSQL calls a job) do not fire; other writers
+    # still go through them. Counted in calls, in this transaction's own statistics.
+    *ids, other = errands.enqueue_many(conn, "add", [{"a": n, "b": 1} for n in range(9)])
+    conn.autocommit = False
+    conn.execute("SET LOCAL track_functions = 'pl'")
+    claimed = conn.execute(
+        query("claim_jobs"), {"worker": "w", "kinds": ["add"], "queues": None, "limit": 8}
+    ).fetchall()
+    assert len(claimed) == 8
+    finished = conn.execute(
+        query("finish_jobs"),
+        {
+            "worker": "w",
+            "ids": ids,
+            "states": ["completed"] * 7 + ["queued"],
+            "results": ["1"] * 7 + [None],
+            "errors": [None] * 8,
+            "retry_in": [None] * 7 + [0.0],
+        },
+    ).fetchall()
+    assert len(finished) == 8
+    conn.execute("UPDATE background_jobs SET priority = 1 WHERE id = %s", (other,))
+    calls = dict(conn.execute("SELECT funcname, calls FROM pg_stat_xact_user_functions"))
+    assert calls.get("errands_claim_kinds") == 1  # counting works
+    assert calls.get("errands_sync_stamp") == 1  # the plain UPDATE of the ninth only
+    assert "errands_cancel_queued" not in calls
+    stamped = conn.execute(
+        "SELECT count(*) FILTER (WHERE _txid = pg_current_xact_id()),"
+        " count(*) FILTER (WHERE completed = (state = 'completed'))"
+        " FROM background_jobs WHERE id = ANY(%s)",
+        (ids,),
+    ).fetchone()
+    assert stamped == (8, 8)
+    conn.rollback()

@@ -158,14 +158,18 @@ FROM errands_claim(%(worker)s, %(kinds)s, %(queues)s, %(limit)s)
 -- name: finish_jobs
 -- Ends a batch of jobs in one statement. Only the worker holding a job may end it:
 -- a worker whose lease was lost and taken over cannot overwrite the new attempt.
+-- _txid and completed are set here, so the row triggers that would set them are
+-- skipped (0017).
 UPDATE background_jobs AS j
 SET state = f.state,
+    completed = f.state = 'completed',
     result = f.result,
     error = f.error,
     progress = CASE WHEN f.state = 'completed' THEN 1 ELSE j.progress END,
     run_at = coalesce(now() + make_interval(secs => f.retry_in), j.run_at),
     lease_owner = CASE WHEN f.state = 'queued' THEN NULL ELSE j.lease_owner END,
-    finished_at = CASE WHEN f.state = 'queued' THEN NULL ELSE now() END
+    finished_at = CASE WHEN f.state = 'queued' THEN NULL ELSE now() END,
+    _txid = pg_current_xact_id()
 FROM unnest(%(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
             %(retry_in)s::float8[])
      AS f (id, state, result, error, retry_in)
@@ -174,7 +178,8 @@ RETURNING j.id
 
 -- name: write_progress
 UPDATE background_jobs AS j
-SET progress = p.progress, progress_message = coalesce(p.message, j.progress_message)
+SET progress = p.progress, progress_message = coalesce(p.message, j.progress_message),
+    _txid = pg_current_xact_id()  -- skips the stamping row trigger (0017)
 FROM unnest(%(ids)s::uuid[], %(progress)s::real[], %(messages)s::text[])
      AS p (id, progress, message)
 WHERE j.id = p.id AND j.lease_owner = %(worker)s AND j.state = 'running'
