@@ -7,8 +7,8 @@ counted.
 A fresh database gets ``--jobs`` no-op jobs (batch API); one in-process worker drains
 them in burst mode under cProfile. Reported per job: wall time, the worker process's
 CPU, the statements it sent by name (counted by wrapping psycopg's cursors), the
-round trips of its asyncio connections (each ``Link.transaction`` is one: a single
-statement, or a pipelined transaction) and the functions that took the most time.
+round trips of its asyncio connections (each ``Link.execute`` is one statement) and the
+functions that took the most time.
 ``pg_stat_statements`` is not needed (nor loaded on every server).
 """
 
@@ -68,15 +68,15 @@ def count_statements() -> Counter[str]:
 
 
 def count_round_trips() -> Counter[int]:
-    """Count the worker's round trips (``Link.transaction`` calls) by statements sent."""
+    """Count the worker's round trips (``Link.execute`` calls)."""
     trips: Counter[int] = Counter()
-    transaction = Link.transaction
+    execute = Link.execute
 
-    async def counted(self: Link, *statements: Any) -> Any:
-        trips[len(statements)] += 1
-        return await transaction(self, *statements)
+    async def counted(self: Link, *args: Any, **kwargs: Any) -> Any:
+        trips[1] += 1
+        return await execute(self, *args, **kwargs)
 
-    Link.transaction = counted  # type: ignore[method-assign]
+    Link.execute = counted  # type: ignore[method-assign]
     return trips
 
 

@@ -106,7 +106,7 @@ def test_query_blocks_parse_by_name() -> None:
     blocks = parse_blocks("-- name: one\nSELECT 1\n\n-- name: two\nSELECT 2;\n")
     assert blocks == {"one": "SELECT 1", "two": "SELECT 2;"}
     assert "claim_jobs" in queries()
-    assert "errands_claim" in queries()["claim_jobs"]
+    assert "errands_finish_and_claim" in queries()["claim_jobs"]
 
 
 def test_worker_settings_reject_nonsense() -> None:

@@ -14,6 +14,7 @@ import psycopg
 
 import errands
 from errands.queries import query
+from errands.worker.finishing import Finisher, Outcome
 
 
 def _blocks(conn: psycopg.Connection[Any], statement: str) -> int:
@@ -51,35 +52,36 @@ def test_claims_and_finishes_stamp_their_rows_without_row_triggers(
     # Migration 0017: the worker's statements set _txid and `completed` themselves, so the
     # row triggers that would (three PL/pgSQL calls a job) do not fire; other writers
     # still go through them. Counted in calls, in this transaction's own statistics.
-    *ids, other = errands.enqueue_many(conn, "add", [{"a": n, "b": 1} for n in range(9)])
+    *ids, ninth, tenth = errands.enqueue_many(conn, "add", [{"a": n} for n in range(10)])
     conn.autocommit = False
     conn.execute("SET LOCAL track_functions = 'pl'")
+    finisher = Finisher("w")
+    claim = {"kinds": ["add"], "queues": None}
     claimed = conn.execute(
-        query("claim_jobs"), {"worker": "w", "kinds": ["add"], "queues": None, "limit": 8}
+        query("claim_jobs"), {**finisher.outcomes([]), **claim, "limit": 8}
     ).fetchall()
-    assert len(claimed) == 8
-    finished = conn.execute(
-        query("finish_jobs"),
-        {
-            "worker": "w",
-            "ids": ids,
-            "states": ["completed"] * 7 + ["queued"],
-            "results": ["1"] * 7 + [None],
-            "errors": [None] * 8,
-            "retry_in": [None] * 7 + [0.0],
-        },
+    assert {row[1] for row in claimed} == set(ids)
+    # As a busy worker does: the eight end (seven done, one retried) and the ninth is
+    # claimed, in one statement; the first row says which ended.
+    ended = [Outcome(job, "completed", result="1") for job in ids[:7]]
+    ended.append(Outcome(ids[7], "queued", error='{"type": "E"}', retry_in=60.0))
+    head, *claimed = conn.execute(
+        query("claim_jobs"), {**finisher.outcomes(ended), **claim, "limit": 1}
     ).fetchall()
-    assert len(finished) == 8
-    conn.execute("UPDATE background_jobs SET priority = 1 WHERE id = %s", (other,))
+    assert set(head[0]) == set(ids)
+    assert head[1] is None
+    assert [row[1] for row in claimed] == [ninth]
+    conn.execute("UPDATE background_jobs SET priority = 1 WHERE id = %s", (tenth,))
     calls = dict(conn.execute("SELECT funcname, calls FROM pg_stat_xact_user_functions"))
-    assert calls.get("errands_claim_kinds") == 1  # counting works
-    assert calls.get("errands_sync_stamp") == 1  # the plain UPDATE of the ninth only
+    assert calls.get("errands_finish") == 1  # counting works
+    assert calls.get("errands_sync_stamp") == 1  # the plain UPDATE of the tenth only
     assert "errands_cancel_queued" not in calls
     stamped = conn.execute(
         "SELECT count(*) FILTER (WHERE _txid = pg_current_xact_id()),"
-        " count(*) FILTER (WHERE completed = (state = 'completed'))"
+        " count(*) FILTER (WHERE completed = (state = 'completed')),"
+        " count(*) FILTER (WHERE state = 'completed')"
         " FROM background_jobs WHERE id = ANY(%s)",
-        (ids,),
+        ([*ids, ninth, tenth],),
     ).fetchone()
-    assert stamped == (8, 8)
+    assert stamped == (10, 10, 7)
     conn.rollback()

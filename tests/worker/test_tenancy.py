@@ -16,6 +16,7 @@ from typing_extensions import TypedDict  # pydantic needs it before Python 3.12
 
 import errands
 from errands.queries import query
+from errands.worker.finishing import Finisher
 from tests.helpers import wait_for
 from tests.worker.conftest import StartWorker, job
 from tests.worker.test_max_running import _record as record_run
@@ -67,7 +68,8 @@ def insert(conn: psycopg.Connection[Any], kind: str, owner: str | None, **values
 def claim(conn: psycopg.Connection[Any], kinds: list[str], limit: int) -> list[dict[str, Any]]:
     """What a worker's claim takes now, in claim order."""
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        params = {"worker": "test", "kinds": kinds, "queues": None, "limit": limit}
+        nothing_ended = Finisher("test").outcomes([])
+        params = {**nothing_ended, "kinds": kinds, "queues": None, "limit": limit}
         return cur.execute(query("claim_jobs"), params).fetchall()
 
 

@@ -150,31 +150,17 @@ WHERE NOT EXISTS (
 DELETE FROM errands_workers WHERE id = %(id)s
 
 -- name: claim_jobs
-SELECT id, kind, payload, attempts, max_attempts, timeout_seconds, cancelled, traceparent,
-       owner, submitted_by,
-       extract(epoch FROM started_at - greatest(run_at, received_at))::float8 AS pickup_seconds
-FROM errands_claim(%(worker)s, %(kinds)s, %(queues)s, %(limit)s)
+-- The outcomes of the jobs that just ended (ids, states, ... : empty arrays for none)
+-- and the next claim, in one statement (errands_finish_and_claim, 0018).
+SELECT * FROM errands_finish_and_claim(
+    %(worker)s, %(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[],
+    %(errors)s::jsonb[], %(retry_in)s::float8[], %(kinds)s, %(queues)s, %(limit)s)
 
 -- name: finish_jobs
--- Ends a batch of jobs in one statement. Only the worker holding a job may end it:
--- a worker whose lease was lost and taken over cannot overwrite the new attempt.
--- _txid and completed are set here, so the row triggers that would set them are
--- skipped (0017).
-UPDATE background_jobs AS j
-SET state = f.state,
-    completed = f.state = 'completed',
-    result = f.result,
-    error = f.error,
-    progress = CASE WHEN f.state = 'completed' THEN 1 ELSE j.progress END,
-    run_at = coalesce(now() + make_interval(secs => f.retry_in), j.run_at),
-    lease_owner = CASE WHEN f.state = 'queued' THEN NULL ELSE j.lease_owner END,
-    finished_at = CASE WHEN f.state = 'queued' THEN NULL ELSE now() END,
-    _txid = pg_current_xact_id()
-FROM unnest(%(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[], %(errors)s::jsonb[],
-            %(retry_in)s::float8[])
-     AS f (id, state, result, error, retry_in)
-WHERE j.id = f.id AND j.lease_owner = %(worker)s AND j.state = 'running'
-RETURNING j.id
+-- Ends a batch of jobs when no claim follows (errands_finish, 0018).
+SELECT ended AS id
+FROM errands_finish(%(worker)s, %(ids)s::uuid[], %(states)s::text[], %(results)s::jsonb[],
+                    %(errors)s::jsonb[], %(retry_in)s::float8[]) AS ended
 
 -- name: write_progress
 UPDATE background_jobs AS j

@@ -25,7 +25,6 @@ RECONNECT = Backoff(first=0.05, cap=0.5)
 """Waits between attempts while the database is unreachable: short and bounded."""
 
 Statement = tuple[LiteralString, dict[str, Any] | None]
-Row = dict[str, Any]
 
 
 class Link:
@@ -34,16 +33,13 @@ class Link:
     def __init__(self, url: str) -> None:
         self._url = url
         self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()  # one transaction at a time on a connection
+        self._lock = asyncio.Lock()  # one statement at a time on a connection
 
     async def execute(
         self, sql: LiteralString, params: dict[str, Any] | None = None
     ) -> list[dict[str, Any]]:
-        """Run one statement (it commits on its own); return its rows."""
-        return (await self.transaction((sql, params)))[0]
-
-    async def transaction(self, *statements: Statement) -> list[list[dict[str, Any]]]:
-        """Run statements in one transaction; return each one's rows.
+        """Run one statement (it commits on its own: every write of the worker is one
+        statement, BEGIN and COMMIT would cost round trips); return its rows.
 
         A broken connection raises here and is dropped; the next call opens another.
         """
@@ -52,12 +48,11 @@ class Link:
                 self._conn = await connector().connect_async(self._url, autocommit=True)
             conn = self._conn
             try:
-                if len(statements) == 1:
-                    # One statement commits on its own: BEGIN and COMMIT would cost round trips.
-                    return [await _rows(conn, *statements[0])]
-                return await _pipelined(conn, statements)
+                async with conn.cursor(row_factory=dict_row) as cur:
+                    await cur.execute(sql, params)
+                    return await cur.fetchall() if cur.description else []
             except BaseException:
-                # Broken, or interrupted mid-transaction (a task cancelled at shutdown):
+                # Broken, or interrupted mid-statement (a task cancelled at shutdown):
                 # not to be used again.
                 if conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
                     self._conn = None
@@ -71,29 +66,3 @@ class Link:
             with contextlib.suppress(psycopg.Error):
                 await self._conn.close()
             self._conn = None
-
-
-async def _rows(conn: psycopg.AsyncConnection[Any], sql: LiteralString, params: Any) -> list[Row]:
-    """Run one statement; its rows."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(sql, params)
-        return await cur.fetchall() if cur.description else []
-
-
-async def _pipelined(
-    conn: psycopg.AsyncConnection[Any], statements: tuple[Statement, ...]
-) -> list[list[Row]]:
-    """Run statements in one transaction, sent together with BEGIN and COMMIT in
-    pipeline mode: one round trip for the lot rather than one each (a worker's claim
-    and the outcomes written with it are the round trips a busy worker waits on)."""
-    async with conn.pipeline() as pipeline:
-        cursors = [conn.cursor(row_factory=dict_row) for _ in statements]
-        try:
-            async with conn.transaction():
-                for cur, (sql, params) in zip(cursors, statements, strict=True):
-                    await cur.execute(sql, params)
-            await pipeline.sync()
-            return [await cur.fetchall() if cur.description else [] for cur in cursors]
-        finally:
-            for cur in cursors:
-                await cur.close()

@@ -1,9 +1,9 @@
 """How an attempt ends: the :class:`Outcome` a finished handler leaves, and writing it.
 
-Outcomes are written in batches (``finish_jobs``), most often in the same transaction as
-the next claim. Only the worker that holds a job can end it: an outcome whose job was
-taken back (this worker's lease lapsed and another worker recovered the job) is dropped,
-and the drop is logged.
+Outcomes are written in batches, most often in the same statement as the next claim
+(``claim_jobs``), else on their own (``finish_jobs``). Only the worker that holds a job
+can end it: an outcome whose job was taken back (this worker's lease lapsed and another
+worker recovered the job) is dropped, and the drop is logged.
 """
 
 from __future__ import annotations
@@ -80,25 +80,26 @@ class Finisher:
     def __bool__(self) -> bool:
         return bool(self._pending)
 
+    def outcomes(self, batch: list[Outcome]) -> dict[str, Any]:
+        """``batch`` as the parameters of ``finish_jobs`` and ``claim_jobs``."""
+        return {
+            "ids": [o.job_id for o in batch],
+            "states": [o.state for o in batch],
+            "results": [o.result for o in batch],
+            "errors": [o.error for o in batch],
+            "retry_in": [o.retry_in for o in batch],
+            "worker": self.worker_id,
+        }
+
     def statement(self, batch: list[Outcome]) -> Statement:
         """The ``finish_jobs`` statement for ``batch``."""
-        return (
-            query("finish_jobs"),
-            {
-                "ids": [o.job_id for o in batch],
-                "states": [o.state for o in batch],
-                "results": [o.result for o in batch],
-                "errors": [o.error for o in batch],
-                "retry_in": [o.retry_in for o in batch],
-                "worker": self.worker_id,
-            },
-        )
+        return query("finish_jobs"), self.outcomes(batch)
 
-    def written(self, batch: list[Outcome], rows: list[dict[str, Any]]) -> None:
-        """Log the outcomes of ``batch`` that ``finish_jobs`` did not write."""
-        ended = {row["id"] for row in rows}
+    def written(self, batch: list[Outcome], ended: list[uuid.UUID]) -> None:
+        """Log the outcomes of ``batch`` that were not written (not in ``ended``)."""
+        written = set(ended)
         for outcome in batch:
-            if outcome.job_id not in ended:
+            if outcome.job_id not in written:
                 log.warning(
                     "job %s: dropping this attempt's outcome (%s): the job is no longer "
                     "held by this worker (taken back after its lease lapsed, or deleted)",
@@ -113,14 +114,14 @@ class Finisher:
             if not batch:
                 return
             try:
-                [rows] = await link.transaction(self.statement(batch))
+                rows = await link.execute(*self.statement(batch))
             except psycopg.DataError:
                 await self._one_by_one(link, batch)
             except BaseException:
                 self.give_back(batch)
                 raise
             else:
-                self.written(batch, rows)
+                self.written(batch, [row["id"] for row in rows])
 
     async def _one_by_one(self, link: Link, batch: list[Outcome]) -> None:
         """Write outcomes singly, failing the job whose outcome Postgres refuses, so that
@@ -128,12 +129,12 @@ class Finisher:
         for done, outcome in enumerate(batch):
             try:
                 try:
-                    [rows] = await link.transaction(self.statement([outcome]))
+                    rows = await link.execute(*self.statement([outcome]))
                 except psycopg.DataError as exc:
                     error = error_json("StorageError", f"cannot store: {exc}")
                     failed = Outcome(outcome.job_id, "failed", error=error)
-                    [rows] = await link.transaction(self.statement([failed]))
+                    rows = await link.execute(*self.statement([failed]))
             except BaseException:
                 self.give_back(batch[done:])
                 raise
-            self.written([outcome], rows)
+            self.written([outcome], [row["id"] for row in rows])
