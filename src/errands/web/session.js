@@ -235,8 +235,9 @@ export class Session {
  * `token`: a string, or a function called at each connection. Callbacks:
  * `onBatch(upserted rows, deleted keys)` after each change (after a must-refetch, the
  * new snapshot arrives as upserts), `onChange(shape)` after each change, each restart
- * and on becoming up to date (not for a batch that changed none of its rows), `onStatus("connecting" | "live" | "offline")`, and `onFatal(error)` when the
- * service refuses the token (401) or the page (403): the shape stops then.
+ * and on becoming up to date (not for a batch that changed none of its rows),
+ * `onStatus("connecting" | "live" | "offline")`, and `onFatal(error)` when the service
+ * refuses the token (401) or the page (403): the shape stops then.
  */
 export class LiveShape {
   constructor({ server, token = null, where = null, live = "auto", backoff = {}, onBatch, onChange, onStatus, onFatal } = {}) {
