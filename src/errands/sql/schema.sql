@@ -1709,14 +1709,14 @@ BEGIN
 END
 $$;
 
--- Claims and finishes stamp their rows themselves (bench/README.md, "Third round").
--- errands_sync_stamp (0002) is a row trigger that fires WHEN a row's _txid is not the
--- writing transaction's, and errands_cancel_queued (0009) one that fires WHEN
--- `completed` disagrees with the state: a claim fired the first for every job, a finish
--- both, three PL/pgSQL calls a job (2.8 and 2.3 us each, track_functions, during a
--- drain). A statement that sets _txid and `completed` itself skips them; the triggers
--- stay for every other writer, and a cancelled row still goes through cancel_queued.
--- The claims are 0015's, with _txid set.
+-- Claims and finishes stamp their rows themselves (bench/README.md, "Fourth round").
+-- errands_sync_stamp (0002; its WHEN, 0012) is a row trigger that fires when a row's
+-- _txid is not the writing transaction's, errands_cancel_queued (0001; 0009) one that
+-- fires when `completed` disagrees with the state: a claim fired the first for every
+-- job, a finish both, three PL/pgSQL calls a job (2.8 and 2.3 us each, track_functions,
+-- during a drain). A statement that sets _txid and `completed` itself skips them; the
+-- triggers stay for every other writer, and a cancelled row still goes through
+-- cancel_queued. The claims are 0015's, with _txid set.
 CREATE OR REPLACE FUNCTION errands_claim_kinds(
     worker text, kinds text[], queues text[], max_jobs integer
 )
@@ -1807,7 +1807,7 @@ END
 $$;
 
 -- A busy worker's one statement: the outcomes of the jobs that just ended, then the
--- next claim (bench/README.md, "Third round"). The worker sent them as two statements
+-- next claim (bench/README.md, "Fourth round"). The worker sent them as two statements
 -- in a pipelined transaction (BEGIN, finish, claim, COMMIT): one round trip, but four
 -- protocol messages to parse, plan and answer, and psycopg's pipeline machinery on the
 -- worker's side, about half its CPU per job. One call of a function does the same

@@ -1,11 +1,11 @@
--- Claims and finishes stamp their rows themselves (bench/README.md, "Third round").
--- errands_sync_stamp (0002) is a row trigger that fires WHEN a row's _txid is not the
--- writing transaction's, and errands_cancel_queued (0009) one that fires WHEN
--- `completed` disagrees with the state: a claim fired the first for every job, a finish
--- both, three PL/pgSQL calls a job (2.8 and 2.3 us each, track_functions, during a
--- drain). A statement that sets _txid and `completed` itself skips them; the triggers
--- stay for every other writer, and a cancelled row still goes through cancel_queued.
--- The claims are 0015's, with _txid set.
+-- Claims and finishes stamp their rows themselves (bench/README.md, "Fourth round").
+-- errands_sync_stamp (0002; its WHEN, 0012) is a row trigger that fires when a row's
+-- _txid is not the writing transaction's, errands_cancel_queued (0001; 0009) one that
+-- fires when `completed` disagrees with the state: a claim fired the first for every
+-- job, a finish both, three PL/pgSQL calls a job (2.8 and 2.3 us each, track_functions,
+-- during a drain). A statement that sets _txid and `completed` itself skips them; the
+-- triggers stay for every other writer, and a cancelled row still goes through
+-- cancel_queued. The claims are 0015's, with _txid set.
 CREATE OR REPLACE FUNCTION errands_claim_kinds(
     worker text, kinds text[], queues text[], max_jobs integer
 )

@@ -1,5 +1,5 @@
 -- A busy worker's one statement: the outcomes of the jobs that just ended, then the
--- next claim (bench/README.md, "Third round"). The worker sent them as two statements
+-- next claim (bench/README.md, "Fourth round"). The worker sent them as two statements
 -- in a pipelined transaction (BEGIN, finish, claim, COMMIT): one round trip, but four
 -- protocol messages to parse, plan and answer, and psycopg's pipeline machinery on the
 -- worker's side, about half its CPU per job. One call of a function does the same
