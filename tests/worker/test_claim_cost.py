@@ -53,16 +53,21 @@ def test_claims_and_finishes_stamp_their_rows_without_row_triggers(
     # row triggers that would (three PL/pgSQL calls a job) do not fire; other writers
     # still go through them. Counted in calls, in this transaction's own statistics.
     *ids, ninth, tenth = errands.enqueue_many(conn, "add", [{"a": n} for n in range(10)])
-    conn.autocommit = False
-    conn.execute("SET LOCAL track_functions = 'pl'")
     finisher = Finisher("w")
     claim = {"kinds": ["add"], "queues": None}
+    conn.autocommit = False
+    conn.execute("SET LOCAL track_functions = 'pl'")
     claimed = conn.execute(
         query("claim_jobs"), {**finisher.outcomes([]), **claim, "limit": 8}
     ).fetchall()
     assert {row[1] for row in claimed} == set(ids)
-    # As a busy worker does: the eight end (seven done, one retried) and the ninth is
-    # claimed, in one statement; the first row says which ended.
+    calls = dict(conn.execute("SELECT funcname, calls FROM pg_stat_xact_user_functions"))
+    assert calls.get("errands_claim_kinds") == 1  # counting works
+    assert "errands_sync_stamp" not in calls
+    conn.commit()
+    # As a busy worker does, in a later transaction: the eight end (seven done, one
+    # retried) and the ninth is claimed, in one statement; the first row says which ended.
+    conn.execute("SET LOCAL track_functions = 'pl'")
     ended = [Outcome(job, "completed", result="1") for job in ids[:7]]
     ended.append(Outcome(ids[7], "queued", error='{"type": "E"}', retry_in=60.0))
     head, *claimed = conn.execute(
@@ -73,7 +78,7 @@ def test_claims_and_finishes_stamp_their_rows_without_row_triggers(
     assert [row[1] for row in claimed] == [ninth]
     conn.execute("UPDATE background_jobs SET priority = 1 WHERE id = %s", (tenth,))
     calls = dict(conn.execute("SELECT funcname, calls FROM pg_stat_xact_user_functions"))
-    assert calls.get("errands_finish") == 1  # counting works
+    assert calls.get("errands_finish") == 1
     assert calls.get("errands_sync_stamp") == 1  # the plain UPDATE of the tenth only
     assert "errands_cancel_queued" not in calls
     stamped = conn.execute(
