@@ -20,6 +20,8 @@ from psycopg.types.json import Jsonb
 
 import errands
 from errands.protocol import QuestionClosed
+from errands.queries import query
+from errands.worker.finishing import Finisher, Outcome
 from errands.worker.steps import WorkerSteps
 from tests.helpers import ErrandsProcess, wait_for
 from tests.worker.conftest import StartWorker, events, job, wait_for_state
@@ -128,6 +130,23 @@ def test_dependencies_that_ended_before_count_at_once(
     doomed = errands.enqueue(conn, "collect", None, after=[done, failed])
     row = job(conn, doomed)  # ended as it was inserted
     assert (row["state"], row["error"]["type"]) == ("cancelled", "DependencyFailed")
+
+
+def test_finishing_a_dependency_and_claiming_in_one_statement_takes_its_dependent(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # A busy worker ends its jobs and claims the next in one statement (0018): the claim
+    # runs after the release, so a chain goes on without waiting for another claim.
+    first = errands.enqueue(conn, "record", {"name": "first"})
+    then = errands.enqueue(conn, "record", {"name": "then"}, after=[first])
+    finisher = Finisher("w")
+    claim = {"kinds": ["record"], "queues": None, "limit": 1}
+    [claimed] = conn.execute(query("claim_jobs"), {**finisher.outcomes([]), **claim})
+    assert claimed[1] == first
+    done = [Outcome(first, "completed", result="1")]
+    head, *claimed_next = conn.execute(query("claim_jobs"), {**finisher.outcomes(done), **claim})
+    assert head[0] == [first]
+    assert [row[1] for row in claimed_next] == [then]
 
 
 def test_unknown_or_late_dependencies_are_refused(conn: psycopg.Connection[Any]) -> None:
