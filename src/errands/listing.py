@@ -118,7 +118,9 @@ def _sort_values(job: JobRecord, sort: Sort) -> list[Any]:
 
 
 def encode_cursor(job: JobRecord, sort: Sort = NEWEST_FIRST) -> str:
-    """The cursor just past ``job`` in either direction of ``sort``."""
+    """The cursor just past ``job`` in either direction of ``sort``. The console builds
+    the newest-first one itself (jobs.js ``olderThan``) for rows that arrived live: a
+    change of this format changes that too."""
     values = [sort.name, *_sort_values(job, sort), job.received_at.isoformat(), str(job.id)]
     return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 

@@ -84,6 +84,13 @@ def test_a_shape_of_named_jobs_hears_nothing_of_the_others(
             assert [(m.type, m.key) for m in answer.messages[:-1]] == [("upsert", mine)]  # type: ignore[union-attr]
         answer = read(alice, kind_offset, by_kind)
         assert ("delete", other) in [(m.type, getattr(m, "key", None)) for m in answer.messages]
+        # A named job deleted still reaches the shape as a delete (its tombstone).
+        offset = read(alice, offset, named).offset
+        with psycopg.connect(database_url) as conn:
+            conn.execute("DELETE FROM background_jobs WHERE id IN (%s, %s)", (mine, other))
+        for live in ({}, {"live": "true"}):
+            answer = read(alice, offset, named, **live)
+            assert [(m.type, m.key) for m in answer.messages[:-1]] == [("delete", mine)]  # type: ignore[union-attr]
 
 
 def test_a_live_read_with_nothing_new_ends_up_to_date(alice: httpx.Client) -> None:

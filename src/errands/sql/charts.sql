@@ -126,8 +126,8 @@ GROUP BY 1, 2
 
 -- name: depth_now
 -- Jobs waiting now per group, on background_jobs_state_received_idx (its queued part
--- carries kind and queue): where the queue-depth lines end; they are drawn back from here through
--- each bucket's entries and exits.
+-- carries kind and queue): where the queue-depth lines end; they are drawn back from
+-- here through each bucket's entries and exits.
 SELECT CASE %(split)s::text WHEN 'kind' THEN j.kind WHEN 'queue' THEN j.queue ELSE '' END,
        count(*)
 FROM background_jobs j

@@ -31,7 +31,8 @@ const microseconds = (text) => {
 };
 
 /** The cursor of the jobs older than `job`, newest first, as the server writes it
- * (listing.encode_cursor): for the newest page, whose last row moves as jobs arrive. */
+ * (listing.encode_cursor, whose format this repeats: test_jobs.py's newest-page test
+ * clicks Older on it): for the newest page, whose last row moves as jobs arrive. */
 const olderThan = (job) =>
   btoa(JSON.stringify([DEFAULT_SORT, job.received_at, job.id])).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 
@@ -393,8 +394,8 @@ export class JobsView {
       }
     }
     for (const id of gone) {
-      // A job on the page and in both shapes stays while either holds it (one that
-      // arrived, then left the filter, is updated in place like the page's other rows).
+      // A job stays while another of the page's shapes holds it: the rows' shape keeps
+      // (and updates in place) a job of the page that left the arrivals' filter.
       if (this.shapes.some((shape) => shape.rows.has(id))) continue;
       if (this.rows.delete(id)) {
         this.order = this.order.filter((other) => other !== id);
