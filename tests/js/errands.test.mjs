@@ -34,14 +34,26 @@ const ROW = { id: "a", timestamp: "2026-12-01T10:00:00.000001+00:00", kind: "k",
 const pending = (op, values) => ({ op, values, status: "pending", error: null });
 
 describe("uuid7", () => {
+  // Each test's milliseconds are above the one before's: ids rise across all of them.
   test("puts the milliseconds first, then version 7 and the RFC 4122 variant", () => {
-    const id = uuid7(0x0123456789ab, new Uint8Array(10).fill(0xff));
-    assert.equal(id, "01234567-89ab-7fff-bfff-ffffffffffff");
+    const id = uuid7(0x0fedcba98765, new Uint8Array(10).fill(0xff));
+    assert.equal(id, "0fedcba9-8765-7fff-bfff-ffffffffffff");
   });
 
   test("sorts by creation time, and differs within one millisecond", () => {
-    assert.ok(uuid7(1000) < uuid7(1001));
-    assert.notEqual(uuid7(5), uuid7(5));
+    assert.ok(uuid7(0x0fedcba98770) < uuid7(0x0fedcba98771));
+    assert.notEqual(uuid7(0x0fedcba98772), uuid7(0x0fedcba98772));
+  });
+
+  test("rises within one millisecond, whatever the random bits say", () => {
+    const ids = Array.from({ length: 50 }, (_, i) => uuid7(0x0fedcba98780, new Uint8Array(10).fill(50 - i)));
+    assert.deepEqual([...ids].sort(), ids);
+    assert.equal(new Set(ids).size, ids.length);
+    assert.ok(ids.every((id) => /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id)));
+    const top = new Uint8Array(10).fill(0xff); // every random bit set: the step carries into the milliseconds
+    const [first, second] = [uuid7(0x0fedcba98790, top), uuid7(0x0fedcba98790, top)];
+    assert.equal(first, "0fedcba9-8790-7fff-bfff-ffffffffffff");
+    assert.equal(second.slice(0, 13), "0fedcba9-8791");
   });
 });
 

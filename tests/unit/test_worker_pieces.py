@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 import uuid
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 
 import errands
 from errands.exceptions import ErrandsError, HandlerNotFound, JobCancelled, PayloadError
-from errands.ids import uuid7
+from errands.ids import _Rising as Rising
+from errands.ids import uuid7, uuid7_many
 from errands.payloads import dump_json, printable
 from errands.queries import parse_blocks, queries
 from errands.registry import MAX_RETRY_DELAY, retry_delay
@@ -40,6 +42,29 @@ def test_uuid7_is_version_7_and_time_ordered() -> None:
     assert first < second
     millis = first.int >> 80
     assert abs(millis - time.time() * 1000) < 60_000
+
+
+def test_uuid7s_rise_within_one_millisecond() -> None:
+    """Jobs asked for in one millisecond, or in one batch, list in the order asked."""
+    singles = [uuid7() for _ in range(2_000)]  # many share a millisecond
+    batch = uuid7_many(2_000)  # one millisecond, random bits drawn unsorted
+    ids = singles + batch + [uuid7()]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert len({i.int >> 80 for i in batch}) == 1
+    # Not guessable as "the one before plus one" (a step is 1 + 40 random bits).
+    assert all(b.int - a.int > 1 for a, b in itertools.pairwise(ids))
+
+
+def test_an_id_that_would_not_rise_steps_above_the_last() -> None:
+    rising = Rising()
+    top = 5 << 74 | (1 << 74) - 1  # millisecond 5, every random bit set
+    first, second = rising.follow([top, top])
+    assert first == top
+    assert second >> 74 == 6  # the step carried into the milliseconds
+    (earlier,) = rising.follow([4 << 74])  # the clock stepped back
+    assert earlier > second
 
 
 @pytest.mark.parametrize("value", [{"x": object()}, {"x": math.nan}, {1, 2}, b"bytes"])

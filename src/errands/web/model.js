@@ -82,18 +82,24 @@ export class StreamUnusable extends SyncError {}
 
 // -- pure parts ---------------------------------------------------------------------------
 
-/** A new UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. */
+/** The last id `uuid7` made, as 48 bits of milliseconds then 74 random bits. */
+let lastId = 0n;
+
+/** A new UUIDv7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits. Each id is
+ * above the one before (RFC 9562's monotonic random, 6.2 method 2), as errands.ids makes
+ * them: where it would not be, it is the last plus a random step of up to 2**40 (so jobs
+ * submitted in one millisecond list in the order they were submitted, and an id is not
+ * guessable from the one before). */
 export function uuid7(now = Date.now(), random = crypto.getRandomValues(new Uint8Array(10))) {
-  const bytes = new Uint8Array(16);
-  let millis = now;
-  for (let i = 5; i >= 0; i--) {
-    bytes[i] = millis % 256;
-    millis = Math.floor(millis / 256);
-  }
-  bytes.set(random.subarray(0, 10), 6);
-  bytes[6] = (bytes[6] & 0x0f) | 0x70; // version 7
-  bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  const noise = BigInt(`0x${[...random.subarray(0, 10)].map((b) => b.toString(16).padStart(2, "0")).join("")}`);
+  let value = (BigInt(now) << 74n) | (noise & ((1n << 74n) - 1n));
+  if (value <= lastId) value = lastId + 1n + (noise & ((1n << 40n) - 1n));
+  lastId = value;
+  const millis = value >> 74n;
+  const randomA = (value >> 62n) & 0xfffn;
+  const randomB = value & ((1n << 62n) - 1n);
+  const id = (millis << 80n) | (0x7n << 76n) | (randomA << 64n) | (0x2n << 62n) | randomB; // version 7, RFC 4122 variant
+  const hex = id.toString(16).padStart(32, "0");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
