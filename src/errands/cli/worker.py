@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -22,6 +23,8 @@ from errands.migrations import ensure_migrated
 from errands.registry import Registry
 from errands.worker import Worker, WorkerSettings
 from errands.worker.supervisor import Supervisor, available_cores
+from errands.worker.watchdog import OVERRUN_SLACK, ShutdownWatchdog
+from errands.worker.worker import ABORT_GRACE
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 """Where prometheus_client's multiprocess mode keeps each process's metrics."""
@@ -334,8 +337,25 @@ def _runner(loop: str) -> asyncio.Runner:
 
 async def _run(running: Worker, supervised: bool) -> None:
     loop = asyncio.get_running_loop()
+    watchdog = ShutdownWatchdog(
+        lambda: running.stopping,
+        running.settings.shutdown_timeout + ABORT_GRACE + OVERRUN_SLACK,
+        ABORT_GRACE + OVERRUN_SLACK,
+    )
+    watchdog.start()
+    signals = 0
+
+    def on_signal(signum: int, frame: object) -> None:
+        # A Python-level handler, not the loop's: it runs even while a handler blocks
+        # the loop, so the watchdog hears every signal; the stop itself is the loop's.
+        nonlocal signals
+        signals += 1
+        watchdog.asked(at_once=signals > 1 or running.stopping)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to stop
+            loop.call_soon_threadsafe(running.stop)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, running.stop)
+        signal.signal(signum, on_signal)
     if supervised:
         _stop_when_orphaned(loop, running)
     await running.run()

@@ -112,6 +112,12 @@ class Worker:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker was asked to stop (by :meth:`stop`, or itself in burst
+        mode); safe to read from any thread."""
+        return self._stopping.is_set()
+
     def stop(self) -> None:
         """Stop claiming; let running jobs finish (up to ``shutdown_timeout``).
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -253,25 +255,34 @@ def test_the_backend_declares_its_capabilities() -> None:
     assert all(getattr(backend, f"supports_{feature}") for feature in supports)
 
 
-def test_checks_name_a_queue_no_worker_serves(django_db: str) -> None:
+QUEUE_DEFAULT_QUICK_STOP = ("--queue", "default", "--shutdown-timeout", "1")
+
+
+def test_checks_name_a_queue_no_worker_serves(django_db: str, tmp_path: Path) -> None:
     nobody = check_database()
     assert "errands.W002" in nobody, nobody
     assert "queue 'default'" in nobody, nobody
     assert "queue 'emails'" in nobody, nobody
-    worker = subprocess.Popen(
-        [sys.executable, str(MANAGE), "errands_worker", "--queue", "default"],
-        env={**os.environ, DATABASE_VARIABLE: django_db, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    said = tmp_path / "worker.log"
+    with said.open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, str(MANAGE), "errands_worker", *QUEUE_DEFAULT_QUICK_STOP],
+            env={**os.environ, DATABASE_VARIABLE: django_db, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         with psycopg.connect(django_db, autocommit=True) as conn:
             wait_for(lambda: operations.workers(conn), 30, what="the worker to register")
         some = check_database()
     finally:
         worker.terminate()
-        worker.wait(30)
+        # A stop that overruns its budget ends in 16 s here (errands.worker.watchdog).
+        code = worker.wait(30)
+    if code != 0:
+        # Once in many runs this stop has hung (not reproduced since): say where.
+        warnings.warn(f"the worker's stop overran:\n{said.read_text()[-8000:]}", stacklevel=1)
     assert "queue 'emails'" in some, some
     assert "queue 'default'" not in some, some
 
