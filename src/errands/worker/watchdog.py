@@ -51,7 +51,6 @@ class ShutdownWatchdog:
         self._at_once = at_once
         self._end = end  # for tests: os._exit skips everything, as it must here
         self._deadline: float | None = None
-        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="errands-watchdog")
 
     def start(self) -> None:
@@ -61,11 +60,12 @@ class ShutdownWatchdog:
     def asked(self, *, at_once: bool = False) -> None:
         """The worker was asked to stop (``at_once``: to stop at once); safe to call from
         a signal handler. Only ever brings the deadline nearer."""
-        seconds = self._at_once if at_once else self._budget
-        with self._lock:
-            deadline = time.monotonic() + seconds
-            if self._deadline is None or deadline < self._deadline:
-                self._deadline = deadline
+        # No lock: a signal handler may interrupt another (or this thread's own call),
+        # and a lock taken twice by the main thread would hang it, which is what this
+        # class is for. Two calls racing can only lose the nearer of two deadlines.
+        deadline = time.monotonic() + (self._at_once if at_once else self._budget)
+        if self._deadline is None or deadline < self._deadline:
+            self._deadline = deadline
 
     def _watch(self) -> None:
         while True:
@@ -77,13 +77,15 @@ class ShutdownWatchdog:
                 return
 
     def _overran(self) -> None:
-        log.error(
-            "the worker did not stop within its shutdown budget (a handler blocking the "
-            "event loop?): exiting now; the jobs it holds come back when its lease "
-            "expires. Its threads were here:"
-        )
-        for handler in logging.getLogger().handlers + log.handlers:
-            handler.flush()
-        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
-        sys.stderr.flush()
-        self._end(1)
+        try:
+            log.error(
+                "the worker did not stop within its shutdown budget (a handler blocking "
+                "the event loop?): exiting now; the jobs it holds come back when its "
+                "lease expires. Its threads were here:"
+            )
+            for handler in logging.getLogger().handlers + log.handlers:
+                handler.flush()
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            sys.stderr.flush()
+        finally:  # whatever the report met (a closed stderr), the process ends
+            self._end(1)
