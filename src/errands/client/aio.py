@@ -16,6 +16,7 @@ from typing import Any, Unpack
 from errands.client.client import ClientBase, SubmitOptions, submit_options, sync_once
 from errands.client.job import Job, Question
 from errands.tracing import start_span
+from errands.waiting import event_set
 
 
 class AsyncClient(ClientBase):
@@ -105,8 +106,7 @@ class AsyncClient(ClientBase):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise self._timed_out(job_id, timeout)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), min(remaining, 60.0))
+                await event_set(changed, min(remaining, 60.0))
         finally:
             self.replica.remove_listener(wake)
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import anyio.to_thread
 
+from errands.waiting import event_set
+
 Snapshot = Callable[[], dict[str, Any]]
 
 
@@ -75,7 +77,8 @@ class LiveView:
             yield _event(await self._read())
             while True:
                 try:
-                    message = await asyncio.wait_for(mailbox.get(), keepalive)
+                    async with asyncio.timeout(keepalive):  # not wait_for: errands.waiting
+                        message = await mailbox.get()
                 except TimeoutError:
                     yield ": keepalive\n\n"
                     continue
@@ -87,8 +90,7 @@ class LiveView:
 
     async def _publish_forever(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._refresh_interval)
+            await event_set(self._dirty, self._refresh_interval)
             self._dirty.clear()
             message = await self._read()
             if message != self._latest:

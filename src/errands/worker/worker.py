@@ -19,7 +19,6 @@ place (:meth:`Worker._start`) and ends in one place (:meth:`Worker._finish`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -36,6 +35,7 @@ from errands.queries import query
 from errands.registry import JobContext, JobHandler, Registry
 from errands.schedules import run_schedules
 from errands.tracing import job_span
+from errands.waiting import event_set
 from errands.worker import processes
 from errands.worker.connections import RECONNECT, Link
 from errands.worker.finishing import Finisher, Outcome
@@ -237,8 +237,7 @@ class Worker:
             remaining = deadline - time.monotonic()
             if not self._running or (until_abort and self._aborting) or remaining <= 0:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            await event_set(self._wakeup, remaining)
 
     async def _retrying(
         self, what: str, action: Callable[[], Awaitable[Any]], attempts: int | None = None
@@ -259,8 +258,7 @@ class Worker:
                 await asyncio.sleep(delay)
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await event_set(self._stopping, seconds)
 
     # -- claiming --------------------------------------------------------------------
 
@@ -306,8 +304,7 @@ class Worker:
                 log.info("no runnable job left (burst mode): stopping")
                 self.stop()
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.settings.poll_interval)
+            await event_set(self._wakeup, self.settings.poll_interval)
 
     async def _claim(self, link: Link, limit: int) -> int:
         """Claim up to ``limit`` jobs and start them.
@@ -473,8 +470,7 @@ class Worker:
 
     async def _cancellation_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._cancel_hint.wait(), self.settings.poll_interval)
+            await event_set(self._cancel_hint, self.settings.poll_interval)
             self._cancel_hint.clear()
             if not self._running:
                 continue
