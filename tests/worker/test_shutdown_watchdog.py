@@ -38,7 +38,7 @@ def test_a_stop_held_up_by_a_handler_blocking_the_loop_ends_the_process(
     assert row["attempts"] == 1
 
 
-def test_a_stop_that_ends_in_time_is_left_alone() -> None:
+def test_a_worker_not_asked_to_stop_is_left_alone() -> None:
     ended: list[int] = []
     stopping = threading.Event()
     watchdog = ShutdownWatchdog(stopping.is_set, 0.3, 0.1, end=ended.append)
@@ -66,3 +66,16 @@ def test_a_second_signal_brings_the_deadline_nearer_and_a_later_one_never_furthe
     watchdog.asked()  # would be an hour again: ignored
     wait_for(lambda: ended, 10, what="the watchdog to end the process")
     assert ended == [1]
+
+
+def test_a_closed_watchdog_never_ends_the_process() -> None:
+    """The worker stopped in time and the program goes on (Django's call_command)."""
+    ended: list[int] = []
+    stopping = threading.Event()
+    watchdog = ShutdownWatchdog(stopping.is_set, 0.2, 0.1, end=ended.append)
+    watchdog.start()
+    stopping.set()
+    watchdog.asked()
+    watchdog.close()
+    time.sleep(1.0)  # five budgets
+    assert ended == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
@@ -228,12 +227,19 @@ def worker(
     counted = metrics_port is not None or (supervised and MULTIPROCESS_DIR in os.environ)
     metrics = WorkerMetrics(database_url) if counted else None
     stop_serving = _serve_metrics(metrics, metrics_host, None if supervised else metrics_port)
+    running = Worker(loaded, database_url, settings, metrics)
+    watchdog = ShutdownWatchdog(
+        lambda: running.stopping,
+        settings.shutdown_timeout + ABORT_GRACE + OVERRUN_SLACK,
+        ABORT_GRACE + OVERRUN_SLACK,
+    )
     try:
-        with _runner(loop) as runner:
-            runner.run(_run(Worker(loaded, database_url, settings, metrics), supervised))
+        with _runner(loop) as runner:  # its closing is watched too
+            runner.run(_run(running, watchdog, supervised))
     except ErrandsError as exc:
         fail(str(exc))
-    finally:
+    finally:  # the worker has stopped: the process may go on (Django's call_command)
+        watchdog.close()
         stop_serving()
 
 
@@ -335,13 +341,8 @@ def _runner(loop: str) -> asyncio.Runner:
     return asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
 
-async def _run(running: Worker, supervised: bool) -> None:
+async def _run(running: Worker, watchdog: ShutdownWatchdog, supervised: bool) -> None:
     loop = asyncio.get_running_loop()
-    watchdog = ShutdownWatchdog(
-        lambda: running.stopping,
-        running.settings.shutdown_timeout + ABORT_GRACE + OVERRUN_SLACK,
-        ABORT_GRACE + OVERRUN_SLACK,
-    )
     watchdog.start()
     signals = 0
 
@@ -351,14 +352,18 @@ async def _run(running: Worker, supervised: bool) -> None:
         nonlocal signals
         signals += 1
         watchdog.asked(at_once=signals > 1 or running.stopping)
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to stop
-            loop.call_soon_threadsafe(running.stop)
+        loop.call_soon_threadsafe(running.stop)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
-    if supervised:
-        _stop_when_orphaned(loop, running)
-    await running.run()
+    before = {
+        signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        if supervised:
+            _stop_when_orphaned(loop, running)
+        await running.run()
+    finally:  # the loop is about to close: its handlers go with it
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 def _stop_when_orphaned(loop: asyncio.AbstractEventLoop, running: Worker) -> None:

@@ -51,11 +51,19 @@ class ShutdownWatchdog:
         self._at_once = at_once
         self._end = end  # for tests: os._exit skips everything, as it must here
         self._deadline: float | None = None
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="errands-watchdog")
 
     def start(self) -> None:
         """Watch from now on (a daemon thread: a process that ends stops it)."""
         self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching: the worker has stopped (a program that ran the command in
+        its own process, as Django's ``call_command`` does, goes on without it)."""
+        self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
     def asked(self, *, at_once: bool = False) -> None:
         """The worker was asked to stop (``at_once``: to stop at once); safe to call from
@@ -68,8 +76,7 @@ class ShutdownWatchdog:
             self._deadline = deadline
 
     def _watch(self) -> None:
-        while True:
-            time.sleep(_WATCH_INTERVAL)
+        while not self._closed.wait(_WATCH_INTERVAL):
             if self._deadline is None and self._stopping():
                 self.asked()  # a stop the worker decided itself (burst mode, orphaned)
             if self._deadline is not None and time.monotonic() >= self._deadline:

@@ -3,6 +3,11 @@
 
 import { LiveShape as Follower } from "../v1/client/errands.js";
 
+/** Microseconds since 1970 of an ISO timestamp, as Postgres orders them (errands.js's
+ * rule: Date.parse stops at milliseconds, and jobs received in one would come in any
+ * order). */
+export { sortKey as microseconds } from "../v1/client/model.js";
+
 const KEY = "errands.console.token";
 
 /** Where the token lives: this tab only (sessionStorage), or this browser if asked. */

@@ -6,7 +6,7 @@
 // place, keyed by job id, so a live change never replaces what the pointer is on.
 
 import { ACTIONS, appliesTo, confirm, perform, report, reportError } from "./actions.js";
-import { api, LiveShape } from "./api.js";
+import { api, LiveShape, microseconds } from "./api.js";
 import { absolute, arrange, badge, between, duration, h, plural, relative, setAttr, setText, shortId, STATES } from "./dom.js";
 
 export const PAGE_SIZE = 50;
@@ -22,13 +22,6 @@ const sortOf = (text) => (text && text.replace(/^-/, "") in FIRST_ORDER ? text :
 
 /** A datetime-local value (the viewer's time zone) as an ISO timestamp. */
 const localToIso = (value) => (value ? new Date(value).toISOString() : null);
-
-/** An ISO timestamp in microseconds since 1970, as Postgres orders them (Date.parse
- * stops at milliseconds: jobs received in the same one would come in any order). */
-const microseconds = (text) => {
-  const fraction = /\.(\d+)/.exec(text);
-  return Date.parse(text) * 1000 + (fraction ? Number(fraction[1].padEnd(6, "0").slice(3, 6)) : 0);
-};
 
 /** The cursor of the jobs older than `job`, newest first, as the server writes it
  * (listing.encode_cursor, whose format this repeats: test_jobs.py's newest-page test
